@@ -1,0 +1,1 @@
+//! Revocable values and the grace-period primitive (work in progress).

@@ -1,0 +1,34 @@
+//! Synchronisation primitives, switched to loom's models under `--cfg loom`.
+//!
+//! Every atomic, lock and thread primitive used by the library comes from here so that the loom
+//! models in `tests/loom_*.rs` explore the real code paths, not copies of them.
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+#[cfg(loom)]
+pub(crate) use loom::sync::{Arc, Condvar, Mutex, MutexGuard};
+#[cfg(loom)]
+pub(crate) use loom::thread::yield_now;
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+#[cfg(not(loom))]
+pub(crate) use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+#[cfg(not(loom))]
+pub(crate) use std::thread::yield_now;
+
+/// Locks `m`, ignoring poisoning.
+///
+/// The library never holds one of its own locks while running user code, so a poisoned lock only
+/// means a panic escaped between two library statements; the data it protects is still
+/// consistent and refusing to continue would turn one panic into a cascade (promise 5).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    #[cfg(loom)]
+    {
+        m.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    #[cfg(not(loom))]
+    {
+        m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
