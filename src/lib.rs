@@ -5,8 +5,14 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod device;
 pub mod error;
+mod macros;
+pub mod res;
 pub mod revoke;
 pub(crate) mod sync;
+pub mod trace;
 
+pub use device::{Device, LogicalDevice};
 pub use error::{Error, Result};
+pub use res::{ActionHandle, EntryInfo, EntryKind, Managed, ResourceOwner, Site};

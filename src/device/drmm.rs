@@ -1,0 +1,446 @@
+//! The drmm API: actions and managed allocations on a logical device.
+
+use std::mem::MaybeUninit;
+use std::ptr::NonNull;
+
+use super::LogicalDevice;
+use crate::error::{Error, Result};
+use crate::res::{
+    Action, ActionHandle, Block, Entry, Managed, Payload, ResourceList, Site, byte_align,
+};
+use crate::trace;
+
+/// Default alignment of raw byte allocations: [`MIN_BYTE_ALIGN`](crate::res::MIN_BYTE_ALIGN).
+const DEFAULT_ALIGN: usize = crate::res::MIN_BYTE_ALIGN;
+
+impl<T> LogicalDevice<T> {
+    // ----- actions -------------------------------------------------------------------------
+
+    /// Registers `action` to run when the device is released, naming it `name`.
+    ///
+    /// The action runs once, newest first with the other entries, when the last reference to
+    /// the device is dropped — or earlier through [`release_action`](Self::release_action). It
+    /// receives the device, whose data is still alive.
+    ///
+    /// Prefer the [`add_action!`](crate::add_action) macro, which names the action after its
+    /// expression like the kernel's `drmm_add_action`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfMemory`] if the list could not grow (or a large closure could not be
+    /// boxed); the action is dropped without running. See
+    /// [`add_action_or_reset_named`](Self::add_action_or_reset_named) to run it instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::new(5u32);
+    /// let _ = dev.add_action_named("check", |dev| assert_eq!(*dev.data(), 5))?;
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
+    #[doc(alias = "drmm_add_action_named")]
+    #[doc(alias = "__drmm_add_action")]
+    #[track_caller]
+    pub fn add_action_named<F>(&self, name: &'static str, action: F) -> Result<ActionHandle>
+    where
+        F: FnOnce(&LogicalDevice<T>) + Send + 'static,
+    {
+        add_action(&self.list, Site::caller(name), action).map_err(|(e, _)| e)
+    }
+
+    /// Registers `action`, named after its closure type. See
+    /// [`add_action_named`](Self::add_action_named).
+    ///
+    /// # Errors
+    ///
+    /// As for [`add_action_named`](Self::add_action_named).
+    #[doc(alias = "drmm_add_action")]
+    #[track_caller]
+    pub fn add_action<F>(&self, action: F) -> Result<ActionHandle>
+    where
+        F: FnOnce(&LogicalDevice<T>) + Send + 'static,
+    {
+        self.add_action_named(std::any::type_name::<F>(), action)
+    }
+
+    /// Registers `action`; if that fails, runs it at once and returns the error
+    /// (`drmm_add_action_or_reset`). Either way the action runs exactly once, so the caller
+    /// must not clean up again on error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfMemory`] after running the action.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::new(());
+    /// let _ = dev.add_action_or_reset_named("unmap", |_| println!("unmapped"))?;
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
+    #[doc(alias = "drmm_add_action_or_reset")]
+    #[track_caller]
+    pub fn add_action_or_reset_named<F>(
+        &self,
+        name: &'static str,
+        action: F,
+    ) -> Result<ActionHandle>
+    where
+        F: FnOnce(&LogicalDevice<T>) + Send + 'static,
+    {
+        add_action(&self.list, Site::caller(name), action).map_err(|(e, action)| {
+            action.run(self);
+            e
+        })
+    }
+
+    /// [`add_action_or_reset_named`](Self::add_action_or_reset_named), named after the closure
+    /// type.
+    ///
+    /// # Errors
+    ///
+    /// As for [`add_action_or_reset_named`](Self::add_action_or_reset_named).
+    #[track_caller]
+    pub fn add_action_or_reset<F>(&self, action: F) -> Result<ActionHandle>
+    where
+        F: FnOnce(&LogicalDevice<T>) + Send + 'static,
+    {
+        self.add_action_or_reset_named(std::any::type_name::<F>(), action)
+    }
+
+    /// Takes the action off the list and runs it now (`drmm_release_action`).
+    ///
+    /// The handle says exactly which registration to release, so the kernel's question of which
+    /// of several identical `(action, data)` pairs matches (drmm: the oldest; devm: the newest)
+    /// does not arise. A panic of the action propagates to the caller; the entry is gone either
+    /// way.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ForeignHandle`] if the handle belongs to another device (nothing runs);
+    /// [`Error::NotOnList`] if the device's release already ran it (only possible from inside
+    /// a release action).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::new(());
+    /// let h = dev.add_action_named("flush", |_| println!("flushed"))?;
+    /// dev.release_action(h)?; // prints now, not at release
+    /// assert_eq!(dev.resource_count(), 0);
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
+    #[doc(alias = "drmm_release_action")]
+    pub fn release_action(&self, handle: ActionHandle) -> Result<()> {
+        self.list.release(&handle.key, self)
+    }
+
+    /// Takes the action off the list without running it; its captured state is dropped. The
+    /// kernel has this only for devres (`devm_remove_action`).
+    ///
+    /// # Errors
+    ///
+    /// As for [`release_action`](Self::release_action).
+    #[doc(alias = "devm_remove_action")]
+    pub fn remove_action(&self, handle: ActionHandle) -> Result<()> {
+        self.list.remove(&handle.key)
+    }
+
+    // ----- typed allocations ---------------------------------------------------------------
+
+    /// Moves `value` into a managed allocation freed (and dropped) at the device's release, or
+    /// earlier by [`kfree`](Self::kfree).
+    ///
+    /// `U` must be `Send + Sync`: the release may drop it on any thread and handles may be
+    /// shared. A lock that must live in its own allocation is `alloc(Mutex::new(..))` (see the
+    /// module docs about `drmm_mutex_init`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfMemory`]; `value` is dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Mutex;
+    /// let dev = drmm::Device::new(());
+    /// let counter = dev.alloc(Mutex::new(0u32))?;
+    /// *counter.get(&dev)?.lock().unwrap() += 1;
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
+    #[doc(alias = "drmm_kzalloc_obj")]
+    #[doc(alias = "drmm_mutex_init")]
+    #[track_caller]
+    pub fn alloc<U: Send + Sync + 'static>(&self, value: U) -> Result<Managed<U>> {
+        let site = Site::caller(std::any::type_name::<U>());
+        let (block, ptr) = Block::value(value).map_err(|(e, v)| {
+            trace::add_failed(self.name(), &site, &e);
+            drop(v);
+            e
+        })?;
+        push_block(&self.list, site, block, ptr)
+    }
+
+    /// A managed copy of `src` (`drmm_kmemdup`'s idea, for any `Copy` element type).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfMemory`], or [`Error::SizeOverflow`] if the slice's size exceeds
+    /// `isize::MAX`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::new(());
+    /// let table = dev.kmemdup(&[1u16, 2, 3])?;
+    /// assert_eq!(table.get(&dev)?, &[1, 2, 3]);
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
+    #[doc(alias = "devm_kmemdup")]
+    #[doc(alias = "drmm_kmemdup")]
+    #[track_caller]
+    pub fn kmemdup<U: Copy + Send + Sync + 'static>(&self, src: &[U]) -> Result<Managed<[U]>> {
+        let site = Site::caller("kmemdup");
+        let (block, ptr) =
+            Block::copied(src).inspect_err(|e| trace::add_failed(self.name(), &site, e))?;
+        push_block(&self.list, site, block, ptr)
+    }
+
+    /// A managed copy of `s` (`drmm_kstrdup`). Rust strings carry their length, so no NUL is
+    /// stored.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfMemory`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::new(());
+    /// let name = dev.kstrdup("vgpu-0")?;
+    /// assert_eq!(name.get(&dev)?, "vgpu-0");
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
+    #[doc(alias = "drmm_kstrdup")]
+    #[track_caller]
+    pub fn kstrdup(&self, s: &str) -> Result<Managed<str>> {
+        let site = Site::caller("kstrdup");
+        let (block, ptr) = Block::copied(s.as_bytes())
+            .inspect_err(|e| trace::add_failed(self.name(), &site, e))?;
+        // The bytes were copied from a `str`, so they are valid UTF-8; `[u8]` and `str` have
+        // the same metadata (the length), so the pointer cast keeps it.
+        let ptr = NonNull::new(ptr.as_ptr() as *mut str).expect("non-null");
+        push_block(&self.list, site, block, ptr)
+    }
+
+    // ----- raw bytes -----------------------------------------------------------------------
+
+    /// `size` uninitialised bytes aligned to 16 (`drmm_kmalloc`).
+    ///
+    /// A zero-size allocation is a real entry on the list (the kernel's drmm does the same,
+    /// where devm returns `ZERO_SIZE_PTR` untracked): its handle reads as an empty slice,
+    /// whose pointer is aligned but dangling, and freeing it works like any other.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfMemory`]; [`Error::SizeOverflow`] if `size` exceeds `isize::MAX` once
+    /// rounded up to the alignment.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::mem::MaybeUninit;
+    /// let dev = drmm::Device::new(());
+    /// let mut buf = dev.kmalloc(8)?;
+    /// buf.get_mut(&dev)?.fill(MaybeUninit::new(0xff));
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
+    #[doc(alias = "drmm_kmalloc")]
+    #[track_caller]
+    pub fn kmalloc(&self, size: usize) -> Result<Managed<[MaybeUninit<u8>]>> {
+        self.bytes(Site::caller("kmalloc"), size, DEFAULT_ALIGN, false)
+            .map(cast_uninit)
+    }
+
+    /// `size` uninitialised bytes aligned to `align` (at least 16; a power of two up to
+    /// [`MAX_BYTE_ALIGN`](crate::res::MAX_BYTE_ALIGN)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidAlignment`] for an alignment that is not a power of two or is too
+    /// large; otherwise as [`kmalloc`](Self::kmalloc).
+    #[track_caller]
+    pub fn kmalloc_aligned(&self, size: usize, align: usize) -> Result<Managed<[MaybeUninit<u8>]>> {
+        let site = Site::caller("kmalloc");
+        let align = byte_align(align).inspect_err(|e| trace::add_failed(self.name(), &site, e))?;
+        self.bytes(site, size, align, false).map(cast_uninit)
+    }
+
+    /// `size` zeroed bytes aligned to 16 (`drmm_kzalloc`). Zero-size as in
+    /// [`kmalloc`](Self::kmalloc).
+    ///
+    /// # Errors
+    ///
+    /// As for [`kmalloc`](Self::kmalloc).
+    #[doc(alias = "drmm_kzalloc")]
+    #[track_caller]
+    pub fn kzalloc(&self, size: usize) -> Result<Managed<[u8]>> {
+        self.bytes(Site::caller("kzalloc"), size, DEFAULT_ALIGN, true)
+    }
+
+    /// `size` zeroed bytes aligned to `align`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`kmalloc_aligned`](Self::kmalloc_aligned).
+    #[track_caller]
+    pub fn kzalloc_aligned(&self, size: usize, align: usize) -> Result<Managed<[u8]>> {
+        let site = Site::caller("kzalloc");
+        let align = byte_align(align).inspect_err(|e| trace::add_failed(self.name(), &site, e))?;
+        self.bytes(site, size, align, true)
+    }
+
+    /// `n * size` uninitialised bytes (`drmm_kmalloc_array`), with the product checked.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SizeOverflow`] if `n * size` overflows; otherwise as [`kmalloc`](Self::kmalloc).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::new(());
+    /// assert!(matches!(dev.kmalloc_array(usize::MAX, 2), Err(drmm::Error::SizeOverflow { .. })));
+    /// ```
+    #[doc(alias = "drmm_kmalloc_array")]
+    #[track_caller]
+    pub fn kmalloc_array(&self, n: usize, size: usize) -> Result<Managed<[MaybeUninit<u8>]>> {
+        let site = Site::caller("kmalloc_array");
+        let total =
+            array_size(n, size).inspect_err(|e| trace::add_failed(self.name(), &site, e))?;
+        self.bytes(site, total, DEFAULT_ALIGN, false)
+            .map(cast_uninit)
+    }
+
+    /// `n * size` zeroed bytes (`drmm_kcalloc`), with the product checked.
+    ///
+    /// # Errors
+    ///
+    /// As for [`kmalloc_array`](Self::kmalloc_array).
+    #[doc(alias = "drmm_kcalloc")]
+    #[track_caller]
+    pub fn kcalloc(&self, n: usize, size: usize) -> Result<Managed<[u8]>> {
+        let site = Site::caller("kcalloc");
+        let total =
+            array_size(n, size).inspect_err(|e| trace::add_failed(self.name(), &site, e))?;
+        self.bytes(site, total, DEFAULT_ALIGN, true)
+    }
+
+    fn bytes(&self, site: Site, size: usize, align: usize, zeroed: bool) -> Result<Managed<[u8]>> {
+        let (block, ptr) = Block::bytes(size, align, zeroed)
+            .inspect_err(|e| trace::add_failed(self.name(), &site, e))?;
+        push_block(&self.list, site, block, ptr)
+    }
+
+    // ----- early free ----------------------------------------------------------------------
+
+    /// Frees a managed allocation now (`drmm_kfree`), dropping its value. O(1): the handle
+    /// names the entry, where the kernel scans the list.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ForeignHandle`] if the allocation belongs to another device (nothing is
+    /// freed); [`Error::NotOnList`] if the device's release already freed it (only possible
+    /// from inside a release action).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::new(());
+    /// let buf = dev.kzalloc(4096)?;
+    /// dev.kfree(buf)?;
+    /// assert_eq!(dev.resource_count(), 0);
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
+    #[doc(alias = "drmm_kfree")]
+    pub fn kfree<U: ?Sized>(&self, handle: Managed<U>) -> Result<()> {
+        self.list.release(&handle.key, self)
+    }
+}
+
+/// An action whose registration failed, still to be run or dropped by the caller.
+pub(crate) enum Unregistered<C, F> {
+    /// Boxing the closure failed: the closure itself.
+    Closure(F),
+    /// The list could not grow: the closure, already erased.
+    Erased(Action<C>),
+}
+
+impl<C, F: FnOnce(&C)> Unregistered<C, F> {
+    fn run(self, ctx: &C) {
+        match self {
+            Unregistered::Closure(f) => f(ctx),
+            Unregistered::Erased(a) => a.call(ctx),
+        }
+    }
+}
+
+/// Registers an action on `list`; on failure the action comes back unrun with the error.
+pub(crate) fn add_action<C, F>(
+    list: &ResourceList<C>,
+    site: Site,
+    action: F,
+) -> std::result::Result<ActionHandle, (Error, Unregistered<C, F>)>
+where
+    F: FnOnce(&C) + Send + 'static,
+{
+    let erased = Action::new(action).map_err(|(e, f)| {
+        trace::add_failed(list.owner(), &site, &e);
+        (e, Unregistered::Closure(f))
+    })?;
+    let entry = Entry {
+        site,
+        payload: Payload::Action(erased),
+    };
+    match list.push(entry) {
+        Ok(key) => Ok(ActionHandle { key }),
+        Err((e, entry)) => {
+            trace::add_failed(list.owner(), &site, &e);
+            match entry.payload {
+                Payload::Action(a) => Err((e, Unregistered::Erased(a))),
+                Payload::Block(_) => unreachable!("an action entry was pushed"),
+            }
+        }
+    }
+}
+
+pub(crate) fn push_block<C, U: ?Sized>(
+    list: &ResourceList<C>,
+    site: Site,
+    block: Block,
+    ptr: NonNull<U>,
+) -> Result<Managed<U>> {
+    let entry = Entry {
+        site,
+        payload: Payload::Block(block),
+    };
+    match list.push(entry) {
+        Ok(key) => Ok(Managed::new(key, ptr)),
+        Err((e, entry)) => {
+            trace::add_failed(list.owner(), &site, &e);
+            drop(entry);
+            Err(e)
+        }
+    }
+}
+
+fn array_size(n: usize, size: usize) -> Result<usize> {
+    n.checked_mul(size)
+        .ok_or(Error::SizeOverflow { what: "n * size" })
+}
+
+fn cast_uninit(m: Managed<[u8]>) -> Managed<[MaybeUninit<u8>]> {
+    // `MaybeUninit<u8>` has the layout of `u8`; the slice metadata is kept by the cast.
+    let ptr = NonNull::new(m.ptr.as_ptr() as *mut [MaybeUninit<u8>]).expect("non-null");
+    Managed::new(m.key, ptr)
+}

@@ -1,0 +1,275 @@
+//! The logical device (`struct drm_device`): reference counted, owning the drmm list and the
+//! driver's data.
+//!
+//! A [`Device<T>`] is a strong reference: cloning it is `drm_dev_get`, dropping it is
+//! `drm_dev_put`. When the last reference goes, the device is released in the seed's order:
+//!
+//! 1. every drmm entry, newest first (including entries added by release actions);
+//! 2. the driver data `T`;
+//! 3. the device's own memory (the seed's "final kfree").
+//!
+//! Release actions receive `&LogicalDevice<T>`: they can read the device and its data and add
+//! or release entries, but they cannot take a new strong reference — there is no way to get a
+//! [`Device<T>`] from a `&LogicalDevice<T>` — so a device cannot be resurrected while it is
+//! being released.
+//!
+//! # Locks (`drmm_mutex_init`)
+//!
+//! The kernel needs `drmm_mutex_init` because a `struct mutex` embedded in driver data must be
+//! destroyed explicitly. In Rust a [`Mutex`](std::sync::Mutex) inside `T` is dropped with `T`,
+//! after every drmm action and at the right moment, so no managed lock API is needed: put the
+//! lock in `T`. A lock that must live in its own managed allocation is just
+//! [`alloc(Mutex::new(..))`](LogicalDevice::alloc).
+
+mod drmm;
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::OnceLock;
+
+use crate::res::kref::{FinalRelease, Kref};
+use crate::res::list::PanicPayload;
+use crate::res::{EntryInfo, Key, ResourceList, ResourceOwner};
+
+/// The logical device object: its drmm list and its driver data `T`.
+///
+/// Reached through a [`Device<T>`] (which derefs to it) or, inside a release action, through
+/// the `&LogicalDevice<T>` the action receives. All the drmm API lives here.
+pub struct LogicalDevice<T> {
+    list: ResourceList<LogicalDevice<T>>,
+    data: OnceLock<T>,
+}
+
+/// A strong reference to a logical device (`drm_dev_get` / `drm_dev_put`).
+///
+/// # Examples
+///
+/// The seed's scenario: resources registered on a device are released in reverse order when the
+/// last reference goes, and the driver data is dropped after all of them.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+///
+/// struct Gpu { log: Arc<Mutex<Vec<&'static str>>> }
+/// impl Drop for Gpu {
+///     fn drop(&mut self) { self.log.lock().unwrap().push("driver data") }
+/// }
+///
+/// let log = Arc::new(Mutex::new(Vec::new()));
+/// let dev = drmm::Device::new(Gpu { log: log.clone() });
+/// let l = log.clone();
+/// let _ = dev.add_action_named("first", move |_| l.lock().unwrap().push("first"))?;
+/// let l = log.clone();
+/// let _ = dev.add_action_named("second", move |_| l.lock().unwrap().push("second"))?;
+///
+/// let file = dev.clone(); // drm_dev_get: an open file, say
+/// drop(dev);              // unbind: not the last reference
+/// assert!(log.lock().unwrap().is_empty());
+/// drop(file);             // last close: drm_dev_put -> release
+/// assert_eq!(*log.lock().unwrap(), ["second", "first", "driver data"]);
+/// # Ok::<(), drmm::Error>(())
+/// ```
+#[doc(alias = "drm_device")]
+pub struct Device<T: Send + Sync + 'static> {
+    inner: Kref<LogicalDevice<T>>,
+}
+
+impl<T: Send + Sync + 'static> Device<T> {
+    /// A new device holding `data`, with one reference, named `dev<id>` in traces.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::new(7u8);
+    /// assert_eq!(*dev.data(), 7);
+    /// ```
+    #[doc(alias = "drm_dev_alloc")]
+    pub fn new(data: T) -> Self {
+        Self::build(None, data)
+    }
+
+    /// A new device holding `data`, named `name` in traces and reports.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::with_name("card0", ());
+    /// assert_eq!(dev.name(), "card0");
+    /// ```
+    pub fn with_name(name: impl Into<Box<str>>, data: T) -> Self {
+        Self::build(Some(name.into()), data)
+    }
+
+    fn build(name: Option<Box<str>>, data: T) -> Self {
+        let dev = Self::empty(name);
+        if dev.data.set(data).is_err() {
+            unreachable!("fresh device has no data");
+        }
+        dev
+    }
+
+    fn empty(name: Option<Box<str>>) -> Self {
+        Device {
+            inner: Kref::new(LogicalDevice {
+                list: ResourceList::new(name, "dev"),
+                data: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// Creates a device whose driver data is built by `init`, which can already register drmm
+    /// resources on the device (the kernel allocates the container first and fills it in after
+    /// `drm_dev_init`).
+    ///
+    /// If `init` fails, every entry it registered is released, newest first, and the error is
+    /// returned. While `init` runs, [`LogicalDevice::data`] panics and
+    /// [`LogicalDevice::try_data`] returns `None`; release actions that may run on that path
+    /// should use `try_data`.
+    ///
+    /// # Errors
+    ///
+    /// Whatever `init` returns.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// struct Gpu { scratch: drmm::Managed<[u8]> }
+    ///
+    /// let dev = drmm::Device::try_new_with("card0", |dev| {
+    ///     Ok::<_, drmm::Error>(Gpu { scratch: dev.kzalloc(4096)? })
+    /// })?;
+    /// assert_eq!(dev.data().scratch.get(&dev)?.len(), 4096);
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
+    #[doc(alias = "devm_drm_dev_alloc")]
+    #[doc(alias = "drm_dev_init")]
+    pub fn try_new_with<E>(
+        name: impl Into<Box<str>>,
+        init: impl FnOnce(&LogicalDevice<T>) -> Result<T, E>,
+    ) -> Result<Self, E> {
+        let dev = Self::empty(Some(name.into()));
+        let data = init(&dev)?;
+        if dev.data.set(data).is_err() {
+            unreachable!("only set once, here");
+        }
+        Ok(dev)
+    }
+
+    /// Number of strong references (a snapshot: it may change at once).
+    pub fn ref_count(this: &Self) -> usize {
+        this.inner.count()
+    }
+
+    /// Whether two references point to the same device.
+    pub fn ptr_eq(a: &Self, b: &Self) -> bool {
+        Kref::ptr_eq(&a.inner, &b.inner)
+    }
+}
+
+impl<T: Send + Sync + 'static> Clone for Device<T> {
+    /// Takes another reference (`drm_dev_get`).
+    #[doc(alias = "drm_dev_get")]
+    fn clone(&self) -> Self {
+        Device {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T: Send + Sync + 'static> Deref for Device<T> {
+    type Target = LogicalDevice<T>;
+
+    fn deref(&self) -> &LogicalDevice<T> {
+        &self.inner
+    }
+}
+
+impl<T: Send + Sync + 'static> fmt::Debug for Device<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Device")
+            .field("name", &self.name())
+            .field("refs", &self.inner.count())
+            .field("resources", &self.list.len())
+            .finish()
+    }
+}
+
+impl<T> LogicalDevice<T> {
+    /// The device's name, as used in traces.
+    pub fn name(&self) -> &str {
+        self.list.owner()
+    }
+
+    /// The identity of the device's drmm list (what handles record).
+    pub fn list_id(&self) -> u64 {
+        self.list.id()
+    }
+
+    /// The driver data.
+    ///
+    /// # Panics
+    ///
+    /// If called while [`Device::try_new_with`]'s `init` is still building it (or from a
+    /// release action run because that `init` failed). Use [`try_data`](Self::try_data) there.
+    pub fn data(&self) -> &T {
+        self.data
+            .get()
+            .expect("driver data read before `Device::try_new_with`'s init returned it")
+    }
+
+    /// The driver data, or `None` while it is being built.
+    pub fn try_data(&self) -> Option<&T> {
+        self.data.get()
+    }
+
+    /// Number of live drmm entries.
+    pub fn resource_count(&self) -> usize {
+        self.list.len()
+    }
+
+    /// The live drmm entries, newest first: name, kind, size and where each was registered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::new(());
+    /// let _buf = dev.kzalloc(64)?;
+    /// let snap = dev.snapshot();
+    /// assert_eq!(snap[0].name(), "kzalloc");
+    /// assert_eq!(snap[0].size(), 64);
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
+    pub fn snapshot(&self) -> Vec<EntryInfo> {
+        self.list.snapshot()
+    }
+}
+
+impl<T> FinalRelease for LogicalDevice<T> {
+    fn release_resources(&self) -> Option<PanicPayload> {
+        // SAFETY: called once the last reference is gone: nothing outside the release actions
+        // (which run on this thread and receive `&self` only for their call) can reach the
+        // device, so no reference read through a handle of this list is alive elsewhere.
+        unsafe { self.list.release_all(self) }
+    }
+
+    fn owner_name(&self) -> &str {
+        self.list.owner()
+    }
+}
+
+impl<T> crate::res::handle::sealed::Sealed for LogicalDevice<T> {
+    fn check_entry(&self, key: &Key) -> crate::Result<()> {
+        self.list.check_live(key)
+    }
+}
+
+impl<T> ResourceOwner for LogicalDevice<T> {}
+
+impl<T> fmt::Debug for LogicalDevice<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogicalDevice")
+            .field("name", &self.name())
+            .field("resources", &self.list.len())
+            .finish()
+    }
+}

@@ -1,0 +1,44 @@
+//! Macros that name entries after their source expression, like the kernel's `#action`.
+
+/// Registers a release action named after its expression (`drmm_add_action`,
+/// `devm_add_action`).
+///
+/// `add_action!(owner, action)` expands to `owner.add_action_named(stringify!(action), action)`,
+/// so the entry's name in traces and snapshots is the action's source text, and its location
+/// is the macro's call site.
+///
+/// # Examples
+///
+/// ```
+/// let dev = drmm::Device::new(());
+/// let _ = drmm::add_action!(dev, |_| println!("bye"))?;
+/// assert_eq!(dev.snapshot()[0].name(), "|_| println!(\"bye\")");
+/// # Ok::<(), drmm::Error>(())
+/// ```
+#[doc(alias = "drmm_add_action")]
+#[doc(alias = "devm_add_action")]
+#[macro_export]
+macro_rules! add_action {
+    ($owner:expr, $action:expr $(,)?) => {
+        $owner.add_action_named(::core::stringify!($action), $action)
+    };
+}
+
+/// Registers a release action named after its expression, running it at once if registering
+/// fails (`drmm_add_action_or_reset`, `devm_add_action_or_reset`).
+///
+/// # Examples
+///
+/// ```
+/// let dev = drmm::Device::new(());
+/// let _ = drmm::add_action_or_reset!(dev, |_| println!("bye"))?;
+/// # Ok::<(), drmm::Error>(())
+/// ```
+#[doc(alias = "drmm_add_action_or_reset")]
+#[doc(alias = "devm_add_action_or_reset")]
+#[macro_export]
+macro_rules! add_action_or_reset {
+    ($owner:expr, $action:expr $(,)?) => {
+        $owner.add_action_or_reset_named(::core::stringify!($action), $action)
+    };
+}

@@ -1,0 +1,310 @@
+//! Managed memory: one heap block per managed allocation, owned by its list entry.
+//!
+//! The kernel puts a 40-byte header in front of every `drmm_kmalloc` block. Here the block is
+//! exactly the user's data (what `Box` would allocate) and the bookkeeping lives in the list's
+//! slot, so a managed allocation costs one allocator call, like `Box`.
+
+use std::alloc::{self, Layout};
+use std::mem;
+use std::ptr::{self, NonNull};
+
+use crate::error::{Error, Result};
+
+/// The smallest alignment of a raw byte allocation (`drmm_kmalloc`), like the kernel's
+/// `ARCH_KMALLOC_MINALIGN`/`ARCH_DMA_MINALIGN` on the architectures that need it.
+pub const MIN_BYTE_ALIGN: usize = 16;
+/// The largest alignment a raw byte allocation may ask for (one 4 KiB page). Larger requests
+/// are [`Error::InvalidAlignment`].
+pub const MAX_BYTE_ALIGN: usize = 4096;
+
+/// How to drop and free the elements of one block.
+pub(crate) struct AllocVTable {
+    type_name: fn() -> &'static str,
+    elem_size: usize,
+    align: usize,
+    /// Drops `len` elements in place (a no-op for bytes).
+    drop_elems: unsafe fn(*mut u8, usize),
+}
+
+struct TypedVTable<U>(std::marker::PhantomData<U>);
+
+impl<U> TypedVTable<U> {
+    const VTABLE: AllocVTable = AllocVTable {
+        type_name: std::any::type_name::<U>,
+        elem_size: mem::size_of::<U>(),
+        align: mem::align_of::<U>(),
+        drop_elems: drop_elems::<U>,
+    };
+}
+
+/// # Safety
+///
+/// `p` must point to `len` initialised, properly aligned `U`s that are not used afterwards.
+unsafe fn drop_elems<U>(p: *mut u8, len: usize) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { ptr::drop_in_place(ptr::slice_from_raw_parts_mut(p.cast::<U>(), len)) }
+}
+
+/// # Safety
+///
+/// Always safe: bytes have no destructor. (Unsafe only to fit the vtable's signature.)
+unsafe fn drop_bytes(_: *mut u8, _: usize) {}
+
+fn byte_type_name() -> &'static str {
+    "u8"
+}
+
+const fn byte_vtable(align: usize) -> AllocVTable {
+    AllocVTable {
+        type_name: byte_type_name,
+        elem_size: 1,
+        align,
+        drop_elems: drop_bytes,
+    }
+}
+
+/// One vtable per supported byte alignment, `MIN_BYTE_ALIGN ..= MAX_BYTE_ALIGN`.
+static BYTE_VTABLES: [AllocVTable; 9] = [
+    byte_vtable(16),
+    byte_vtable(32),
+    byte_vtable(64),
+    byte_vtable(128),
+    byte_vtable(256),
+    byte_vtable(512),
+    byte_vtable(1024),
+    byte_vtable(2048),
+    byte_vtable(4096),
+];
+
+/// Checks a requested byte alignment and raises it to [`MIN_BYTE_ALIGN`].
+pub(crate) fn byte_align(align: usize) -> Result<usize> {
+    if !align.is_power_of_two() || align > MAX_BYTE_ALIGN {
+        return Err(Error::InvalidAlignment { align });
+    }
+    Ok(align.max(MIN_BYTE_ALIGN))
+}
+
+/// A heap block owned by a list entry.
+///
+/// # Invariants
+///
+/// `ptr` points to `len` initialised elements described by `vtable` (for byte blocks made by
+/// [`Block::bytes`] the elements may be uninitialised bytes, which need no initialisation to be
+/// dropped), allocated with the global allocator and the layout
+/// `vtable.elem_size * len` / `vtable.align`, or is dangling and well aligned when that size is
+/// zero. The block owns the elements: nothing else drops or frees them.
+pub(crate) struct Block {
+    ptr: NonNull<u8>,
+    len: usize,
+    vtable: &'static AllocVTable,
+}
+
+// SAFETY: typed blocks are only made for `U: Send + Sync` (see `Block::value` and
+// `Block::copied`); byte blocks hold plain bytes.
+unsafe impl Send for Block {}
+// SAFETY: as above; a `Block` gives no access to its elements through `&self`.
+unsafe impl Sync for Block {}
+
+fn allocate(layout: Layout, zeroed: bool) -> Result<NonNull<u8>> {
+    if layout.size() == 0 {
+        // A dangling pointer with the requested alignment: unique enough for a zero-size
+        // block, never dereferenced for more than zero bytes, never freed.
+        return Ok(NonNull::<u8>::dangling().with_addr(
+            std::num::NonZeroUsize::new(layout.align()).expect("alignment is non-zero"),
+        ));
+    }
+    // SAFETY: `layout` has a non-zero size.
+    let p = unsafe {
+        if zeroed {
+            alloc::alloc_zeroed(layout)
+        } else {
+            alloc::alloc(layout)
+        }
+    };
+    NonNull::new(p).ok_or(Error::oom(layout))
+}
+
+impl Block {
+    /// Moves `value` into a new block. On failure `value` is handed back with the error.
+    pub(crate) fn value<U: Send + Sync + 'static>(
+        value: U,
+    ) -> Result<(Self, NonNull<U>), (Error, U)> {
+        let layout = Layout::new::<U>();
+        let ptr = match allocate(layout, false) {
+            Ok(p) => p,
+            Err(e) => return Err((e, value)),
+        };
+        // SAFETY: `ptr` is valid for writes of one `U` and suitably aligned (fresh allocation
+        // of `Layout::new::<U>()`, or dangling-but-aligned for a zero-sized `U`).
+        unsafe { ptr::write(ptr.as_ptr().cast::<U>(), value) };
+        // INVARIANT: one initialised `U` at `ptr`, allocated with `Layout::new::<U>()`.
+        let block = Block {
+            ptr,
+            len: 1,
+            vtable: &TypedVTable::<U>::VTABLE,
+        };
+        Ok((block, ptr.cast()))
+    }
+
+    /// A block of `len` bytes aligned to `align` (already checked by [`byte_align`]),
+    /// zeroed if asked.
+    pub(crate) fn bytes(len: usize, align: usize, zeroed: bool) -> Result<(Self, NonNull<[u8]>)> {
+        let index = align.trailing_zeros() as usize - MIN_BYTE_ALIGN.trailing_zeros() as usize;
+        let vtable = &BYTE_VTABLES[index];
+        debug_assert_eq!(vtable.align, align);
+        let layout = Layout::from_size_align(len, align).map_err(|_| Error::SizeOverflow {
+            what: "allocation size rounded up to its alignment exceeds isize::MAX",
+        })?;
+        let ptr = allocate(layout, zeroed)?;
+        // INVARIANT: `len` bytes at `ptr` with `layout`; bytes need no initialisation to be
+        // dropped (the handle type says whether they may be read).
+        let block = Block { ptr, len, vtable };
+        Ok((block, NonNull::slice_from_raw_parts(ptr, len)))
+    }
+
+    /// A block holding a copy of `src`.
+    pub(crate) fn copied<U: Copy + Send + Sync + 'static>(
+        src: &[U],
+    ) -> Result<(Self, NonNull<[U]>)> {
+        let layout = Layout::array::<U>(src.len()).map_err(|_| Error::SizeOverflow {
+            what: "array size exceeds isize::MAX",
+        })?;
+        let ptr = allocate(layout, false)?;
+        // SAFETY: `ptr` is valid for `src.len()` writes of `U` (fresh allocation of exactly
+        // that array layout, or dangling for zero bytes) and cannot overlap `src`.
+        unsafe { ptr::copy_nonoverlapping(src.as_ptr(), ptr.as_ptr().cast::<U>(), src.len()) };
+        // INVARIANT: `src.len()` initialised `U`s at `ptr` allocated with `Layout::array`.
+        let block = Block {
+            ptr,
+            len: src.len(),
+            vtable: &TypedVTable::<U>::VTABLE,
+        };
+        Ok((block, NonNull::slice_from_raw_parts(ptr.cast(), src.len())))
+    }
+
+    /// Size of the user data in bytes.
+    pub(crate) fn size(&self) -> usize {
+        self.vtable.elem_size * self.len
+    }
+
+    /// The element type's name (`"u8"` for byte blocks).
+    pub(crate) fn type_name(&self) -> &'static str {
+        (self.vtable.type_name)()
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        // Free the memory even if an element's destructor panics.
+        struct Free(NonNull<u8>, usize, usize);
+        impl Drop for Free {
+            fn drop(&mut self) {
+                if self.1 != 0 {
+                    // SAFETY: the block was allocated with exactly this size and alignment
+                    // (checked when it was made) and its elements are dropped.
+                    unsafe {
+                        alloc::dealloc(
+                            self.0.as_ptr(),
+                            Layout::from_size_align_unchecked(self.1, self.2),
+                        )
+                    }
+                }
+            }
+        }
+        let _free = Free(self.ptr, self.size(), self.vtable.align);
+        // SAFETY: by the invariant `ptr` holds `len` live elements of the vtable's type, and
+        // the block is being dropped, so nothing uses them afterwards.
+        unsafe { (self.vtable.drop_elems)(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl std::fmt::Debug for Block {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Block")
+            .field("type", &self.type_name())
+            .field("len", &self.len)
+            .field("size", &self.size())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn typed_block_drops_value_once() {
+        let v = Arc::new(());
+        let (b, p) = Block::value(v.clone()).unwrap();
+        assert_eq!(Arc::strong_count(&v), 2);
+        // SAFETY: the block is alive and nothing mutates the value.
+        assert!(Arc::ptr_eq(unsafe { p.as_ref() }, &v));
+        assert_eq!(b.size(), mem::size_of::<Arc<()>>());
+        drop(b);
+        assert_eq!(Arc::strong_count(&v), 1);
+    }
+
+    #[test]
+    fn byte_blocks_are_aligned_and_zeroed() {
+        for align in [16, 32, 64, 4096] {
+            let (b, p) = Block::bytes(100, align, true).unwrap();
+            assert_eq!(p.as_ptr().cast::<u8>() as usize % align, 0);
+            // SAFETY: zeroed block of 100 bytes, alive.
+            assert!(unsafe { p.as_ref() }.iter().all(|&x| x == 0));
+            assert_eq!(b.size(), 100);
+        }
+    }
+
+    #[test]
+    fn zero_size_blocks_do_not_allocate() {
+        let (b, p) = Block::bytes(0, 64, false).unwrap();
+        assert_eq!(p.len(), 0);
+        assert_eq!(p.as_ptr().cast::<u8>() as usize % 64, 0);
+        assert_eq!(b.size(), 0);
+        let (b2, _) = Block::value(()).unwrap();
+        drop((b, b2));
+    }
+
+    #[test]
+    fn alignment_checks() {
+        assert_eq!(byte_align(1).unwrap(), 16);
+        assert_eq!(byte_align(256).unwrap(), 256);
+        assert!(matches!(
+            byte_align(3),
+            Err(Error::InvalidAlignment { align: 3 })
+        ));
+        assert!(byte_align(8192).is_err());
+        assert!(byte_align(0).is_err());
+    }
+
+    #[test]
+    fn huge_byte_block_is_an_error() {
+        assert!(matches!(
+            Block::bytes(isize::MAX as usize, 16, false),
+            Err(Error::SizeOverflow { .. })
+        ));
+    }
+
+    #[test]
+    fn copied_block() {
+        let (b, p) = Block::copied(b"hello").unwrap();
+        // SAFETY: alive, initialised copy.
+        assert_eq!(unsafe { p.as_ref() }, b"hello");
+        assert_eq!(b.type_name(), "u8");
+        drop(b);
+    }
+
+    #[test]
+    fn panicking_element_drop_still_frees() {
+        struct Bomb;
+        impl Drop for Bomb {
+            fn drop(&mut self) {
+                panic!("bomb");
+            }
+        }
+        let (b, _) = Block::value(Bomb).map_err(|(e, _)| e).unwrap();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(b)));
+        assert!(r.is_err());
+    }
+}

@@ -1,0 +1,144 @@
+//! Typed handles: proof of ownership of one entry.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+
+use crate::error::Result;
+use crate::res::list::Key;
+
+/// Something that owns a resource list and can vouch that it is alive: a logical device
+/// ([`LogicalDevice`](crate::device::LogicalDevice)).
+///
+/// Borrowing the owner is the proof that the list and its entries are still there, which is
+/// what makes reading through a [`Managed`] handle sound without a reference count per entry.
+/// The trait is sealed: only this crate's owners implement it.
+pub trait ResourceOwner: sealed::Sealed {}
+
+pub(crate) mod sealed {
+    use crate::error::Result;
+    use crate::res::list::Key;
+
+    /// The private half of [`ResourceOwner`](super::ResourceOwner).
+    pub trait Sealed {
+        /// Checks that `key` names a live entry of this owner's list.
+        fn check_entry(&self, key: &Key) -> Result<()>;
+    }
+}
+
+/// A handle to a release action: release it early or remove it.
+///
+/// Not `Clone`: releasing or removing consumes it, so an action cannot be released twice
+/// through its handle. Dropping the handle leaves the action registered (it runs at the list's
+/// release), like forgetting the `(action, data)` pair in C.
+#[must_use = "dropping the handle keeps the action registered; bind it to `_` to say so"]
+pub struct ActionHandle {
+    pub(crate) key: Key,
+}
+
+impl ActionHandle {
+    /// The identity of the list the action is on.
+    pub fn list_id(&self) -> u64 {
+        self.key.list
+    }
+}
+
+impl fmt::Debug for ActionHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ActionHandle")
+            .field("list", &self.key.list)
+            .field("seq", &self.key.seq)
+            .finish()
+    }
+}
+
+/// A managed allocation: a `U` owned by a list entry and freed at the list's release (or
+/// earlier, by consuming the handle).
+///
+/// Reading needs the owner ([`get`](Self::get)): as long as the owner is borrowed, the list is
+/// alive and the entry is on it, so the handle can be stored anywhere, even inside the owner's
+/// own driver data, with no reference cycle.
+///
+/// Not `Clone`: freeing consumes it.
+///
+/// # Invariants
+///
+/// `ptr` points to the value owned by the entry `key`, valid for as long as that entry is on
+/// its list.
+#[must_use = "dropping the handle keeps the allocation until the list is released"]
+pub struct Managed<U: ?Sized> {
+    pub(crate) key: Key,
+    pub(crate) ptr: NonNull<U>,
+    _owns: PhantomData<U>,
+}
+
+// SAFETY: the handle gives `&U` (needs `U: Sync` to be usable from several threads) and `&mut U`
+// (needs `U: Send` to move access across threads); values are only stored for
+// `U: Send + Sync`.
+unsafe impl<U: ?Sized + Send + Sync> Send for Managed<U> {}
+// SAFETY: `&Managed<U>` only gives `&U`, which is shareable when `U: Sync`.
+unsafe impl<U: ?Sized + Sync> Sync for Managed<U> {}
+
+impl<U: ?Sized> Managed<U> {
+    pub(crate) fn new(key: Key, ptr: NonNull<U>) -> Self {
+        // INVARIANT: the caller has just put the value at `ptr` on the entry `key`.
+        Managed {
+            key,
+            ptr,
+            _owns: PhantomData,
+        }
+    }
+
+    /// The identity of the list the allocation is on.
+    pub fn list_id(&self) -> u64 {
+        self.key.list
+    }
+
+    /// Reads the value, with `owner` as proof that it is still alive.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ForeignHandle`](crate::Error::ForeignHandle) if `owner` is not the owner of
+    /// this allocation; [`Error::NotOnList`](crate::Error::NotOnList) if the list has already
+    /// released it (only possible from inside a release action).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::new(());
+    /// let answer = dev.alloc(42u32)?;
+    /// assert_eq!(*answer.get(&dev)?, 42);
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
+    pub fn get<'a, O: ResourceOwner + ?Sized>(&'a self, owner: &'a O) -> Result<&'a U> {
+        sealed::Sealed::check_entry(owner, &self.key)?;
+        // SAFETY: by the invariant `ptr` is valid while the entry is on its list. `check_entry`
+        // confirmed that it is, and it cannot leave the list while `'a` lasts: taking it off
+        // one by one needs this handle by value (borrowed here), and the owner's bulk release
+        // cannot start while `owner` is borrowed (it runs only once nothing can reach the
+        // owner, or inside the release on this thread, where `'a` is bounded by the action).
+        Ok(unsafe { self.ptr.as_ref() })
+    }
+
+    /// Reads the value mutably, with `owner` as proof that it is still alive.
+    ///
+    /// # Errors
+    ///
+    /// As for [`get`](Self::get).
+    pub fn get_mut<'a, O: ResourceOwner + ?Sized>(&'a mut self, owner: &'a O) -> Result<&'a mut U> {
+        sealed::Sealed::check_entry(owner, &self.key)?;
+        // SAFETY: as in `get`; access is exclusive because the handle is the only way to
+        // reach the value and it is borrowed mutably.
+        Ok(unsafe { self.ptr.as_mut() })
+    }
+}
+
+impl<U: ?Sized> fmt::Debug for Managed<U> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Managed")
+            .field("list", &self.key.list)
+            .field("seq", &self.key.seq)
+            .field("type", &std::any::type_name::<U>())
+            .finish()
+    }
+}

@@ -1,0 +1,32 @@
+//! The resource-list engine shared by every owner (logical devices and bus bindings).
+//!
+//! A list holds *entries*: release actions (closures run at release) and managed allocations
+//! (memory, optionally holding a typed value, freed at release). Entries are released newest
+//! first, each exactly once: at the list's release, or earlier through the entry's handle.
+//!
+//! Compared with the kernel's `drm_managed.c`/`devres.c`:
+//!
+//! * early release and removal are O(1): a handle names its slot and the entry's sequence
+//!   number, where the kernel scans the list (`drmm_kfree`, `devm_release_action`);
+//! * small closures are stored inline and a managed allocation is a single allocator call
+//!   with no header in front of the user's data;
+//! * an entry added while the list is being released is released too (the kernel's
+//!   `drm_managed_release` skips it);
+//! * a panicking action does not stop the release: the others still run and the panic is
+//!   resumed once the release is complete.
+
+mod action;
+mod alloc;
+pub(crate) mod handle;
+mod info;
+pub(crate) mod kref;
+pub(crate) mod list;
+mod site;
+
+pub(crate) use action::Action;
+pub(crate) use alloc::{Block, byte_align};
+pub use alloc::{MAX_BYTE_ALIGN, MIN_BYTE_ALIGN};
+pub use handle::{ActionHandle, Managed, ResourceOwner};
+pub use info::{EntryInfo, EntryKind};
+pub(crate) use list::{Entry, Key, Payload, ResourceList};
+pub use site::Site;

@@ -1,0 +1,55 @@
+//! Where an entry comes from: its name and the caller's source location.
+
+use std::fmt;
+use std::panic::Location;
+
+/// The name of an entry and the source location that registered it.
+///
+/// The kernel records the stringified action (`#action`) or a fixed name such as `"kmalloc"`,
+/// and uses `kmalloc_track_caller` so that slab debugging blames the driver, not the helper. The
+/// Rust form of both is a `&'static str` plus a [`Location`] captured with `#[track_caller]`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Site {
+    name: &'static str,
+    location: &'static Location<'static>,
+}
+
+impl Site {
+    /// A site with an explicit `name` at an explicit `location`.
+    pub const fn new(name: &'static str, location: &'static Location<'static>) -> Self {
+        Site { name, location }
+    }
+
+    /// A site named `name` at the location of the caller (through every `#[track_caller]`
+    /// frame above it).
+    #[track_caller]
+    pub fn caller(name: &'static str) -> Self {
+        Site {
+            name,
+            location: Location::caller(),
+        }
+    }
+
+    /// The entry's name: the action's expression, the type of a typed allocation, or the
+    /// kernel's name for the helper (`"kmalloc"`, `"kstrdup"`, ...).
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The source location that registered the entry.
+    pub const fn location(&self) -> &'static Location<'static> {
+        self.location
+    }
+}
+
+impl fmt::Debug for Site {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} @ {}", self.name, self.location)
+    }
+}
+
+impl fmt::Display for Site {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
