@@ -273,3 +273,13 @@ impl<T> fmt::Debug for LogicalDevice<T> {
             .finish()
     }
 }
+
+impl<T: Send + Sync + 'static> crate::res::handle::sealed::Sealed for Device<T> {
+    fn check_entry(&self, key: &Key) -> crate::Result<()> {
+        self.list.check_live(key)
+    }
+}
+
+/// A `Device<T>` vouches for its entries like the `LogicalDevice<T>` it points to, so handles
+/// can be read with `handle.get(&dev)` on either.
+impl<T: Send + Sync + 'static> ResourceOwner for Device<T> {}

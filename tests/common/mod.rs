@@ -1,0 +1,48 @@
+//! Shared test helpers: an event log and drop-counting values.
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// An append-only log of what happened, shared between actions and the test.
+#[derive(Clone, Default)]
+pub struct Log(Arc<Mutex<Vec<String>>>);
+
+impl Log {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn push(&self, s: impl Into<String>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(s.into());
+    }
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+    pub fn snapshot(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// A value that logs its drop and counts drops.
+pub struct Tracked {
+    pub name: String,
+    pub log: Log,
+    pub drops: Arc<AtomicUsize>,
+}
+
+impl Tracked {
+    pub fn new(name: &str, log: &Log, drops: &Arc<AtomicUsize>) -> Self {
+        Tracked {
+            name: name.to_string(),
+            log: log.clone(),
+            drops: drops.clone(),
+        }
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, Ordering::SeqCst);
+        self.log.push(format!("drop {}", self.name));
+    }
+}
