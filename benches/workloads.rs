@@ -1,0 +1,537 @@
+//! Criterion benchmarks of the standard workloads W1–W6 (DESIGN.md §6).
+//!
+//! Groups are named `W1` … `W6`; ids are `floor…` (plain Rust, the cost floor), `kernel-model…`
+//! (the seed patch's algorithm re-derived in `kernel_model/`) and, later, `drmm…` (the library).
+//!
+//! # Time per element
+//!
+//! Every benchmark uses `iter_custom`: one criterion *iteration* is one complete instance of the
+//! workload (for W1: 1,000,000 allocations, then the release of all of them), and only the part
+//! named "timed" below is inside the timer; the rest (device creation, pre-sizing a `Vec`,
+//! building the state to free, the shuffle, thread start-up) runs outside it. Each benchmark sets
+//! `Throughput::Elements(count)` with the number of elements of one iteration, so
+//! `target/criterion/<group>/<id>/new/estimates.json` holds **ns per iteration** and
+//! `new/benchmark.json` holds the element count: `scripts/bench` reports
+//! `median.point_estimate / Elements` = **ns per element**. (Criterion's console shows the same
+//! as `thrpt` in elements/s.) All groups use `SamplingMode::Flat` (one iteration takes
+//! milliseconds).
+//!
+//! | group | element | count per iteration (× `DRMM_BENCH_SCALE`) | timed |
+//! |---|---|---|---|
+//! | W1 | one managed 64-byte allocation | 1,000,000 | all allocations + release of all (last reference dropped); device created untimed |
+//! | W2 | one release action (one captured word) | 1,000,000 | all registrations + release of all (each action runs) |
+//! | W3 | one early free | 20,000 / 200,000 (ids keep the nominal N) | only the frees, in a fixed-seed random order; the allocations and the shuffle are untimed |
+//! | W4 | one device lifecycle: create, 16 managed 64-byte allocations, drop the last reference | 50,000 | everything |
+//! | W5 | one release action | 1,000,000 split evenly over 1 or 2 threads | from the start barrier until every thread has added its share, plus the release of all (on the main thread); thread spawn is untimed |
+//! | W6 | one gate enter + exit pair | 2,000,000 split evenly over 1 or 2 threads | from the start barrier until every thread is done |
+//!
+//! Multi-threaded times are wall-clock for the whole batch divided by the total number of
+//! elements over all threads, i.e. cost per element *as seen by throughput*: a perfectly
+//! scalable 2-thread run has half the 1-thread time per element; `drmm-2t ≤ 0.5 × floor-2t` in
+//! W6 means twice the gate throughput of one shared `AtomicUsize` hammered by both threads. The
+//! 1-thread variants run on one spawned worker too (same barrier protocol), so `-1t` and `-2t`
+//! differ only in the split.
+//!
+//! W3's `kernel-model` runs for N = 20,000 only: its early free is a linear scan (quadratic in
+//! total). W5 has no floor of its own: DESIGN.md compares each `-2t` with the same code's `-1t`.
+//! W6 `kernel-model` is the kernel's gate: an SRCU read section on a global domain, whose read
+//! side is per-CPU counters with full barriers (see `kernel_model::Gate`), then a load of the
+//! `unplugged` flag; per-CPU is modelled as one cache-padded slot per thread.
+//!
+//! # Knobs
+//!
+//! * `DRMM_BENCH_SCALE` (default 1.0) multiplies every count above (e.g. 0.1 for a smoke test).
+//! * Criterion defaults set here: sample size 10, warm-up 1 s, measurement 3 s; the usual
+//!   command-line flags (`--warm-up-time`, `--measurement-time`, `--sample-size`, a filter)
+//!   override them. `scripts/bench` runs everything and prints one table.
+//!
+//! # Adding the `drmm` ids
+//!
+//! Each group function has one marked place (`ADD drmm HERE`) where one call of that group's
+//! `bench_wN` helper registers the library's version; the helper owns timing and throughput.
+
+mod kernel_model;
+
+use std::hint::black_box;
+use std::ops::Range;
+use std::ptr::{self, NonNull};
+use std::sync::Barrier;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput};
+
+use kernel_model::{Dev, Gate};
+
+type Group<'a> = BenchmarkGroup<'a, WallTime>;
+
+// ---------------------------------------------------------------------------------------------
+// Sizes
+// ---------------------------------------------------------------------------------------------
+
+/// W1, W2, W5: resources per iteration.
+const N_RESOURCES: usize = 1_000_000;
+/// W3: the two list sizes (nominal; ids keep these even when scaled).
+const W3_SIZES: [usize; 2] = [20_000, 200_000];
+/// W3: the largest N for which `kernel-model` runs (its early free is O(N) per free).
+const W3_KERNEL_MODEL_MAX: usize = 20_000;
+/// W4: device lifecycles per iteration, and managed allocations per device.
+const W4_DEVICES: usize = 50_000;
+const W4_ALLOCS: usize = 16;
+/// W6: gate enter + exit pairs per iteration (all threads together).
+const W6_OPS: usize = 2_000_000;
+/// Seed of the W3 shuffle.
+const W3_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// `DRMM_BENCH_SCALE`, default 1.0.
+fn scale() -> f64 {
+    match std::env::var("DRMM_BENCH_SCALE") {
+        Ok(s) => match s.trim().parse::<f64>() {
+            Ok(v) if v.is_finite() && v > 0.0 => v,
+            _ => panic!("DRMM_BENCH_SCALE must be a positive number, got {s:?}"),
+        },
+        Err(_) => 1.0,
+    }
+}
+
+/// `n × DRMM_BENCH_SCALE`, at least 1.
+fn scaled(n: usize) -> usize {
+    // Counts are far below 2^52: the float round trip is exact enough.
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let v = (n as f64 * scale()).round() as usize;
+    v.max(1)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers shared by the groups
+// ---------------------------------------------------------------------------------------------
+
+/// A benchmark id: plain (`floor`) or with a parameter (`floor/20000`).
+enum Id {
+    Plain(String),
+    Param(String, usize),
+}
+
+/// Registers `id` in `g` with `elements` elements per iteration; `one()` runs one instance of
+/// the workload and returns the time of its timed part.
+fn register(g: &mut Group<'_>, id: Id, elements: usize, mut one: impl FnMut() -> Duration) {
+    g.throughput(Throughput::Elements(elements as u64));
+    let routine = |b: &mut criterion::Bencher<'_>| {
+        b.iter_custom(|iters| (0..iters).map(|_| one()).sum::<Duration>());
+    };
+    match id {
+        Id::Plain(name) => g.bench_function(name, routine),
+        Id::Param(name, p) => g.bench_function(BenchmarkId::new(name, p), routine),
+    };
+}
+
+/// Range of the `t`-th of `threads` equal shares of `0..n`.
+fn share(n: usize, threads: usize, t: usize) -> Range<usize> {
+    n * t / threads..n * (t + 1) / threads
+}
+
+/// Runs `work(thread_index)` on `threads` scoped threads released together by a barrier and
+/// returns the wall time from the release until the last thread is done (spawn and join are
+/// outside it).
+fn run_threads(threads: usize, work: impl Fn(usize) + Sync) -> Duration {
+    let start = Barrier::new(threads + 1);
+    let end = Barrier::new(threads + 1);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (start, end, work) = (&start, &end, &work);
+            s.spawn(move || {
+                start.wait();
+                work(t);
+                end.wait();
+            });
+        }
+        start.wait();
+        let t0 = Instant::now();
+        end.wait();
+        t0.elapsed()
+    })
+}
+
+/// Tiny xorshift64* generator (no `rand` dependency).
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform-enough index in `0..bound` (bound ≪ 2^64, the modulo bias is negligible).
+    fn below(&mut self, bound: usize) -> usize {
+        usize::try_from(self.next() % bound as u64).expect("below bound")
+    }
+}
+
+/// A fixed-seed Fisher–Yates permutation of `0..n`: W3's free order.
+fn shuffled(n: usize, seed: u64) -> Vec<usize> {
+    let mut rng = XorShift(seed | 1);
+    let mut v: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        v.swap(i, rng.below(i + 1));
+    }
+    v
+}
+
+/// Rearranges `items` (in allocation order) into free order: the result's `k`-th element is
+/// `items[order[k]]`. For W3 setups.
+fn in_order<T>(items: Vec<T>, order: &[usize]) -> Vec<T> {
+    assert_eq!(items.len(), order.len());
+    let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
+    order
+        .iter()
+        .map(|&i| slots[i].take().expect("order is a permutation"))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-group helpers: the one call per id
+// ---------------------------------------------------------------------------------------------
+
+/// W1/W2 shape: `setup(n)` (untimed) builds the device or container; `run(state, n)` (timed)
+/// creates `n` resources and releases all of them (for a device: by dropping the last
+/// reference); whatever `run` returns is dropped untimed.
+fn bench_build_release<S, R>(
+    g: &mut Group<'_>,
+    id: &str,
+    n: usize,
+    mut setup: impl FnMut(usize) -> S,
+    mut run: impl FnMut(S, usize) -> R,
+) {
+    register(g, Id::Plain(id.to_owned()), n, || {
+        let state = setup(n);
+        let t0 = Instant::now();
+        let rest = run(state, n);
+        let elapsed = t0.elapsed();
+        drop(rest);
+        elapsed
+    });
+}
+
+/// W1: `run(state, n)` makes `n` managed 64-byte allocations, then releases all.
+fn bench_w1<S, R>(
+    g: &mut Group<'_>,
+    id: &str,
+    setup: impl FnMut(usize) -> S,
+    run: impl FnMut(S, usize) -> R,
+) {
+    bench_build_release(g, id, scaled(N_RESOURCES), setup, run);
+}
+
+/// W2: `run(state, n)` registers `n` release actions each capturing one word, then releases all.
+fn bench_w2<S, R>(
+    g: &mut Group<'_>,
+    id: &str,
+    setup: impl FnMut(usize) -> S,
+    run: impl FnMut(S, usize) -> R,
+) {
+    bench_build_release(g, id, scaled(N_RESOURCES), setup, run);
+}
+
+/// W3, one list size: `setup(order)` (untimed) allocates `order.len()` managed 64-byte blocks in
+/// index order and returns them arranged in free order (see [`in_order`]); `free_all(state)`
+/// (timed) frees them one by one in that order. `state` is dropped untimed.
+fn bench_w3<S>(
+    g: &mut Group<'_>,
+    id: &str,
+    nominal_n: usize,
+    mut setup: impl FnMut(&[usize]) -> S,
+    mut free_all: impl FnMut(&mut S),
+) {
+    let order = shuffled(scaled(nominal_n), W3_SEED);
+    register(g, Id::Param(id.to_owned(), nominal_n), order.len(), || {
+        let mut state = setup(&order);
+        let t0 = Instant::now();
+        free_all(&mut state);
+        let elapsed = t0.elapsed();
+        drop(state);
+        elapsed
+    });
+}
+
+/// W4: `cycle()` creates a device, makes 16 managed 64-byte allocations and drops the last
+/// reference. All timed.
+fn bench_w4(g: &mut Group<'_>, id: &str, mut cycle: impl FnMut()) {
+    let devices = scaled(W4_DEVICES);
+    register(g, Id::Plain(id.to_owned()), devices, || {
+        let t0 = Instant::now();
+        for _ in 0..devices {
+            cycle();
+        }
+        t0.elapsed()
+    });
+}
+
+/// W5: registers `"{id}-{threads}t"`. `setup()` (untimed) creates the shared device; each of
+/// `threads` threads calls `add(&device, range)` for its share of `0..1,000,000` (each index is
+/// the word the action captures); then `release(device)` runs on the main thread. Timed: from
+/// the start barrier to the end of `release`.
+fn bench_w5<D: Sync>(
+    g: &mut Group<'_>,
+    id: &str,
+    threads: usize,
+    mut setup: impl FnMut() -> D,
+    add: impl Fn(&D, Range<usize>) + Sync,
+    mut release: impl FnMut(D),
+) {
+    let n = scaled(N_RESOURCES);
+    register(g, Id::Plain(format!("{id}-{threads}t")), n, || {
+        let device = setup();
+        let adding = run_threads(threads, |t| add(&device, share(n, threads, t)));
+        let t0 = Instant::now();
+        release(device);
+        adding + t0.elapsed()
+    });
+}
+
+/// W6: registers `"{id}-{threads}t"`. `setup(threads)` (untimed) creates the gate; each thread
+/// `t` calls `enter_exit(&gate, t, count)`, which must do `count` enter + exit pairs. Timed: from
+/// the start barrier until all threads are done.
+fn bench_w6<G: Sync>(
+    g: &mut Group<'_>,
+    id: &str,
+    threads: usize,
+    mut setup: impl FnMut(usize) -> G,
+    enter_exit: impl Fn(&G, usize, usize) + Sync,
+) {
+    let n = scaled(W6_OPS);
+    register(g, Id::Plain(format!("{id}-{threads}t")), n, || {
+        let gate = setup(threads);
+        run_threads(threads, |t| {
+            enter_exit(&gate, t, share(n, threads, t).len())
+        })
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The workloads
+// ---------------------------------------------------------------------------------------------
+
+/// The release action of W2/W5's kernel model: "a closure capturing one word".
+fn word_action(_dev: &Dev, data: *mut ()) {
+    black_box(data);
+}
+
+/// The word captured by action `i`.
+fn word(i: usize) -> *mut () {
+    ptr::without_provenance_mut(i)
+}
+
+fn new_group<'a>(c: &'a mut Criterion, name: &str) -> Group<'a> {
+    let mut g = c.benchmark_group(name);
+    g.sampling_mode(SamplingMode::Flat);
+    g
+}
+
+fn w1(c: &mut Criterion) {
+    let mut g = new_group(c, "W1");
+    // One `Vec` for all iterations: a fresh multi-megabyte `Vec` per iteration would make
+    // glibc consolidate its fast bins between iterations, which the kernel model never triggers.
+    let mut boxes: Vec<Box<[u8; 64]>> = Vec::with_capacity(scaled(N_RESOURCES));
+    bench_w1(
+        &mut g,
+        "floor",
+        |_| (),
+        |(), n| {
+            for _ in 0..n {
+                boxes.push(Box::new([0; 64]));
+            }
+            black_box(&mut boxes);
+            boxes.clear();
+        },
+    );
+    bench_w1(
+        &mut g,
+        "kernel-model",
+        |_| Dev::new(),
+        |dev, n| {
+            for _ in 0..n {
+                black_box(dev.kzalloc(64).expect("allocation failed"));
+            }
+            drop(dev);
+        },
+    );
+    // ---- ADD drmm HERE: bench_w1(&mut g, "drmm", |_| <new device>, |dev, n| { <n allocs>; drop(dev) });
+    g.finish();
+}
+
+fn w2(c: &mut Criterion) {
+    let mut g = new_group(c, "W2");
+    // One `Vec` for all iterations, as in W1.
+    let mut closures: Vec<Box<dyn FnOnce()>> = Vec::with_capacity(scaled(N_RESOURCES));
+    bench_w2(
+        &mut g,
+        "floor",
+        |_| (),
+        |(), n| {
+            for i in 0..n {
+                closures.push(Box::new(move || {
+                    black_box(i);
+                }));
+            }
+            while let Some(f) = closures.pop() {
+                f();
+            }
+        },
+    );
+    bench_w2(
+        &mut g,
+        "kernel-model",
+        |_| Dev::new(),
+        |dev, n| {
+            for i in 0..n {
+                assert!(
+                    dev.add_action(word_action, word(i), "word_action"),
+                    "allocation failed"
+                );
+            }
+            drop(dev);
+        },
+    );
+    // ---- ADD drmm HERE: bench_w2(&mut g, "drmm", |_| <new device>, |dev, n| { for i in 0..n { <add action capturing i> }; drop(dev) });
+    g.finish();
+}
+
+fn w3(c: &mut Criterion) {
+    let mut g = new_group(c, "W3");
+    for n in W3_SIZES {
+        bench_w3(
+            &mut g,
+            "floor",
+            n,
+            |order| {
+                let boxes: Vec<Box<[u8; 64]>> =
+                    (0..order.len()).map(|_| Box::new([0; 64])).collect();
+                in_order(boxes, order)
+            },
+            |boxes| {
+                for b in boxes.drain(..) {
+                    drop(black_box(b));
+                }
+            },
+        );
+        if n <= W3_KERNEL_MODEL_MAX {
+            bench_w3(
+                &mut g,
+                "kernel-model",
+                n,
+                |order| {
+                    let dev = Dev::new();
+                    let ptrs: Vec<NonNull<u8>> = (0..order.len())
+                        .map(|_| dev.kzalloc(64).expect("allocation failed"))
+                        .collect();
+                    (dev, in_order(ptrs, order))
+                },
+                |(dev, ptrs)| {
+                    for p in ptrs.drain(..) {
+                        assert!(dev.kfree(p), "block not found");
+                    }
+                },
+            );
+        }
+        // ---- ADD drmm HERE: bench_w3(&mut g, "drmm", n, |order| { <device, n allocs, in_order(handles, order)> }, |(dev, handles)| for h in handles.drain(..) { <free h early> });
+    }
+    g.finish();
+}
+
+fn w4(c: &mut Criterion) {
+    let mut g = new_group(c, "W4");
+    bench_w4(&mut g, "floor", || {
+        let boxes: [Box<[u8; 64]>; W4_ALLOCS] = std::array::from_fn(|_| Box::new([0; 64]));
+        drop(black_box(boxes));
+    });
+    bench_w4(&mut g, "kernel-model", || {
+        let dev = Dev::new();
+        for _ in 0..W4_ALLOCS {
+            black_box(dev.kzalloc(64).expect("allocation failed"));
+        }
+        drop(dev);
+    });
+    // ---- ADD drmm HERE: bench_w4(&mut g, "drmm", || { <new device>; <16 allocs>; <drop last reference> });
+    g.finish();
+}
+
+fn w5(c: &mut Criterion) {
+    let mut g = new_group(c, "W5");
+    for threads in [1, 2] {
+        bench_w5(
+            &mut g,
+            "kernel-model",
+            threads,
+            Dev::new,
+            |dev, range| {
+                for i in range {
+                    assert!(
+                        dev.add_action(word_action, word(i), "word_action"),
+                        "allocation failed"
+                    );
+                }
+            },
+            drop,
+        );
+        // ---- ADD drmm HERE: bench_w5(&mut g, "drmm", threads, || <new device>, |dev, range| for i in range { <add action capturing i> }, drop);
+    }
+    g.finish();
+}
+
+fn w6(c: &mut Criterion) {
+    let mut g = new_group(c, "W6");
+    for threads in [1, 2] {
+        bench_w6(
+            &mut g,
+            "floor",
+            threads,
+            |_| AtomicUsize::new(0),
+            |counter, _t, count| {
+                for _ in 0..count {
+                    counter.fetch_add(1, Ordering::AcqRel);
+                    counter.fetch_sub(1, Ordering::Release);
+                }
+            },
+        );
+        bench_w6(
+            &mut g,
+            "kernel-model",
+            threads,
+            Gate::new,
+            |gate, t, count| {
+                for _ in 0..count {
+                    if let Some(idx) = gate.enter(t) {
+                        gate.exit(t, idx);
+                    }
+                }
+            },
+        );
+        // ---- ADD drmm HERE: bench_w6(&mut g, "drmm", threads, |_| <new device>, |dev, _t, count| for _ in 0..count { <enter + exit the gate> });
+    }
+    g.finish();
+}
+
+fn main() {
+    kernel_model::self_check();
+    let mut c = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    w1(&mut c);
+    w2(&mut c);
+    w3(&mut c);
+    w4(&mut c);
+    w5(&mut c);
+    w6(&mut c);
+    c.final_summary();
+}
