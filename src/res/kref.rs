@@ -87,7 +87,12 @@ impl<D: FinalRelease> Kref<D> {
         // value is still alive.
         let value = unsafe { &(*ptr).value };
         let first = value.release_resources();
-        let owner: Box<str> = value.owner_name().into();
+        // The name is only needed to log a panic that cannot be resumed because this thread is
+        // already unwinding; copy it (fallibly: release must not allocate infallibly) only then.
+        let mut owner = String::new();
+        if std::thread::panicking() && owner.try_reserve(value.owner_name().len()).is_ok() {
+            owner.push_str(value.owner_name());
+        }
         // SAFETY: every resource is released and no reference is left; the value is dropped
         // exactly once, here.
         let dropped = panic::catch_unwind(AssertUnwindSafe(|| unsafe {
