@@ -1,0 +1,829 @@
+//! Grace periods for userspace: an SRCU-like read-side [`Domain`] and the closeable [`Gate`]
+//! built on it.
+//!
+//! # The problem
+//!
+//! When a device is unplugged, code that is already running on other threads may be in the
+//! middle of touching a hardware-facing resource. Before that resource can be released, the
+//! releasing thread must know that every such user has finished, and it must be able to stop new
+//! users from starting. The kernel answers with (S)RCU: readers mark a *read-side section*,
+//! and `synchronize_srcu` waits for a *grace period*, that is until every section that was in
+//! progress when it was called has ended. Readers never block and pay almost nothing.
+//!
+//! [`Domain`] is that primitive for userspace threads, one instance per object (or per group of
+//! objects that are revoked together), and [`Gate`] adds the "closed" flag that turns it into the
+//! `drm_dev_enter` / `drm_dev_exit` / `drm_dev_unplug` mechanism.
+//!
+//! # Design
+//!
+//! A domain owns a small array of *shards*, each on its own 128-byte cache line, and each shard
+//! holds two reader counters, one per *phase*. A thread picks its shard once (a thread-local slot
+//! index, reused after the thread exits), so two threads reading the same domain concurrently
+//! normally touch different cache lines. Entering a section is one load of the current phase and
+//! one atomic increment of `shard.count[phase]`; leaving is one atomic decrement of the very
+//! counter that was incremented (the guard remembers it). A counter is therefore never negative,
+//! and whether a given reader is still inside can be decided by looking at its own shard alone.
+//!
+//! [`Domain::synchronize`] (serialised by a mutex) works like classic SRCU:
+//!
+//! 1. wait until the *inactive* phase's counters are all zero: only stragglers of the previous
+//!    grace period can be counted there (readers that loaded the phase just before the previous
+//!    flip and incremented just after it);
+//! 2. flip the phase, so that new readers count themselves in the other phase;
+//! 3. wait until the previously active phase's counters are all zero.
+//!
+//! New readers arriving during step 3 go to the new phase, so a continuous stream of readers,
+//! even overlapping ones that keep the domain permanently occupied, cannot starve the writer:
+//! at most one straggler per thread can still land on a phase after it was flipped away (the
+//! thread's next phase load is later in the single total order of `SeqCst` operations than its
+//! own increment, hence later than the flip, hence sees the new phase).
+//!
+//! # Memory ordering
+//!
+//! The property users rely on is a Dekker pairing. A user clears a flag and then calls
+//! `synchronize`; a reader enters and then checks the flag:
+//!
+//! ```text
+//! reader: count.fetch_add(1, SeqCst); flag.load(SeqCst)
+//! writer: flag.store(_, SeqCst); fence(SeqCst); count.load(SeqCst) for every shard and phase
+//! ```
+//!
+//! All of these are `SeqCst` operations, so they sit in one total order *S* consistent with
+//! program order. If the reader's flag load did not see the writer's store, the load precedes the
+//! store in *S*, so the reader's increment precedes every counter load of the writer, which
+//! therefore observes the increment (or a later value). Each counter only ever holds
+//! "increments minus decrements of the readers that used it", and a reader's decrement follows
+//! its increment in the counter's modification order, so reading zero means that reader has
+//! left. Either the reader saw the flag, or the writer waits for it. Whichever phase the reader
+//! loaded does not matter for this argument: step 1 and step 3 together scan both phases after
+//! the fence. The phase only matters for progress (above).
+//!
+//! Readers leave with a `Release` decrement and the writer scans with `SeqCst` (hence acquire)
+//! loads, so everything a reader did inside its section happens before whatever the writer does
+//! after `synchronize` returns (for example dropping the protected value).
+//!
+//! [loom](https://docs.rs/loom) treats `SeqCst` loads and read-modify-writes as merely
+//! acquire/release, and only understands the total order through `fence(SeqCst)`. Under
+//! `cfg(loom)` the reader therefore issues an explicit `fence(SeqCst)` after its increment; the
+//! C++20/Rust memory model does not need it (the argument above uses only `SeqCst` accesses), and
+//! it would cost a full barrier on every entry in real builds, so it is left out there.
+//!
+//! # Waiting
+//!
+//! The writer spins briefly with [`std::hint::spin_loop`], then yields, then sleeps with an
+//! exponential backoff capped at one millisecond. Readers never wait and never wake anyone.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, fence, lock};
+
+/// More readers than this in one counter can only come from leaked guards; the counter would
+/// eventually wrap and a grace period could then end with readers inside, so we stop first
+/// (the same policy as `Arc`'s reference count).
+const MAX_READERS: usize = isize::MAX as usize;
+
+/// One cache line worth of reader counters.
+///
+/// Aligned to 128 bytes rather than 64 because adjacent-line prefetchers on x86 pull lines in
+/// pairs, and some ARM cores have 128-byte lines.
+#[repr(align(128))]
+struct Shard {
+    /// Readers currently inside, per phase.
+    count: [AtomicUsize; 2],
+}
+
+impl Shard {
+    fn new() -> Self {
+        Shard {
+            count: [AtomicUsize::new(0), AtomicUsize::new(0)],
+        }
+    }
+}
+
+/// How many shards a new domain gets.
+#[cfg(not(loom))]
+fn shard_count() -> usize {
+    static COUNT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *COUNT.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(4, std::num::NonZeroUsize::get)
+            .next_power_of_two()
+            .clamp(4, 32)
+    })
+}
+
+/// How many shards a new domain gets: two under loom, so that models also explore readers
+/// on different shards while the state space stays small.
+#[cfg(loom)]
+fn shard_count() -> usize {
+    2
+}
+
+/// Per-thread shard slots.
+///
+/// Slots are dense small integers: a thread takes a free slot on its first read section and gives
+/// it back when it exits, so that `n` live threads use `n` distinct shards whenever the domain
+/// has at least `n` of them. Correctness never depends on the slot: a guard leaves through the
+/// counter it entered through, whichever thread owns which slot.
+#[cfg(not(loom))]
+mod slot {
+    use std::cell::Cell;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Slots given back by exited threads.
+    static FREE: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+    /// Next never-used slot.
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    /// Marks "no slot yet".
+    const NONE: usize = usize::MAX;
+
+    thread_local! {
+        static SLOT: Cell<usize> = const { Cell::new(NONE) };
+        static GIVE_BACK: GiveBack = const { GiveBack };
+    }
+
+    /// Returns the thread's slot to [`FREE`] when the thread exits.
+    struct GiveBack;
+
+    impl Drop for GiveBack {
+        fn drop(&mut self) {
+            let slot = SLOT.with(Cell::get);
+            if slot != NONE {
+                FREE.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(slot);
+            }
+        }
+    }
+
+    /// The calling thread's slot.
+    #[inline]
+    pub(super) fn current() -> usize {
+        let slot = SLOT.with(Cell::get);
+        if slot != NONE { slot } else { assign() }
+    }
+
+    #[cold]
+    fn assign() -> usize {
+        let reused = FREE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        let slot = reused.unwrap_or_else(|| NEXT.fetch_add(1, Ordering::Relaxed) & (NONE >> 1));
+        SLOT.with(|s| s.set(slot));
+        // Registers the destructor that gives the slot back. It fails only while this thread's
+        // thread-locals are being torn down; the slot is then simply never reused.
+        let _ = GIVE_BACK.try_with(|_| ());
+        slot
+    }
+}
+
+/// Per-thread shard slots under loom: derived from loom's thread number, which is deterministic
+/// across the executions of a model (a global counter would not be, and neither is hashing
+/// loom's `ThreadId`, which includes the execution number). The number is only exposed through
+/// `Debug` (`ThreadId(n)`).
+#[cfg(loom)]
+mod slot {
+    pub(super) fn current() -> usize {
+        let id = format!("{:?}", loom::thread::current().id());
+        id.bytes().filter(u8::is_ascii_digit).fold(0usize, |n, d| {
+            n.wrapping_mul(10).wrapping_add(usize::from(d - b'0'))
+        })
+    }
+}
+
+/// Debug-build bookkeeping of the domains the current thread is reading, used to turn the
+/// self-deadlock "synchronize from inside one's own read section" into a panic.
+#[cfg(all(debug_assertions, not(loom)))]
+mod held {
+    use std::cell::RefCell;
+
+    thread_local! {
+        static HELD: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn push(id: u64) {
+        let _ = HELD.try_with(|h| h.borrow_mut().push(id));
+    }
+
+    pub(super) fn pop(id: u64) {
+        let _ = HELD.try_with(|h| {
+            let mut h = h.borrow_mut();
+            if let Some(i) = h.iter().rposition(|&x| x == id) {
+                h.swap_remove(i);
+            }
+        });
+    }
+
+    pub(super) fn contains(id: u64) -> bool {
+        HELD.try_with(|h| h.borrow().contains(&id)).unwrap_or(false)
+    }
+
+    pub(super) fn next_id() -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Release builds and loom models do not track held sections.
+#[cfg(not(all(debug_assertions, not(loom))))]
+mod held {
+    #[inline(always)]
+    pub(super) fn push(_: u64) {}
+    #[inline(always)]
+    pub(super) fn pop(_: u64) {}
+    #[inline(always)]
+    pub(super) fn contains(_: u64) -> bool {
+        false
+    }
+    #[inline(always)]
+    pub(super) fn next_id() -> u64 {
+        0
+    }
+}
+
+/// The full fence loom needs to see the reader's half of the Dekker pairing (see the module
+/// docs, "Memory ordering"); real builds rely on the `SeqCst` increment and load instead.
+#[inline(always)]
+fn reader_model_fence() {
+    #[cfg(loom)]
+    fence(Ordering::SeqCst);
+}
+
+/// Spin, then yield, then sleep with exponential backoff.
+struct Backoff {
+    step: u32,
+}
+
+impl Backoff {
+    #[cfg(not(loom))]
+    const SPIN_STEPS: u32 = 6;
+    #[cfg(not(loom))]
+    const YIELD_STEPS: u32 = 16;
+
+    fn new() -> Self {
+        Backoff { step: 0 }
+    }
+
+    fn snooze(&mut self) {
+        #[cfg(loom)]
+        {
+            crate::sync::yield_now();
+        }
+        #[cfg(not(loom))]
+        {
+            if self.step < Self::SPIN_STEPS {
+                for _ in 0..(1u32 << self.step) {
+                    std::hint::spin_loop();
+                }
+            } else if self.step < Self::YIELD_STEPS {
+                crate::sync::yield_now();
+            } else {
+                let exp = (self.step - Self::YIELD_STEPS).min(10);
+                std::thread::sleep(std::time::Duration::from_micros(1 << exp));
+            }
+        }
+        self.step = self.step.saturating_add(1);
+    }
+}
+
+/// A grace-period domain: read-side sections that never block, and a writer-side
+/// [`synchronize`](Domain::synchronize) that waits until every section in progress has ended.
+///
+/// This is the userspace analogue of an SRCU `srcu_struct`: sections may nest and may be held
+/// for as long as the reader likes (including while sleeping), and each domain is independent,
+/// so a long section in one domain never delays a grace period of another. See the
+/// [module docs](self) for the algorithm and its correctness argument.
+///
+/// # Invariants
+///
+/// * `shards.len()` is a non-zero power of two.
+/// * `shards[i].count[p]` equals the number of [`ReadGuard`]s alive (or leaked) that entered
+///   through that counter; it never underflows because each guard decrements exactly the
+///   counter it incremented, exactly once.
+/// * `phase` is modified only while `gp_lock` is held.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// use drmm::revoke::grace::Domain;
+///
+/// let domain = Domain::new();
+/// let live = AtomicBool::new(true);
+///
+/// std::thread::scope(|s| {
+///     s.spawn(|| {
+///         let _section = domain.read();
+///         if live.load(Ordering::SeqCst) {
+///             // Everything here finishes before `synchronize` below returns.
+///         }
+///     });
+///     live.store(false, Ordering::SeqCst);
+///     domain.synchronize();
+///     // No section that could have seen `live == true` is still running.
+/// });
+/// assert_eq!(domain.grace_periods(), 1);
+/// ```
+#[doc(alias = "srcu_struct")]
+pub struct Domain {
+    /// Reader counters, one cache line per shard.
+    shards: Box<[Shard]>,
+    /// Phase new readers count themselves in (only bit 0 is used).
+    phase: AtomicUsize,
+    /// Serialises grace periods.
+    gp_lock: Mutex<()>,
+    /// Completed grace periods.
+    grace_periods: AtomicU64,
+    /// Identifies the domain in the debug-build self-deadlock check.
+    id: u64,
+}
+
+impl Domain {
+    /// Creates a domain with no reader inside.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let domain = drmm::revoke::grace::Domain::new();
+    /// assert_eq!(domain.grace_periods(), 0);
+    /// ```
+    pub fn new() -> Self {
+        let shards: Box<[Shard]> = (0..shard_count()).map(|_| Shard::new()).collect();
+        // INVARIANT: `shard_count` returns a power of two and no guard exists yet.
+        Domain {
+            shards,
+            phase: AtomicUsize::new(0),
+            gp_lock: Mutex::new(()),
+            grace_periods: AtomicU64::new(0),
+            id: held::next_id(),
+        }
+    }
+
+    /// Enters a read-side section, which lasts until the returned guard is dropped.
+    ///
+    /// Costs one load and one atomic increment on a cache line normally private to the calling
+    /// thread; leaving costs one atomic decrement. Sections nest freely, may be held while
+    /// sleeping, and never wait for a writer.
+    ///
+    /// The guard is `!Send`: a section is left on the thread that entered it.
+    /// Leaking the guard (for example with [`mem::forget`](std::mem::forget)) is safe but
+    /// makes every later [`synchronize`](Self::synchronize) wait forever.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let domain = drmm::revoke::grace::Domain::new();
+    /// let outer = domain.read();
+    /// let inner = domain.read(); // nesting is fine
+    /// drop(outer);
+    /// drop(inner); // in any order
+    /// domain.synchronize();
+    /// ```
+    #[doc(alias = "srcu_read_lock")]
+    #[inline]
+    pub fn read(&self) -> ReadGuard<'_> {
+        let shard = &self.shards[slot::current() & (self.shards.len() - 1)];
+        let phase = self.phase.load(Ordering::SeqCst) & 1;
+        let counter = &shard.count[phase];
+        // SeqCst: the reader's half of the Dekker pairing described in the module docs.
+        let prev = counter.fetch_add(1, Ordering::SeqCst);
+        if prev >= MAX_READERS {
+            too_many_readers();
+        }
+        reader_model_fence();
+        held::push(self.id);
+        // INVARIANT: the guard holds exactly the counter it incremented.
+        ReadGuard {
+            counter,
+            id: self.id,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Waits for a grace period: returns only after every read section that was in progress when
+    /// it was called has ended. Sections that begin during the call may or may not be waited for.
+    ///
+    /// Any `SeqCst` store made before the call is seen by every section that the call does not
+    /// wait for, provided the section checks it with a `SeqCst` load after entering, and
+    /// everything done inside a waited-for section happens before the return. That is what makes
+    /// "clear a flag, synchronize, free" safe against "enter, check the flag, use".
+    ///
+    /// Never starved by new readers: readers that start after the call count themselves in the
+    /// other phase. Waiting spins briefly, then yields, then sleeps (at most 1 ms at a time).
+    /// Concurrent calls are serialised, each waits for its own grace period.
+    ///
+    /// # Panics
+    ///
+    /// In debug builds, panics if the calling thread is itself inside a read section of this
+    /// domain: the call could never return. Release builds deadlock in that case.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let domain = drmm::revoke::grace::Domain::new();
+    /// domain.synchronize(); // no reader: returns at once
+    /// assert_eq!(domain.grace_periods(), 1);
+    /// ```
+    #[doc(alias = "synchronize_srcu")]
+    #[doc(alias = "synchronize_rcu")]
+    pub fn synchronize(&self) {
+        self.assert_not_reading();
+        let _serial = lock(&self.gp_lock);
+        // Orders the caller's earlier stores (the flag the readers check) before the counter
+        // loads below: the writer's half of the Dekker pairing.
+        fence(Ordering::SeqCst);
+        let active = self.phase.load(Ordering::Relaxed) & 1;
+        // Stragglers of the previous grace period, counted in the phase that is inactive now.
+        self.wait_drained(active ^ 1);
+        self.phase.store(active ^ 1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        self.wait_drained(active);
+        self.grace_periods.fetch_add(1, Ordering::Release);
+    }
+
+    /// Number of grace periods this domain has completed (calls of
+    /// [`synchronize`](Self::synchronize) that returned). Meant for tests and diagnostics, for
+    /// example to check that a batch revocation waited only once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let domain = drmm::revoke::grace::Domain::new();
+    /// domain.synchronize();
+    /// domain.synchronize();
+    /// assert_eq!(domain.grace_periods(), 2);
+    /// ```
+    pub fn grace_periods(&self) -> u64 {
+        self.grace_periods.load(Ordering::Acquire)
+    }
+
+    /// Panics (debug builds only) if the calling thread is inside a read section of this domain.
+    #[track_caller]
+    pub(crate) fn assert_not_reading(&self) {
+        if held::contains(self.id) {
+            panic!(
+                "grace period requested from inside a read section of the same domain \
+                 on the same thread: this would wait forever"
+            );
+        }
+    }
+
+    /// Waits until every shard's counter for `phase` reads zero.
+    fn wait_drained(&self, phase: usize) {
+        for shard in self.shards.iter() {
+            let mut backoff = Backoff::new();
+            while shard.count[phase].load(Ordering::SeqCst) != 0 {
+                backoff.snooze();
+            }
+        }
+    }
+}
+
+impl Default for Domain {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Domain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Domain")
+            .field("shards", &self.shards.len())
+            .field("grace_periods", &self.grace_periods())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn too_many_readers() -> ! {
+    // Unwinding would leave the counter incremented; nothing sane can follow, as with `Arc`.
+    std::process::abort()
+}
+
+/// A read-side section of a [`Domain`]; the section ends when the guard is dropped.
+///
+/// `!Send`, like an RCU read lock: a section begins and ends on one thread.
+///
+/// ```compile_fail
+/// let domain = drmm::revoke::grace::Domain::new();
+/// std::thread::scope(|s| {
+///     let guard = domain.read();
+///     s.spawn(move || drop(guard)); // error: `ReadGuard` cannot be sent between threads
+/// });
+/// ```
+///
+/// # Invariants
+///
+/// `counter` is the shard counter of the domain that was incremented when this guard was
+/// created; it is decremented exactly once, by `Drop`.
+#[doc(alias = "srcu_read_unlock")]
+#[must_use = "the read section ends as soon as the guard is dropped"]
+pub struct ReadGuard<'a> {
+    counter: &'a AtomicUsize,
+    id: u64,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Drop for ReadGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        held::pop(self.id);
+        // Release: everything done inside the section happens before a writer that observes the
+        // decrement (its scan loads are SeqCst, hence acquire).
+        self.counter.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl fmt::Debug for ReadGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadGuard").finish_non_exhaustive()
+    }
+}
+
+/// A closeable grace-period domain: the mechanism behind `drm_dev_enter`, `drm_dev_exit` and
+/// `drm_dev_unplug`.
+///
+/// Code that touches the hardware brackets the access with [`enter`](Self::enter) (which fails
+/// once the gate is closed) and the guard's drop. Unplug calls
+/// [`close_and_wait`](Self::close_and_wait): it refuses new entries and waits until everyone who
+/// was inside has left, after which the hardware-facing resources can be released.
+///
+/// # Examples
+///
+/// ```
+/// use drmm::revoke::Gate;
+///
+/// let gate = Gate::new();
+/// if let Some(_inside) = gate.enter() {
+///     // talk to the hardware
+/// }
+/// gate.close_and_wait();
+/// assert!(gate.enter().is_none());
+/// assert!(gate.is_closed());
+/// ```
+#[derive(Debug, Default)]
+pub struct Gate {
+    domain: Domain,
+    closed: AtomicBool,
+}
+
+impl Gate {
+    /// Creates an open gate.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let gate = drmm::revoke::Gate::new();
+    /// assert!(!gate.is_closed());
+    /// ```
+    pub fn new() -> Self {
+        Gate {
+            domain: Domain::new(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Enters the gate: `Some(guard)` while it is open, `None` once
+    /// [`close_and_wait`](Self::close_and_wait) has begun. The section ends when the guard is
+    /// dropped (`drm_dev_exit`).
+    ///
+    /// Entries nest: entering again while holding a guard succeeds as long as the gate is still
+    /// open. An inner entry attempted after closing began fails like any other, while the outer
+    /// guard stays valid (and `close_and_wait` keeps waiting for it).
+    ///
+    /// Costs two loads and one atomic increment, plus one atomic decrement on exit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let gate = drmm::revoke::Gate::new();
+    /// let outer = gate.enter().expect("open");
+    /// let inner = gate.enter().expect("still open");
+    /// drop((inner, outer));
+    /// ```
+    #[doc(alias = "drm_dev_enter")]
+    #[inline]
+    pub fn enter(&self) -> Option<GateGuard<'_>> {
+        let read = self.domain.read();
+        // SeqCst after the increment: pairs with the SeqCst store in `close_and_wait` (Dekker).
+        if self.closed.load(Ordering::SeqCst) {
+            return None;
+        }
+        Some(GateGuard { _read: read })
+    }
+
+    /// Closes the gate and waits until every guard that was inside has been dropped.
+    ///
+    /// After this returns, no [`GateGuard`] of this gate exists (except leaked ones, which make
+    /// this call wait forever) and none can be created: [`enter`](Self::enter) returns `None`.
+    /// Everything the holders did inside happens before the return. Calling it again, or
+    /// concurrently from several threads, is fine: each call returns only once the gate is empty.
+    ///
+    /// Returns `true` if this call closed the gate, `false` if it was already closed.
+    ///
+    /// # Panics
+    ///
+    /// In debug builds, panics if the calling thread holds a guard of this gate (the call would
+    /// wait for itself forever). Release builds deadlock in that case. The gate is left open
+    /// when the panic happens.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    ///
+    /// let gate = drmm::revoke::Gate::new();
+    /// let inside = AtomicUsize::new(0);
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| {
+    ///         if let Some(_g) = gate.enter() {
+    ///             inside.fetch_add(1, Ordering::Relaxed);
+    ///             inside.fetch_sub(1, Ordering::Relaxed);
+    ///         }
+    ///     });
+    ///     assert!(gate.close_and_wait());
+    ///     assert_eq!(inside.load(Ordering::Relaxed), 0);
+    /// });
+    /// assert!(!gate.close_and_wait());
+    /// ```
+    #[doc(alias = "drm_dev_unplug")]
+    pub fn close_and_wait(&self) -> bool {
+        self.domain.assert_not_reading();
+        let closed_now = !self.closed.swap(true, Ordering::SeqCst);
+        self.domain.synchronize();
+        closed_now
+    }
+
+    /// Whether [`close_and_wait`](Self::close_and_wait) has been called (it may still be waiting).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let gate = drmm::revoke::Gate::new();
+    /// gate.close_and_wait();
+    /// assert!(gate.is_closed());
+    /// ```
+    #[doc(alias = "drm_dev_is_unplugged")]
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Number of grace periods the gate's domain has completed; see
+    /// [`Domain::grace_periods`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let gate = drmm::revoke::Gate::new();
+    /// gate.close_and_wait();
+    /// assert_eq!(gate.grace_periods(), 1);
+    /// ```
+    pub fn grace_periods(&self) -> u64 {
+        self.domain.grace_periods()
+    }
+}
+
+/// Proof of being inside an open [`Gate`]; dropping it leaves (`drm_dev_exit`).
+///
+/// `!Send`: a section is left on the thread that entered it.
+///
+/// ```compile_fail
+/// let gate = drmm::revoke::Gate::new();
+/// std::thread::scope(|s| {
+///     let guard = gate.enter().unwrap();
+///     s.spawn(move || drop(guard)); // error: `GateGuard` cannot be sent between threads
+/// });
+/// ```
+#[doc(alias = "drm_dev_exit")]
+#[must_use = "the gate is left as soon as the guard is dropped"]
+pub struct GateGuard<'a> {
+    _read: ReadGuard<'a>,
+}
+
+impl fmt::Debug for GateGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GateGuard").finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize as StdAtomicUsize;
+
+    fn total(d: &Domain) -> usize {
+        d.shards
+            .iter()
+            .flat_map(|s| s.count.iter())
+            .map(|c| c.load(Ordering::SeqCst))
+            .sum()
+    }
+
+    #[test]
+    fn shards_are_padded_and_power_of_two() {
+        assert_eq!(std::mem::align_of::<Shard>(), 128);
+        let d = Domain::new();
+        assert!(d.shards.len().is_power_of_two());
+    }
+
+    #[test]
+    fn guard_counts_and_uncounts() {
+        let d = Domain::new();
+        let a = d.read();
+        let b = d.read();
+        assert_eq!(total(&d), 2);
+        drop(a);
+        assert_eq!(total(&d), 1);
+        drop(b);
+        assert_eq!(total(&d), 0);
+    }
+
+    #[test]
+    fn guard_straddling_a_flip_is_waited_for_by_the_next_grace_period() {
+        let d = Domain::new();
+        let g = d.read();
+        // Simulate the flip having happened while `g` is inside (as if `g` were a straggler):
+        // `g` is counted in phase 0, the active phase becomes 1.
+        d.phase.store(1, Ordering::SeqCst);
+        let done = StdAtomicUsize::new(0);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                d.synchronize();
+                done.store(1, Ordering::SeqCst);
+            });
+            std::thread::sleep(std::time::Duration::from_millis(if cfg!(miri) {
+                1
+            } else {
+                20
+            }));
+            assert_eq!(
+                done.load(Ordering::SeqCst),
+                0,
+                "grace period ended with a reader inside"
+            );
+            drop(g);
+        });
+        assert_eq!(done.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn slots_are_reused_after_thread_exit() {
+        let first = std::thread::spawn(slot::current).join().unwrap();
+        let second = std::thread::spawn(slot::current).join().unwrap();
+        // Other tests run concurrently and may grab the freed slot first, so only check that
+        // slots stay small (they would grow without bound without reuse).
+        assert!(first < 1024 && second < 1024);
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "inside a read section")]
+    fn synchronize_inside_own_section_panics_in_debug() {
+        let d = Domain::new();
+        let _g = d.read();
+        d.synchronize();
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    fn synchronize_inside_other_domain_section_is_fine() {
+        let a = Domain::new();
+        let b = Domain::new();
+        let _g = a.read();
+        b.synchronize();
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "inside a read section")]
+    fn close_inside_gate_panics_in_debug() {
+        let gate = Gate::new();
+        let _g = gate.enter().unwrap();
+        gate.close_and_wait();
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    fn close_panic_leaves_gate_open() {
+        let gate = Gate::new();
+        let g = gate.enter().unwrap();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| gate.close_and_wait()));
+        assert!(r.is_err());
+        assert!(!gate.is_closed());
+        drop(g);
+        assert!(gate.close_and_wait());
+    }
+
+    #[test]
+    fn closed_gate_refuses_and_leaves_no_count() {
+        let gate = Gate::new();
+        gate.close_and_wait();
+        assert!(gate.enter().is_none());
+        assert_eq!(total(&gate.domain), 0);
+    }
+}
