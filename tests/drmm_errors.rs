@@ -193,7 +193,13 @@ fn a_handle_of_another_device_is_an_error_and_changes_nothing() {
     let a = Device::with_name("a", ());
     let b = Device::with_name("b", ());
     let ma = a.alloc(5u32).unwrap();
-    let ha = a.add_action_named("a", |_| panic!("must not run")).unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    let ha = a
+        .add_action_named("a", move |_| {
+            r.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
     let _mb = b.alloc(6u32).unwrap();
     let err = ma.get(&b).unwrap_err();
     assert_eq!(
@@ -210,9 +216,12 @@ fn a_handle_of_another_device_is_an_error_and_changes_nothing() {
     ));
     assert_eq!(a.resource_count(), 2, "a's entries untouched");
     assert_eq!(b.resource_count(), 1);
-    // The action is still registered on `a`; removing it needs its handle, which was consumed
-    // by the failed call, so it stays until `a` is released: silence it here.
-    std::mem::forget(a);
+    assert_eq!(ran.load(Ordering::SeqCst), 0, "the failed release ran nothing");
+    drop(b);
+    assert_eq!(ran.load(Ordering::SeqCst), 0, "b's release does not run a's action");
+    // The handle was consumed by the failed call; the action stays registered until `a` goes.
+    drop(a);
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
 }
 
 /// A value that counts its drops and allocates nothing itself.
