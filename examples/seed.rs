@@ -38,13 +38,15 @@ fn main() -> Result<(), drmm::Error> {
     // Print the kernel-style message of each event; the structured fields are for recorders.
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .fmt_fields(tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
-            if field.name() == "message" {
-                write!(w, "{value:?}")
-            } else {
-                Ok(())
-            }
-        }))
+        .fmt_fields(tracing_subscriber::fmt::format::debug_fn(
+            |w, field, value| {
+                if field.name() == "message" {
+                    write!(w, "{value:?}")
+                } else {
+                    Ok(())
+                }
+            },
+        ))
         .without_time()
         .with_target(false)
         .with_level(false)

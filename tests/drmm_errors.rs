@@ -216,9 +216,17 @@ fn a_handle_of_another_device_is_an_error_and_changes_nothing() {
     ));
     assert_eq!(a.resource_count(), 2, "a's entries untouched");
     assert_eq!(b.resource_count(), 1);
-    assert_eq!(ran.load(Ordering::SeqCst), 0, "the failed release ran nothing");
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        0,
+        "the failed release ran nothing"
+    );
     drop(b);
-    assert_eq!(ran.load(Ordering::SeqCst), 0, "b's release does not run a's action");
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        0,
+        "b's release does not run a's action"
+    );
     // The handle was consumed by the failed call; the action stays registered until `a` goes.
     drop(a);
     assert_eq!(ran.load(Ordering::SeqCst), 1);

@@ -135,7 +135,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 handles.push((id, Handle::Bytes(h)));
             }
             Op::ReleaseAction(i) | Op::RemoveAction(i) | Op::Kfree(i) => {
-                let Some((id, h)) = pick(&mut handles, i) else { continue };
+                let Some((id, h)) = pick(&mut handles, i) else {
+                    continue;
+                };
                 let pos = model.entries.iter().position(|e| e.0 == id).unwrap();
                 let (_, kind) = model.entries.remove(pos);
                 match (h, &op) {
@@ -145,7 +147,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         expected_events.push(("run", id));
                         if let ModelKind::Action { adds: true } = kind {
                             // Its own added action is now on the list, newest.
-                            model.entries.push((ADDED_BASE + id, ModelKind::Action { adds: false }));
+                            model
+                                .entries
+                                .push((ADDED_BASE + id, ModelKind::Action { adds: false }));
                         }
                     }
                     (Handle::Value(h), _) => {
@@ -156,7 +160,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
             Op::ForeignFree(i) => {
-                let Some((id, h)) = pick(&mut handles, i) else { continue };
+                let Some((id, h)) = pick(&mut handles, i) else {
+                    continue;
+                };
                 // A handle used on another device: an error, nothing changes; the handle is
                 // consumed, so its entry stays until the device's release.
                 let r = match h {

@@ -27,7 +27,9 @@ fn seed_scenario_release_at_last_put_in_reverse_order() {
 
     // Actions and allocations interleaved, as a driver's probe would register them.
     let l = log.clone();
-    let _ = dev.add_action_named("mode_config_cleanup", move |_| l.push("action 1")).unwrap();
+    let _ = dev
+        .add_action_named("mode_config_cleanup", move |_| l.push("action 1"))
+        .unwrap();
     let a = dev.alloc(Tracked::new("alloc 2", &log, &drops)).unwrap();
     let l = log.clone();
     let _ = drmm::add_action!(dev, move |_| l.push("action 3")).unwrap();
@@ -45,7 +47,10 @@ fn seed_scenario_release_at_last_put_in_reverse_order() {
 
     drop(dev); // unbind: the binding's reference
     drop(file); // close
-    assert!(log.snapshot().is_empty(), "nothing released before the last put");
+    assert!(
+        log.snapshot().is_empty(),
+        "nothing released before the last put"
+    );
     drop(mapping); // munmap: last reference
 
     assert_eq!(
@@ -134,7 +139,9 @@ fn entries_added_during_release_are_released_too() {
     let log = Log::new();
     let dev = Device::new(());
     let l = log.clone();
-    let _ = dev.add_action_named("oldest", move |_| l.push("oldest")).unwrap();
+    let _ = dev
+        .add_action_named("oldest", move |_| l.push("oldest"))
+        .unwrap();
     let l = log.clone();
     let _ = dev
         .add_action_named("adds more", move |d| {
@@ -153,11 +160,19 @@ fn entries_added_during_release_are_released_too() {
         })
         .unwrap();
     let l = log.clone();
-    let _ = dev.add_action_named("newest", move |_| l.push("newest")).unwrap();
+    let _ = dev
+        .add_action_named("newest", move |_| l.push("newest"))
+        .unwrap();
     drop(dev);
     assert_eq!(
         log.take(),
-        ["newest", "adds more", "added during release", "nested", "oldest"]
+        [
+            "newest",
+            "adds more",
+            "added during release",
+            "nested",
+            "oldest"
+        ]
     );
 }
 
@@ -170,7 +185,8 @@ fn release_order_survives_slot_reuse() {
     for i in 0..20 {
         let l = log.clone();
         handles.push(Some(
-            dev.add_action_named("n", move |_| l.push(format!("{i}"))).unwrap(),
+            dev.add_action_named("n", move |_| l.push(format!("{i}")))
+                .unwrap(),
         ));
     }
     for i in (0..20).filter(|i| i % 3 == 0) {
@@ -178,7 +194,9 @@ fn release_order_survives_slot_reuse() {
     }
     for i in 20..27 {
         let l = log.clone();
-        let _ = dev.add_action_named("n", move |_| l.push(format!("{i}"))).unwrap();
+        let _ = dev
+            .add_action_named("n", move |_| l.push(format!("{i}")))
+            .unwrap();
     }
     drop(dev);
     let expected: Vec<String> = (0..27)
@@ -280,12 +298,23 @@ fn kernel_named_helpers_have_the_documented_shapes() {
     let a = dev.kzalloc_aligned(10, 256).unwrap();
     assert_eq!(a.get(&dev).unwrap().as_ptr() as usize % 256, 0);
     let d = dev.kmalloc(3).unwrap();
-    assert_eq!(d.get(&dev).unwrap().as_ptr() as usize % 16, 0, "default alignment 16");
+    assert_eq!(
+        d.get(&dev).unwrap().as_ptr() as usize % 16,
+        0,
+        "default alignment 16"
+    );
     assert_eq!(dev.resource_count(), 6);
     let names: Vec<_> = dev.snapshot().iter().map(|e| e.name()).collect();
     assert_eq!(
         names,
-        ["kmalloc", "kzalloc", "kmalloc_array", "kcalloc", "kmemdup", "kstrdup"]
+        [
+            "kmalloc",
+            "kzalloc",
+            "kmalloc_array",
+            "kcalloc",
+            "kmemdup",
+            "kstrdup"
+        ]
     );
 }
 

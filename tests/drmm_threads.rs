@@ -61,7 +61,11 @@ fn concurrent_add_free_release_from_several_threads() {
         .sum::<usize>();
     drop(dev);
     assert_eq!(ran.load(Ordering::SeqCst), total - removed);
-    assert_eq!(dropped.load(Ordering::SeqCst), total, "every value dropped exactly once");
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        total,
+        "every value dropped exactly once"
+    );
 }
 
 #[test]
@@ -109,7 +113,11 @@ fn many_threads_hold_and_drop_references() {
     for h in handles {
         h.join().unwrap();
     }
-    assert_eq!(ran.load(Ordering::SeqCst), 1, "released exactly once, by the last holder");
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        1,
+        "released exactly once, by the last holder"
+    );
 }
 
 #[test]

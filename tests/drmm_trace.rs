@@ -70,7 +70,10 @@ fn add_del_rel_and_release_markers_in_kernel_wording() {
     find("card7: REL #3 kstrdup (3 bytes)");
     find("card7: release end (1 entries)");
     // Structured fields for the recorder that comes later.
-    assert!(add.contains("op=\"ADD\"") && add.contains("kind=\"action\""), "{add}");
+    assert!(
+        add.contains("op=\"ADD\"") && add.contains("kind=\"action\""),
+        "{add}"
+    );
 }
 
 #[test]
@@ -80,9 +83,9 @@ fn failures_are_traced() {
         let _ = dev.kmalloc_aligned(8, 3);
     });
     assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("card8: failed to add kmalloc") && l.contains("invalid alignment 3")),
+        lines.iter().any(
+            |l| l.contains("card8: failed to add kmalloc") && l.contains("invalid alignment 3")
+        ),
         "{lines:#?}"
     );
 }
@@ -108,7 +111,11 @@ fn panics_during_release_are_reported_at_error_level() {
         std::panic::set_hook(prev);
         assert!(r.is_err());
     });
-    assert!(lines.iter().any(|l| l.contains("release of second") && l.contains("panicked: two")));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("release of second") && l.contains("panicked: two"))
+    );
     assert!(
         lines
             .iter()

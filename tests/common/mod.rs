@@ -13,7 +13,10 @@ impl Log {
         Self::default()
     }
     pub fn push(&self, s: impl Into<String>) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(s.into());
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(s.into());
     }
     pub fn take(&self) -> Vec<String> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
