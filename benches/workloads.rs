@@ -364,7 +364,17 @@ fn w1(c: &mut Criterion) {
             drop(dev);
         },
     );
-    // ---- ADD drmm HERE: bench_w1(&mut g, "drmm", |_| <new device>, |dev, n| { <n allocs>; drop(dev) });
+    bench_w1(
+        &mut g,
+        "drmm",
+        |_| drmm::Device::new(()),
+        |dev, n| {
+            for _ in 0..n {
+                black_box(dev.kzalloc(64).expect("allocation failed"));
+            }
+            drop(dev);
+        },
+    );
     g.finish();
 }
 
@@ -401,7 +411,21 @@ fn w2(c: &mut Criterion) {
             drop(dev);
         },
     );
-    // ---- ADD drmm HERE: bench_w2(&mut g, "drmm", |_| <new device>, |dev, n| { for i in 0..n { <add action capturing i> }; drop(dev) });
+    bench_w2(
+        &mut g,
+        "drmm",
+        |_| drmm::Device::new(()),
+        |dev, n| {
+            for i in 0..n {
+                let _ = dev
+                    .add_action_named("word_action", move |_| {
+                        black_box(i);
+                    })
+                    .expect("allocation failed");
+            }
+            drop(dev);
+        },
+    );
     g.finish();
 }
 
@@ -442,7 +466,23 @@ fn w3(c: &mut Criterion) {
                 },
             );
         }
-        // ---- ADD drmm HERE: bench_w3(&mut g, "drmm", n, |order| { <device, n allocs, in_order(handles, order)> }, |(dev, handles)| for h in handles.drain(..) { <free h early> });
+        bench_w3(
+            &mut g,
+            "drmm",
+            n,
+            |order| {
+                let dev = drmm::Device::new(());
+                let handles: Vec<drmm::Managed<[u8]>> = (0..order.len())
+                    .map(|_| dev.kzalloc(64).expect("allocation failed"))
+                    .collect();
+                (dev, in_order(handles, order))
+            },
+            |(dev, handles)| {
+                for h in handles.drain(..) {
+                    dev.kfree(h).expect("free failed");
+                }
+            },
+        );
     }
     g.finish();
 }
@@ -460,7 +500,13 @@ fn w4(c: &mut Criterion) {
         }
         drop(dev);
     });
-    // ---- ADD drmm HERE: bench_w4(&mut g, "drmm", || { <new device>; <16 allocs>; <drop last reference> });
+    bench_w4(&mut g, "drmm", || {
+        let dev = drmm::Device::new(());
+        for _ in 0..W4_ALLOCS {
+            black_box(dev.kzalloc(64).expect("allocation failed"));
+        }
+        drop(dev);
+    });
     g.finish();
 }
 
@@ -482,7 +528,22 @@ fn w5(c: &mut Criterion) {
             },
             drop,
         );
-        // ---- ADD drmm HERE: bench_w5(&mut g, "drmm", threads, || <new device>, |dev, range| for i in range { <add action capturing i> }, drop);
+        bench_w5(
+            &mut g,
+            "drmm",
+            threads,
+            || drmm::Device::new(()),
+            |dev, range| {
+                for i in range {
+                    let _ = dev
+                        .add_action_named("word_action", move |_| {
+                            black_box(i);
+                        })
+                        .expect("allocation failed");
+                }
+            },
+            drop,
+        );
     }
     g.finish();
 }
@@ -515,7 +576,17 @@ fn w6(c: &mut Criterion) {
                 }
             },
         );
-        // ---- ADD drmm HERE: bench_w6(&mut g, "drmm", threads, |_| <new device>, |dev, _t, count| for _ in 0..count { <enter + exit the gate> });
+        bench_w6(
+            &mut g,
+            "drmm",
+            threads,
+            |_| drmm::revoke::Gate::new(),
+            |gate, _t, count| {
+                for _ in 0..count {
+                    black_box(gate.enter().expect("gate open"));
+                }
+            },
+        );
     }
     g.finish();
 }
