@@ -51,9 +51,63 @@ pub enum Error {
     /// thread's stack; it will have run exactly once when that release completes.
     #[error("entry is being released by its list")]
     Releasing,
+    /// The group is already closed (the kernel `WARN`s on a second `devres_close_group`).
+    #[error("group is already closed")]
+    GroupClosed,
+    /// The bus device has no driver bound: the binding ended (unbind, removal) or never began.
+    /// Devres calls and [`with_bound`](crate::bus::BusDevice::with_bound) need a binding.
+    #[error("bus device is not bound to a driver")]
+    NotBound,
+    /// The bus device already has a driver bound (`-EBUSY` from the driver core).
+    #[error("bus device is already bound to a driver")]
+    AlreadyBound,
+    /// The bus device has been removed from its bus (`device_del`): it can no longer be
+    /// bound or used.
+    #[error("bus device has been removed from its bus")]
+    Removed,
+    /// The calling thread is already inside this bus device's exclusive scope (probe, remove,
+    /// a devres release or `with_bound`); entering again would deadlock (the kernel would
+    /// deadlock on `device_lock`).
+    #[error("this thread already holds the bus device's scope; entering again would deadlock")]
+    Reentrant,
+    /// A driver's probe failed for a reason of its own.
+    #[error("probe failed: {reason}")]
+    ProbeFailed {
+        /// What the driver said.
+        reason: Box<str>,
+    },
+    /// The logical device is not registered (never registered, or unregistered): it cannot be
+    /// opened (`-ENODEV` from `drm_open`).
+    #[error("device is not registered")]
+    NotRegistered,
+    /// The logical device is already registered (the kernel says "never call
+    /// `drm_dev_register` twice").
+    #[error("device is already registered")]
+    AlreadyRegistered,
+    /// The logical device has been unplugged (`drm_dev_unplug`): it cannot be registered,
+    /// opened or entered any more (`-ENODEV`).
+    #[error("device has been unplugged")]
+    Unplugged,
+    /// The revocable resource has been revoked (unbind, or it was dropped).
+    #[error("resource has been revoked")]
+    Revoked,
 }
 
 impl Error {
+    /// A [`ProbeFailed`](Error::ProbeFailed) error with `reason`, for drivers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let e = drmm::Error::probe_failed("no such hardware");
+    /// assert_eq!(e.to_string(), "probe failed: no such hardware");
+    /// ```
+    pub fn probe_failed(reason: impl Into<Box<str>>) -> Self {
+        Error::ProbeFailed {
+            reason: reason.into(),
+        }
+    }
+
     /// The error for a failed allocation of `layout`.
     pub(crate) fn oom(layout: Layout) -> Self {
         Error::OutOfMemory {
@@ -65,3 +119,31 @@ impl Error {
 
 /// `Result` with [`Error`] as the error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifecycle_errors_have_distinct_messages() {
+        let all = [
+            Error::GroupClosed,
+            Error::NotBound,
+            Error::AlreadyBound,
+            Error::Removed,
+            Error::Reentrant,
+            Error::probe_failed("x"),
+            Error::NotRegistered,
+            Error::AlreadyRegistered,
+            Error::Unplugged,
+            Error::Revoked,
+        ];
+        let msgs: std::collections::HashSet<String> = all.iter().map(|e| e.to_string()).collect();
+        assert_eq!(msgs.len(), all.len());
+        assert_eq!(
+            Error::probe_failed("x"),
+            Error::ProbeFailed { reason: "x".into() }
+        );
+        assert_ne!(Error::NotBound, Error::Removed);
+    }
+}

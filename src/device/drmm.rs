@@ -408,7 +408,9 @@ where
             trace::add_failed(list.owner(), &site, &e);
             match entry.payload {
                 Payload::Action(a) => Err((e, Unregistered::Erased(a))),
-                Payload::Block(_) => unreachable!("an action entry was pushed"),
+                Payload::Block(_) | Payload::Marker(_) => {
+                    unreachable!("an action entry was pushed")
+                }
             }
         }
     }

@@ -12,14 +12,20 @@ pub enum EntryKind {
     Action,
     /// A managed allocation (`drmm_kmalloc`, a typed value, ...).
     Alloc,
+    /// The opening marker of a group (`devres_open_group`; the kernel logs it as `grp<`).
+    GroupOpen,
+    /// The closing marker of a group (`devres_close_group`; the kernel logs it as `grp>`).
+    GroupClose,
 }
 
 impl EntryKind {
-    /// A short lowercase name: `"action"`, `"alloc"`.
+    /// A short lowercase name: `"action"`, `"alloc"`, `"group_open"`, `"group_close"`.
     pub const fn as_str(self) -> &'static str {
         match self {
             EntryKind::Action => "action",
             EntryKind::Alloc => "alloc",
+            EntryKind::GroupOpen => "group_open",
+            EntryKind::GroupClose => "group_close",
         }
     }
 }
@@ -66,7 +72,7 @@ impl EntryInfo {
         self.site.location()
     }
 
-    /// Action or allocation.
+    /// Action, allocation or group marker.
     pub fn kind(&self) -> EntryKind {
         self.kind
     }

@@ -20,6 +20,8 @@ pub(crate) enum Payload<C> {
     Action(Action<C>),
     /// A managed allocation, dropped and freed at release.
     Block(Block),
+    /// A group marker (see `group.rs`); releasing it does nothing.
+    Marker(crate::res::group::Marker),
 }
 
 /// One entry of a list.
@@ -29,25 +31,28 @@ pub(crate) struct Entry<C> {
 }
 
 impl<C> Entry<C> {
-    fn kind(&self) -> EntryKind {
+    pub(super) fn kind(&self) -> EntryKind {
         match &self.payload {
             Payload::Action(_) => EntryKind::Action,
             Payload::Block(_) => EntryKind::Alloc,
+            Payload::Marker(m) => m.kind(),
         }
     }
 
-    fn size(&self) -> usize {
+    pub(super) fn size(&self) -> usize {
         match &self.payload {
             Payload::Action(a) => a.size(),
             Payload::Block(b) => b.size(),
+            Payload::Marker(_) => 0,
         }
     }
 
     /// Releases the entry: runs the action or drops and frees the allocation.
-    fn release(self, ctx: &C) {
+    pub(super) fn release(self, ctx: &C) {
         match self.payload {
             Payload::Action(a) => a.call(ctx),
             Payload::Block(b) => drop(b),
+            Payload::Marker(_) => {}
         }
     }
 }
@@ -67,13 +72,13 @@ pub struct Key {
 
 const NO_SLOT: u32 = u32::MAX;
 
-enum Slot<C> {
+pub(super) enum Slot<C> {
     Vacant { next_free: u32 },
     Occupied { seq: u64, entry: Entry<C> },
 }
 
-struct State<C> {
-    slots: Vec<Slot<C>>,
+pub(super) struct State<C> {
+    pub(super) slots: Vec<Slot<C>>,
     free_head: u32,
     next_seq: u64,
     live: usize,
@@ -86,7 +91,7 @@ struct State<C> {
 
 impl<C> State<C> {
     /// Empties the slot at `index` if it holds the entry `seq`.
-    fn take(&mut self, index: usize, seq: Option<u64>) -> Option<(u64, Entry<C>)> {
+    pub(super) fn take(&mut self, index: usize, seq: Option<u64>) -> Option<(u64, Entry<C>)> {
         match self.slots.get(index) {
             Some(Slot::Occupied { seq: s, .. }) if seq.is_none_or(|want| *s == want) => {}
             _ => return None,
@@ -245,11 +250,11 @@ type AtomicU64Static = std::sync::atomic::AtomicU64;
 pub(crate) struct ResourceList<C> {
     id: u64,
     owner: Box<str>,
-    /// Set once a bulk release has begun; from then on a handle read checks its slot.
-    bulk: AtomicBool,
+    /// Set once a bulk (or group) release has begun; from then on a handle read checks its slot.
+    pub(super) bulk: AtomicBool,
     /// Entries ever added (for diagnostics; never decreases).
     added: AtomicU64,
-    state: Mutex<State<C>>,
+    pub(super) state: Mutex<State<C>>,
 }
 
 impl<C> ResourceList<C> {
@@ -291,47 +296,59 @@ impl<C> ResourceList<C> {
     /// is handed back untouched.
     pub(crate) fn push(&self, entry: Entry<C>) -> Result<Key, (Error, Entry<C>)> {
         let (size, kind, site) = (entry.size(), entry.kind(), entry.site);
-        let key = {
-            let mut st = lock(&self.state);
-            let seq = st.next_seq;
-            let index = if st.free_head != NO_SLOT && st.releasing == 0 {
-                let index = st.free_head as usize;
-                let Slot::Vacant { next_free } = st.slots[index] else {
-                    unreachable!("free list links vacant slots only")
-                };
-                st.free_head = next_free;
-                if index + 1 != st.slots.len() {
-                    st.reordered = true;
-                }
-                st.slots[index] = Slot::Occupied { seq, entry };
-                index
-            } else {
-                if st.slots.len() >= NO_SLOT as usize {
-                    return Err((
-                        Error::SizeOverflow {
-                            what: "more than u32::MAX - 1 entries on one list",
-                        },
-                        entry,
-                    ));
-                }
-                if st.slots.try_reserve(1).is_err() {
-                    let layout = std::alloc::Layout::new::<Slot<C>>();
-                    return Err((Error::oom(layout), entry));
-                }
-                st.slots.push(Slot::Occupied { seq, entry });
-                st.slots.len() - 1
-            };
-            st.next_seq += 1;
-            st.live += 1;
-            Key {
-                list: self.id,
-                index: index as u32,
-                seq,
-            }
-        };
+        let key = self.insert(&mut lock(&self.state), entry)?;
         self.added.fetch_add(1, Ordering::Relaxed);
         trace::entry(Op::Add, self, key.seq, &site, kind, size);
         Ok(key)
+    }
+
+    /// Puts `entry` in a slot as the newest entry, under the caller's lock (no trace).
+    pub(super) fn insert(
+        &self,
+        st: &mut State<C>,
+        entry: Entry<C>,
+    ) -> Result<Key, (Error, Entry<C>)> {
+        let seq = st.next_seq;
+        let index = if st.free_head != NO_SLOT && st.releasing == 0 {
+            let index = st.free_head as usize;
+            let Slot::Vacant { next_free } = st.slots[index] else {
+                unreachable!("free list links vacant slots only")
+            };
+            st.free_head = next_free;
+            if index + 1 != st.slots.len() {
+                st.reordered = true;
+            }
+            st.slots[index] = Slot::Occupied { seq, entry };
+            index
+        } else {
+            if st.slots.len() >= NO_SLOT as usize {
+                return Err((
+                    Error::SizeOverflow {
+                        what: "more than u32::MAX - 1 entries on one list",
+                    },
+                    entry,
+                ));
+            }
+            if st.slots.try_reserve(1).is_err() {
+                let layout = std::alloc::Layout::new::<Slot<C>>();
+                return Err((Error::oom(layout), entry));
+            }
+            st.slots.push(Slot::Occupied { seq, entry });
+            st.slots.len() - 1
+        };
+        st.next_seq += 1;
+        st.live += 1;
+        Ok(Key {
+            list: self.id,
+            index: index as u32,
+            seq,
+        })
+    }
+
+    /// Counts an entry added with [`insert`](Self::insert) and traces it.
+    pub(super) fn note_added(&self, key: &Key, site: &Site, kind: EntryKind) {
+        self.added.fetch_add(1, Ordering::Relaxed);
+        trace::entry(Op::Add, self, key.seq, site, kind, 0);
     }
 
     /// Checks that `key` belongs to this list.
@@ -397,10 +414,7 @@ impl<C> ResourceList<C> {
             entry.kind(),
             entry.size(),
         );
-        match entry.payload {
-            Payload::Action(a) => drop(a),
-            Payload::Block(b) => drop(b),
-        }
+        drop(entry.payload);
         Ok(())
     }
 
@@ -504,7 +518,7 @@ impl<C> ResourceList<C> {
                     entry.size(),
                     match &entry.payload {
                         Payload::Block(b) => Some(b.type_name()),
-                        Payload::Action(_) => None,
+                        Payload::Action(_) | Payload::Marker(_) => None,
                     },
                 )),
                 Slot::Vacant { .. } => None,

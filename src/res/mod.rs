@@ -17,6 +17,7 @@
 
 mod action;
 mod alloc;
+pub(crate) mod group;
 pub(crate) mod handle;
 mod info;
 pub(crate) mod kref;
@@ -26,6 +27,7 @@ mod site;
 pub(crate) use action::Action;
 pub(crate) use alloc::{Block, byte_align};
 pub use alloc::{MAX_BYTE_ALIGN, MIN_BYTE_ALIGN};
+pub use group::Group;
 pub use handle::{ActionHandle, Managed, ResourceOwner};
 pub use info::{EntryInfo, EntryKind};
 pub(crate) use list::{Entry, Key, Payload, ResourceList};
