@@ -76,17 +76,30 @@ fn failed_data_allocation_is_an_error_and_the_list_is_unchanged() {
     let dev = Device::new(());
     let _keep = dev.kzalloc(8).unwrap();
     let before = dev.snapshot();
+    // A block too large for the device's arena goes to the allocator itself.
     fail_after(0);
-    let r = dev.kzalloc(100);
+    let r = dev.kzalloc(1000);
     no_failures();
     assert_eq!(
         r.unwrap_err(),
         Error::OutOfMemory {
-            size: 100,
+            size: 1000,
             align: 16
         }
     );
     assert_eq!(dev.snapshot(), before);
+}
+
+#[test]
+fn failed_arena_chunk_is_an_error_and_the_list_is_unchanged() {
+    // A fresh device has no arena chunk yet: the first small allocation must get one.
+    let dev = Device::new(());
+    fail_after(0);
+    let r = dev.kzalloc(100);
+    no_failures();
+    assert!(matches!(r, Err(Error::OutOfMemory { .. })), "{r:?}");
+    assert_eq!(dev.resource_count(), 0);
+    assert_eq!(dev.kzalloc(100).unwrap().get(&dev).unwrap().len(), 100);
 }
 
 #[test]
@@ -255,14 +268,15 @@ fn every_allocation_failure_in_a_scenario_is_clean() {
         if let Some(n) = arm {
             fail_after(n);
         }
-        for i in 0..6 {
+        for i in 0..ROUNDS {
             made += 1; // stored, or dropped at once on failure: one drop either way
             if let Ok(m) = dev.alloc(Counted(drops.clone())) {
                 if i % 2 == 0 {
                     early.push(m);
                 }
             }
-            let _ = dev.kzalloc(32 * i);
+            // Small blocks come from the device's arena, larger ones from the allocator.
+            let _ = dev.kzalloc(if i % 2 == 0 { 32 * i } else { 300 * i });
             let _ = dev.kstrdup("name");
             let captured = Counted(drops.clone());
             made += 1;
@@ -271,7 +285,10 @@ fn every_allocation_failure_in_a_scenario_is_clean() {
                 let _keep = &captured;
                 r.fetch_add(1, Ordering::SeqCst);
             });
-            if let Ok(h) = dev.add_action_named("early", |_| ()) {
+            let big = [i as u64; 8]; // too big to store inline: boxed
+            if let Ok(h) = dev.add_action_named("early", move |_| {
+                std::hint::black_box(big);
+            }) {
                 let _ = dev.release_action(h);
             }
             if i == 3 {
@@ -284,6 +301,7 @@ fn every_allocation_failure_in_a_scenario_is_clean() {
         drop(dev);
         made
     }
+    const ROUNDS: usize = 12;
     let drops = Arc::new(AtomicUsize::new(0));
     let resets = Arc::new(AtomicUsize::new(0));
     scenario(&drops, &resets, None); // warm up lazily allocated globals (tracing call sites)
@@ -299,7 +317,7 @@ fn every_allocation_failure_in_a_scenario_is_clean() {
         assert_eq!(drops.load(Ordering::SeqCst), made, "drops at failure #{n}");
         assert_eq!(
             resets.load(Ordering::SeqCst),
-            6,
+            ROUNDS,
             "every _or_reset action ran once (#{n})"
         );
         if !failed {

@@ -5,9 +5,7 @@ use std::ptr::NonNull;
 
 use super::LogicalDevice;
 use crate::error::{Error, Result};
-use crate::res::{
-    Action, ActionHandle, Block, Entry, Managed, Payload, ResourceList, Site, byte_align,
-};
+use crate::res::{Action, ActionHandle, Entry, Managed, Payload, ResourceList, Site, byte_align};
 use crate::trace;
 
 /// Default alignment of raw byte allocations: [`MIN_BYTE_ALIGN`](crate::res::MIN_BYTE_ALIGN).
@@ -172,13 +170,8 @@ impl<T> LogicalDevice<T> {
     #[doc(alias = "drmm_mutex_init")]
     #[track_caller]
     pub fn alloc<U: Send + Sync + 'static>(&self, value: U) -> Result<Managed<U>> {
-        let site = Site::caller(std::any::type_name::<U>());
-        let (block, ptr) = Block::value(value).map_err(|(e, v)| {
-            trace::add_failed(self.name(), &site, &e);
-            drop(v);
-            e
-        })?;
-        push_block(&self.list, site, block, ptr)
+        self.list
+            .alloc_value(Site::caller(std::any::type_name::<U>()), value)
     }
 
     /// A managed copy of `src` (`drmm_kmemdup`'s idea, for any `Copy` element type).
@@ -200,10 +193,7 @@ impl<T> LogicalDevice<T> {
     #[doc(alias = "drmm_kmemdup")]
     #[track_caller]
     pub fn kmemdup<U: Copy + Send + Sync + 'static>(&self, src: &[U]) -> Result<Managed<[U]>> {
-        let site = Site::caller("kmemdup");
-        let (block, ptr) =
-            Block::copied(src).inspect_err(|e| trace::add_failed(self.name(), &site, e))?;
-        push_block(&self.list, site, block, ptr)
+        self.list.alloc_copy(Site::caller("kmemdup"), src)
     }
 
     /// A managed copy of `s` (`drmm_kstrdup`). Rust strings carry their length, so no NUL is
@@ -224,13 +214,13 @@ impl<T> LogicalDevice<T> {
     #[doc(alias = "drmm_kstrdup")]
     #[track_caller]
     pub fn kstrdup(&self, s: &str) -> Result<Managed<str>> {
-        let site = Site::caller("kstrdup");
-        let (block, ptr) = Block::copied(s.as_bytes())
-            .inspect_err(|e| trace::add_failed(self.name(), &site, e))?;
+        let bytes = self
+            .list
+            .alloc_copy(Site::caller("kstrdup"), s.as_bytes())?;
         // The bytes were copied from a `str`, so they are valid UTF-8; `[u8]` and `str` have
         // the same metadata (the length), so the pointer cast keeps it.
-        let ptr = NonNull::new(ptr.as_ptr() as *mut str).expect("non-null");
-        push_block(&self.list, site, block, ptr)
+        let ptr = NonNull::new(bytes.ptr.as_ptr() as *mut str).expect("non-null");
+        Ok(Managed::new(bytes.key, ptr))
     }
 
     // ----- raw bytes -----------------------------------------------------------------------
@@ -337,9 +327,7 @@ impl<T> LogicalDevice<T> {
     }
 
     fn bytes(&self, site: Site, size: usize, align: usize, zeroed: bool) -> Result<Managed<[u8]>> {
-        let (block, ptr) = Block::bytes(size, align, zeroed)
-            .inspect_err(|e| trace::add_failed(self.name(), &site, e))?;
-        push_block(&self.list, site, block, ptr)
+        self.list.alloc_bytes(site, size, align, zeroed)
     }
 
     // ----- early free ----------------------------------------------------------------------
@@ -412,26 +400,6 @@ where
                     unreachable!("an action entry was pushed")
                 }
             }
-        }
-    }
-}
-
-pub(crate) fn push_block<C, U: ?Sized>(
-    list: &ResourceList<C>,
-    site: Site,
-    block: Block,
-    ptr: NonNull<U>,
-) -> Result<Managed<U>> {
-    let entry = Entry {
-        site,
-        payload: Payload::Block(block),
-    };
-    match list.push(entry) {
-        Ok(key) => Ok(Managed::new(key, ptr)),
-        Err((e, entry)) => {
-            trace::add_failed(list.owner(), &site, &e);
-            drop(entry);
-            Err(e)
         }
     }
 }

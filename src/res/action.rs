@@ -113,6 +113,7 @@ impl<C> Action<C> {
     /// Erases `f`. Small closures are stored inline; larger ones are boxed, and if that
     /// allocation fails the closure is handed back with the error so that the caller can still
     /// run it (`_or_reset`) or drop it.
+    #[inline]
     pub(crate) fn new<F: FnOnce(&C) + Send + 'static>(f: F) -> Result<Self, (Error, F)> {
         let mut storage: Storage = [MaybeUninit::uninit(); INLINE_WORDS];
         if fits_inline::<F>() {
@@ -153,6 +154,7 @@ impl<C> Action<C> {
     }
 
     /// Runs the action, consuming it.
+    #[inline]
     pub(crate) fn call(self, ctx: &C) {
         let mut this = mem::ManuallyDrop::new(self);
         // SAFETY: by the invariant `storage` holds a live closure of the vtable's type, made for

@@ -9,6 +9,7 @@ use std::mem;
 use std::ptr::{self, NonNull};
 
 use crate::error::{Error, Result};
+use crate::res::arena::{Arena, is_pooled};
 
 /// The smallest alignment of a raw byte allocation (`drmm_kmalloc`), like the kernel's
 /// `ARCH_KMALLOC_MINALIGN`/`ARCH_DMA_MINALIGN` on the architectures that need it.
@@ -24,6 +25,8 @@ pub(crate) struct AllocVTable {
     align: usize,
     /// Drops `len` elements in place (a no-op for bytes).
     drop_elems: unsafe fn(*mut u8, usize),
+    /// Whether `drop_elems` runs any code (user destructors must run outside the list's lock).
+    needs_drop: bool,
 }
 
 struct TypedVTable<U>(std::marker::PhantomData<U>);
@@ -34,6 +37,7 @@ impl<U> TypedVTable<U> {
         elem_size: mem::size_of::<U>(),
         align: mem::align_of::<U>(),
         drop_elems: drop_elems::<U>,
+        needs_drop: mem::needs_drop::<U>(),
     };
 }
 
@@ -60,6 +64,7 @@ const fn byte_vtable(align: usize) -> AllocVTable {
         elem_size: 1,
         align,
         drop_elems: drop_bytes,
+        needs_drop: false,
     }
 }
 
@@ -77,6 +82,7 @@ static BYTE_VTABLES: [AllocVTable; 9] = [
 ];
 
 /// Checks a requested byte alignment and raises it to [`MIN_BYTE_ALIGN`].
+#[inline]
 pub(crate) fn byte_align(align: usize) -> Result<usize> {
     if !align.is_power_of_two() || align > MAX_BYTE_ALIGN {
         return Err(Error::InvalidAlignment { align });
@@ -84,15 +90,17 @@ pub(crate) fn byte_align(align: usize) -> Result<usize> {
     Ok(align.max(MIN_BYTE_ALIGN))
 }
 
-/// A heap block owned by a list entry.
+/// A block of memory owned by a list entry.
 ///
 /// # Invariants
 ///
 /// `ptr` points to `len` initialised elements described by `vtable` (for byte blocks made by
 /// [`Block::bytes`] the elements may be uninitialised bytes, which need no initialisation to be
-/// dropped), allocated with the global allocator and the layout
-/// `vtable.elem_size * len` / `vtable.align`, or is dangling and well aligned when that size is
-/// zero. The block owns the elements: nothing else drops or frees them.
+/// dropped). With `layout = vtable.elem_size * len / vtable.align`: if
+/// [`is_pooled(layout)`](is_pooled) the memory is a block of the arena of the list that owns the
+/// entry (the arena outlives the block); otherwise it was allocated with the global allocator
+/// and `layout`, or is dangling and well aligned when the size is zero. The block owns the
+/// elements: nothing else drops them.
 pub(crate) struct Block {
     ptr: NonNull<u8>,
     len: usize,
@@ -105,7 +113,16 @@ unsafe impl Send for Block {}
 // SAFETY: as above; a `Block` gives no access to its elements through `&self`.
 unsafe impl Sync for Block {}
 
-fn allocate(layout: Layout, zeroed: bool) -> Result<NonNull<u8>> {
+#[inline]
+fn allocate(arena: &mut Arena, layout: Layout, zeroed: bool) -> Result<NonNull<u8>> {
+    if is_pooled(layout) {
+        let p = arena.alloc(layout)?;
+        if zeroed {
+            // SAFETY: a fresh block of at least `layout.size()` bytes.
+            unsafe { p.as_ptr().write_bytes(0, layout.size()) };
+        }
+        return Ok(p);
+    }
     if layout.size() == 0 {
         // A dangling pointer with the requested alignment: unique enough for a zero-size
         // block, never dereferenced for more than zero bytes, never freed.
@@ -126,11 +143,13 @@ fn allocate(layout: Layout, zeroed: bool) -> Result<NonNull<u8>> {
 
 impl Block {
     /// Moves `value` into a new block. On failure `value` is handed back with the error.
+    #[inline]
     pub(crate) fn value<U: Send + Sync + 'static>(
+        arena: &mut Arena,
         value: U,
     ) -> Result<(Self, NonNull<U>), (Error, U)> {
         let layout = Layout::new::<U>();
-        let ptr = match allocate(layout, false) {
+        let ptr = match allocate(arena, layout, false) {
             Ok(p) => p,
             Err(e) => return Err((e, value)),
         };
@@ -148,14 +167,20 @@ impl Block {
 
     /// A block of `len` bytes aligned to `align` (already checked by [`byte_align`]),
     /// zeroed if asked.
-    pub(crate) fn bytes(len: usize, align: usize, zeroed: bool) -> Result<(Self, NonNull<[u8]>)> {
+    #[inline]
+    pub(crate) fn bytes(
+        arena: &mut Arena,
+        len: usize,
+        align: usize,
+        zeroed: bool,
+    ) -> Result<(Self, NonNull<[u8]>)> {
         let index = align.trailing_zeros() as usize - MIN_BYTE_ALIGN.trailing_zeros() as usize;
         let vtable = &BYTE_VTABLES[index];
         debug_assert_eq!(vtable.align, align);
         let layout = Layout::from_size_align(len, align).map_err(|_| Error::SizeOverflow {
             what: "allocation size rounded up to its alignment exceeds isize::MAX",
         })?;
-        let ptr = allocate(layout, zeroed)?;
+        let ptr = allocate(arena, layout, zeroed)?;
         // INVARIANT: `len` bytes at `ptr` with `layout`; bytes need no initialisation to be
         // dropped (the handle type says whether they may be read).
         let block = Block { ptr, len, vtable };
@@ -163,13 +188,15 @@ impl Block {
     }
 
     /// A block holding a copy of `src`.
+    #[inline]
     pub(crate) fn copied<U: Copy + Send + Sync + 'static>(
+        arena: &mut Arena,
         src: &[U],
     ) -> Result<(Self, NonNull<[U]>)> {
         let layout = Layout::array::<U>(src.len()).map_err(|_| Error::SizeOverflow {
             what: "array size exceeds isize::MAX",
         })?;
-        let ptr = allocate(layout, false)?;
+        let ptr = allocate(arena, layout, false)?;
         // SAFETY: `ptr` is valid for `src.len()` writes of `U` (fresh allocation of exactly
         // that array layout, or dangling for zero bytes) and cannot overlap `src`.
         unsafe { ptr::copy_nonoverlapping(src.as_ptr(), ptr.as_ptr().cast::<U>(), src.len()) };
@@ -183,6 +210,7 @@ impl Block {
     }
 
     /// Size of the user data in bytes.
+    #[inline]
     pub(crate) fn size(&self) -> usize {
         self.vtable.elem_size * self.len
     }
@@ -193,28 +221,59 @@ impl Block {
     }
 }
 
-impl Drop for Block {
-    fn drop(&mut self) {
+impl Block {
+    #[inline]
+    fn layout(&self) -> Layout {
+        // SAFETY: the same size and alignment were checked by `Layout` when the block was made.
+        unsafe { Layout::from_size_align_unchecked(self.size(), self.vtable.align) }
+    }
+
+    /// Whether dropping the elements runs code (then it must happen outside the list's lock).
+    #[inline]
+    pub(crate) fn needs_drop(&self) -> bool {
+        self.vtable.needs_drop
+    }
+
+    /// Drops the elements and frees global-allocator memory; for arena memory, returns the
+    /// block and its size so that the caller can [`Arena::recycle`] it.
+    #[inline]
+    pub(crate) fn dispose(self) -> Option<(NonNull<u8>, usize)> {
+        let this = mem::ManuallyDrop::new(self);
+        let pooled = is_pooled(this.layout());
+        // SAFETY: consumed here; `ManuallyDrop` keeps `Drop` from doing it again.
+        unsafe { this.drop_elements_and_heap_memory() };
+        pooled.then(|| (this.ptr, this.size()))
+    }
+
+    /// # Safety
+    ///
+    /// Once only: afterwards the block's elements are dropped and its heap memory freed.
+    #[inline]
+    unsafe fn drop_elements_and_heap_memory(&self) {
         // Free the memory even if an element's destructor panics.
-        struct Free(NonNull<u8>, usize, usize);
+        struct Free(NonNull<u8>, Layout);
         impl Drop for Free {
             fn drop(&mut self) {
-                if self.1 != 0 {
-                    // SAFETY: the block was allocated with exactly this size and alignment
-                    // (checked when it was made) and its elements are dropped.
-                    unsafe {
-                        alloc::dealloc(
-                            self.0.as_ptr(),
-                            Layout::from_size_align_unchecked(self.1, self.2),
-                        )
-                    }
+                if self.1.size() != 0 && !is_pooled(self.1) {
+                    // SAFETY: the block was allocated with the global allocator and exactly this
+                    // layout (the invariant) and its elements are dropped.
+                    unsafe { alloc::dealloc(self.0.as_ptr(), self.1) }
                 }
             }
         }
-        let _free = Free(self.ptr, self.size(), self.vtable.align);
-        // SAFETY: by the invariant `ptr` holds `len` live elements of the vtable's type, and
-        // the block is being dropped, so nothing uses them afterwards.
+        let _free = Free(self.ptr, self.layout());
+        // SAFETY: by the invariant `ptr` holds `len` live elements of the vtable's type; the
+        // caller makes this the last use of them.
         unsafe { (self.vtable.drop_elems)(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Block {
+    /// Drops the elements; arena memory stays with the arena (reused when the list recycles
+    /// it, returned to the system when the list is dropped).
+    fn drop(&mut self) {
+        // SAFETY: `drop` runs once.
+        unsafe { self.drop_elements_and_heap_memory() }
     }
 }
 
@@ -231,12 +290,14 @@ impl std::fmt::Debug for Block {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::res::arena::Arena;
     use std::sync::Arc;
 
     #[test]
     fn typed_block_drops_value_once() {
+        let mut arena = Arena::new();
         let v = Arc::new(());
-        let (b, p) = Block::value(v.clone()).unwrap();
+        let (b, p) = Block::value(&mut arena, v.clone()).unwrap();
         assert_eq!(Arc::strong_count(&v), 2);
         // SAFETY: the block is alive and nothing mutates the value.
         assert!(Arc::ptr_eq(unsafe { p.as_ref() }, &v));
@@ -247,8 +308,9 @@ mod tests {
 
     #[test]
     fn byte_blocks_are_aligned_and_zeroed() {
+        let mut arena = Arena::new();
         for align in [16, 32, 64, 4096] {
-            let (b, p) = Block::bytes(100, align, true).unwrap();
+            let (b, p) = Block::bytes(&mut arena, 100, align, true).unwrap();
             assert_eq!(p.as_ptr().cast::<u8>() as usize % align, 0);
             // SAFETY: zeroed block of 100 bytes, alive.
             assert!(unsafe { p.as_ref() }.iter().all(|&x| x == 0));
@@ -258,16 +320,18 @@ mod tests {
 
     #[test]
     fn zero_size_blocks_do_not_allocate() {
-        let (b, p) = Block::bytes(0, 64, false).unwrap();
+        let mut arena = Arena::new();
+        let (b, p) = Block::bytes(&mut arena, 0, 64, false).unwrap();
         assert_eq!(p.len(), 0);
         assert_eq!(p.as_ptr().cast::<u8>() as usize % 64, 0);
         assert_eq!(b.size(), 0);
-        let (b2, _) = Block::value(()).unwrap();
+        let (b2, _) = Block::value(&mut arena, ()).unwrap();
         drop((b, b2));
     }
 
     #[test]
     fn alignment_checks() {
+        let mut arena = Arena::new();
         assert_eq!(byte_align(1).unwrap(), 16);
         assert_eq!(byte_align(256).unwrap(), 256);
         assert!(matches!(
@@ -280,15 +344,17 @@ mod tests {
 
     #[test]
     fn huge_byte_block_is_an_error() {
+        let mut arena = Arena::new();
         assert!(matches!(
-            Block::bytes(isize::MAX as usize, 16, false),
+            Block::bytes(&mut arena, isize::MAX as usize, 16, false),
             Err(Error::SizeOverflow { .. })
         ));
     }
 
     #[test]
     fn copied_block() {
-        let (b, p) = Block::copied(b"hello").unwrap();
+        let mut arena = Arena::new();
+        let (b, p) = Block::copied(&mut arena, b"hello").unwrap();
         // SAFETY: alive, initialised copy.
         assert_eq!(unsafe { p.as_ref() }, b"hello");
         assert_eq!(b.type_name(), "u8");
@@ -297,13 +363,14 @@ mod tests {
 
     #[test]
     fn panicking_element_drop_still_frees() {
+        let mut arena = Arena::new();
         struct Bomb;
         impl Drop for Bomb {
             fn drop(&mut self) {
                 panic!("bomb");
             }
         }
-        let (b, _) = Block::value(Bomb).map_err(|(e, _)| e).unwrap();
+        let (b, _) = Block::value(&mut arena, Bomb).map_err(|(e, _)| e).unwrap();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(b)));
         assert!(r.is_err());
     }

@@ -21,7 +21,8 @@ use crate::error::{Error, Result};
 use crate::res::info::EntryKind;
 use crate::res::list::{Entry, Key, PanicPayload, PanicSink, Payload, ResourceList, Slot};
 use crate::res::site::Site;
-use crate::sync::{Ordering, lock};
+use crate::res::slots::Slots;
+use crate::sync::Ordering;
 use crate::trace::{self, Op};
 
 /// The payload of a group marker entry.
@@ -91,7 +92,7 @@ impl<C> ResourceList<C> {
             payload: Payload::Marker(marker),
         };
         let key = {
-            let mut st = lock(&self.state);
+            let mut st = self.state.lock();
             let key = self.insert(&mut st, entry).map_err(|(e, _)| e)?;
             if let Some(Slot::Occupied {
                 entry:
@@ -121,7 +122,7 @@ impl<C> ResourceList<C> {
     pub(crate) fn close_group(&self, group: &Group, site: Site) -> Result<()> {
         self.check_list(&group.key)?;
         let key = {
-            let mut st = lock(&self.state);
+            let mut st = self.state.lock();
             match open_marker(&mut st.slots, &group.key) {
                 Some(m) if m.closed_at.is_some() => return Err(Error::GroupClosed),
                 Some(_) => {}
@@ -154,7 +155,7 @@ impl<C> ResourceList<C> {
     pub(crate) fn remove_group(&self, group: Group) -> Result<()> {
         self.check_list(&group.key)?;
         let taken = {
-            let mut st = lock(&self.state);
+            let mut st = self.state.lock();
             let Some(m) = open_marker(&mut st.slots, &group.key) else {
                 return Err(Error::NotOnList);
             };
@@ -194,7 +195,7 @@ impl<C> ResourceList<C> {
     pub(crate) unsafe fn release_group(&self, group: Group, ctx: &C) -> Result<GroupRelease> {
         self.check_list(&group.key)?;
         let mut todo = {
-            let mut st = lock(&self.state);
+            let mut st = self.state.lock();
             let Some(m) = open_marker(&mut st.slots, &group.key) else {
                 return Err(Error::NotOnList);
             };
@@ -275,7 +276,7 @@ impl<C> ResourceList<C> {
 }
 
 /// The open marker of the group `key`, if it is still on the list.
-fn open_marker<'s, C>(slots: &'s mut [Slot<C>], key: &Key) -> Option<&'s mut Marker> {
+fn open_marker<'s, C>(slots: &'s mut Slots<Slot<C>>, key: &Key) -> Option<&'s mut Marker> {
     match slots.get_mut(key.index as usize) {
         Some(Slot::Occupied {
             seq,
@@ -290,7 +291,7 @@ fn open_marker<'s, C>(slots: &'s mut [Slot<C>], key: &Key) -> Option<&'s mut Mar
 }
 
 /// The slot holding the entry `seq`, by a scan.
-fn find_seq<C>(slots: &[Slot<C>], want: u64) -> Option<usize> {
+fn find_seq<C>(slots: &Slots<Slot<C>>, want: u64) -> Option<usize> {
     slots
         .iter()
         .position(|s| matches!(s, Slot::Occupied { seq, .. } if *seq == want))

@@ -2,13 +2,19 @@
 
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
+use std::ptr::NonNull;
+use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
 use crate::res::action::Action;
 use crate::res::alloc::Block;
+use crate::res::arena::Arena;
+use crate::res::handle::Managed;
 use crate::res::info::{EntryInfo, EntryKind};
+use crate::res::lock::{ListGuard, ListLock};
 use crate::res::site::Site;
-use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering, lock};
+use crate::res::slots::Slots;
+use crate::sync::{AtomicBool, AtomicU64, Ordering};
 use crate::trace::{self, Op};
 
 /// A panic payload caught while releasing an entry.
@@ -47,12 +53,33 @@ impl<C> Entry<C> {
         }
     }
 
-    /// Releases the entry: runs the action or drops and frees the allocation.
-    pub(super) fn release(self, ctx: &C) {
+    /// Releases the entry: runs the action or drops and frees the allocation. Returns the
+    /// arena block to recycle, if the allocation lived in the list's arena.
+    pub(super) fn release(self, ctx: &C) -> Option<(NonNull<u8>, usize)> {
         match self.payload {
-            Payload::Action(a) => a.call(ctx),
-            Payload::Block(b) => drop(b),
-            Payload::Marker(_) => {}
+            Payload::Action(a) => {
+                a.call(ctx);
+                None
+            }
+            Payload::Block(b) => b.dispose(),
+            Payload::Marker(_) => None,
+        }
+    }
+
+    /// Drops the entry without running it. Returns the arena block to recycle, if any.
+    pub(super) fn discard(self) -> Option<(NonNull<u8>, usize)> {
+        match self.payload {
+            Payload::Block(b) => b.dispose(),
+            Payload::Action(_) | Payload::Marker(_) => None,
+        }
+    }
+
+    /// Whether releasing or discarding runs no user code, so it may happen under the lock.
+    fn is_inert(&self) -> bool {
+        match &self.payload {
+            Payload::Block(b) => !b.needs_drop(),
+            Payload::Marker(_) => true,
+            Payload::Action(_) => false,
         }
     }
 }
@@ -72,13 +99,29 @@ pub struct Key {
 
 const NO_SLOT: u32 = u32::MAX;
 
+/// Entries a bulk release takes off the list per lock.
+const BATCH: usize = 32;
+/// Inert entries a bulk release may release under one lock when nothing traces them.
+const IN_PLACE_MAX: usize = 256;
+
 pub(super) enum Slot<C> {
-    Vacant { next_free: u32 },
-    Occupied { seq: u64, entry: Entry<C> },
+    Vacant {
+        next_free: u32,
+    },
+    Occupied {
+        seq: u64,
+        entry: Entry<C>,
+    },
+    /// Taken off by a bulk release that will release it shortly (an inert entry in its
+    /// current batch). Vacant for every other purpose, but an explicit release of it is not an
+    /// error: it is being done.
+    Claimed {
+        seq: u64,
+    },
 }
 
 pub(super) struct State<C> {
-    pub(super) slots: Vec<Slot<C>>,
+    pub(super) slots: Slots<Slot<C>>,
     free_head: u32,
     next_seq: u64,
     live: usize,
@@ -87,21 +130,29 @@ pub(super) struct State<C> {
     /// Bulk releases in progress. While one runs, slots are not reused, so entries added during
     /// the release are appended above everything that existed when it began.
     releasing: usize,
+    /// Memory of small managed allocations. Declared after `slots` so that entries still on
+    /// the list are dropped before it.
+    pub(super) arena: Arena,
 }
 
 impl<C> State<C> {
     /// Empties the slot at `index` if it holds the entry `seq`.
     pub(super) fn take(&mut self, index: usize, seq: Option<u64>) -> Option<(u64, Entry<C>)> {
-        match self.slots.get(index) {
-            Some(Slot::Occupied { seq: s, .. }) if seq.is_none_or(|want| *s == want) => {}
-            _ => return None,
-        }
         let next_free = if self.releasing == 0 {
             self.free_head
         } else {
             NO_SLOT
         };
-        let old = std::mem::replace(&mut self.slots[index], Slot::Vacant { next_free });
+        let slot = match self.slots.get_mut(index) {
+            Some(slot @ Slot::Occupied { .. }) => slot,
+            _ => return None,
+        };
+        if let (Some(want), Slot::Occupied { seq: s, .. }) = (seq, &*slot)
+            && *s != want
+        {
+            return None;
+        }
+        let old = std::mem::replace(slot, Slot::Vacant { next_free });
         let Slot::Occupied { seq, entry } = old else {
             unreachable!("checked above")
         };
@@ -127,27 +178,74 @@ impl<C> State<C> {
     /// concurrently after it finished scanning).
     fn rebuild_free_list(&mut self) {
         self.free_head = NO_SLOT;
-        for (i, slot) in self.slots.iter_mut().enumerate().rev() {
-            if let Slot::Vacant { next_free } = slot {
-                *next_free = self.free_head;
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if !matches!(slot, Slot::Occupied { .. }) {
+                *slot = Slot::Vacant {
+                    next_free: self.free_head,
+                };
                 self.free_head = i as u32;
             }
         }
     }
 
-    /// Removes and returns the newest entry appended at or above `floor`, trimming vacant
-    /// slots off the top on the way.
-    fn pop_above(&mut self, floor: usize) -> Option<(u64, Entry<C>)> {
+    /// Removes and returns the newest entry appended at or above `floor` if its sequence
+    /// number is at least `min_seq`, trimming vacant slots off the top on the way (never below
+    /// `floor`, so that entries added later still land at or above it).
+    fn pop_above(&mut self, floor: usize, min_seq: u64) -> Option<(u64, Entry<C>)> {
         while self.slots.len() > floor {
             let top = self.slots.len() - 1;
-            if matches!(self.slots[top], Slot::Occupied { .. }) {
-                let taken = self.take(top, None);
-                self.slots.truncate(top);
-                return taken;
+            match self.slots.get(top) {
+                Some(Slot::Occupied { seq, .. }) if *seq < min_seq => return None,
+                Some(Slot::Occupied { .. }) => {
+                    let taken = self.take(top, None);
+                    self.slots.pop();
+                    return taken;
+                }
+                _ => {
+                    self.slots.pop();
+                }
             }
-            self.slots.truncate(top);
         }
         None
+    }
+
+    /// The next entry a bulk release should release: entries added during the release first
+    /// (they sit at or above `floor`), then the ones that existed when it began, in `walk`
+    /// order.
+    ///
+    /// Returns the slot index too, when the slot still exists (entries popped off the top no
+    /// longer have one).
+    fn next_to_release(
+        &mut self,
+        floor: usize,
+        walk: &mut Walk,
+    ) -> Option<(Option<usize>, u64, Entry<C>)> {
+        if let Some((seq, e)) = self.pop_above(floor, 0) {
+            return Some((None, seq, e));
+        }
+        let (index, (seq, entry)) = match walk {
+            Walk::Down { cursor } => loop {
+                if *cursor == 0 {
+                    return None;
+                }
+                *cursor -= 1;
+                if let Some(e) = self.take(*cursor, None) {
+                    break (*cursor, e);
+                }
+            },
+            Walk::Sorted { order, next } => loop {
+                let &(seq, index) = order.get(*next)?;
+                *next += 1;
+                if let Some(e) = self.take(index as usize, Some(seq)) {
+                    break (index as usize, e);
+                }
+            },
+            Walk::Scan => {
+                let i = self.newest_below(floor)?;
+                (i, self.take(i, None)?)
+            }
+        };
+        Some((Some(index), seq, entry))
     }
 
     /// Index of the newest entry below `floor`, by a full scan (the fallback order when slot
@@ -159,7 +257,7 @@ impl<C> State<C> {
             .enumerate()
             .filter_map(|(i, s)| match s {
                 Slot::Occupied { seq, .. } => Some((*seq, i)),
-                Slot::Vacant { .. } => None,
+                Slot::Vacant { .. } | Slot::Claimed { .. } => None,
             })
             .max()
             .map(|(_, i)| i)
@@ -249,30 +347,38 @@ type AtomicU64Static = std::sync::atomic::AtomicU64;
 /// occupied slots; the free list links exactly the vacant slots when no bulk release is running.
 pub(crate) struct ResourceList<C> {
     id: u64,
-    owner: Box<str>,
+    name: Option<Box<str>>,
+    /// `"{prefix}{id}"`, made on first use for a list with no name (most lists are never
+    /// named in a trace, and formatting every device's name cost as much as creating it).
+    default_name: OnceLock<Box<str>>,
+    prefix: &'static str,
     /// Set once a bulk (or group) release has begun; from then on a handle read checks its slot.
     pub(super) bulk: AtomicBool,
-    /// Entries ever added (for diagnostics; never decreases).
-    added: AtomicU64,
-    pub(super) state: Mutex<State<C>>,
+    /// The sequence number of the newest entry ever added: lets a bulk release notice, without
+    /// taking the lock, that an action it ran added entries.
+    tail_seq: AtomicU64,
+    pub(super) state: ListLock<State<C>>,
 }
 
 impl<C> ResourceList<C> {
     /// An empty list whose traces name `owner`, or `"{prefix}{id}"` when no name is given.
-    pub(crate) fn new(owner: Option<Box<str>>, prefix: &str) -> Self {
+    pub(crate) fn new(owner: Option<Box<str>>, prefix: &'static str) -> Self {
         let id = NEXT_LIST_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         ResourceList {
             id,
-            owner: owner.unwrap_or_else(|| format!("{prefix}{id}").into()),
+            name: owner,
+            default_name: OnceLock::new(),
+            prefix,
             bulk: AtomicBool::new(false),
-            added: AtomicU64::new(0),
-            state: Mutex::new(State {
-                slots: Vec::new(),
+            tail_seq: AtomicU64::new(0),
+            state: ListLock::new(State {
+                slots: Slots::new(),
                 free_head: NO_SLOT,
                 next_seq: 1,
                 live: 0,
                 reordered: false,
                 releasing: 0,
+                arena: Arena::new(),
             }),
         }
     }
@@ -284,20 +390,24 @@ impl<C> ResourceList<C> {
 
     /// The owner's name, as used in traces.
     pub(crate) fn owner(&self) -> &str {
-        &self.owner
+        match &self.name {
+            Some(n) => n,
+            None => self
+                .default_name
+                .get_or_init(|| format!("{}{}", self.prefix, self.id).into()),
+        }
     }
 
     /// Number of entries on the list.
     pub(crate) fn len(&self) -> usize {
-        lock(&self.state).live
+        self.state.lock().live
     }
 
     /// Adds `entry` as the newest entry. On failure (the slot table could not grow) the entry
     /// is handed back untouched.
     pub(crate) fn push(&self, entry: Entry<C>) -> Result<Key, (Error, Entry<C>)> {
         let (size, kind, site) = (entry.size(), entry.kind(), entry.site);
-        let key = self.insert(&mut lock(&self.state), entry)?;
-        self.added.fetch_add(1, Ordering::Relaxed);
+        let key = self.insert(&mut self.state.lock(), entry)?;
         trace::entry(Op::Add, self, key.seq, &site, kind, size);
         Ok(key)
     }
@@ -311,14 +421,19 @@ impl<C> ResourceList<C> {
         let seq = st.next_seq;
         let index = if st.free_head != NO_SLOT && st.releasing == 0 {
             let index = st.free_head as usize;
-            let Slot::Vacant { next_free } = st.slots[index] else {
+            let len = st.slots.len();
+            let slot = st
+                .slots
+                .get_mut(index)
+                .expect("free list links existing slots");
+            let Slot::Vacant { next_free } = *slot else {
                 unreachable!("free list links vacant slots only")
             };
+            *slot = Slot::Occupied { seq, entry };
             st.free_head = next_free;
-            if index + 1 != st.slots.len() {
+            if index + 1 != len {
                 st.reordered = true;
             }
-            st.slots[index] = Slot::Occupied { seq, entry };
             index
         } else {
             if st.slots.len() >= NO_SLOT as usize {
@@ -329,15 +444,20 @@ impl<C> ResourceList<C> {
                     entry,
                 ));
             }
-            if st.slots.try_reserve(1).is_err() {
-                let layout = std::alloc::Layout::new::<Slot<C>>();
-                return Err((Error::oom(layout), entry));
+            match st.slots.try_push(Slot::Occupied { seq, entry }) {
+                Ok(index) => index,
+                Err(Slot::Occupied { entry, .. }) => {
+                    let layout = std::alloc::Layout::new::<Slot<C>>();
+                    return Err((Error::oom(layout), entry));
+                }
+                Err(Slot::Vacant { .. } | Slot::Claimed { .. }) => {
+                    unreachable!("an occupied slot was pushed")
+                }
             }
-            st.slots.push(Slot::Occupied { seq, entry });
-            st.slots.len() - 1
         };
         st.next_seq += 1;
         st.live += 1;
+        self.tail_seq.store(seq, Ordering::Relaxed);
         Ok(Key {
             list: self.id,
             index: index as u32,
@@ -347,7 +467,6 @@ impl<C> ResourceList<C> {
 
     /// Counts an entry added with [`insert`](Self::insert) and traces it.
     pub(super) fn note_added(&self, key: &Key, site: &Site, kind: EntryKind) {
-        self.added.fetch_add(1, Ordering::Relaxed);
         trace::entry(Op::Add, self, key.seq, site, kind, 0);
     }
 
@@ -372,49 +491,158 @@ impl<C> ResourceList<C> {
         if !self.bulk.load(Ordering::Acquire) {
             return Ok(());
         }
-        let st = lock(&self.state);
+        let st = self.state.lock();
         match st.slots.get(key.index as usize) {
             Some(Slot::Occupied { seq, .. }) if *seq == key.seq => Ok(()),
             _ => Err(Error::NotOnList),
         }
     }
 
+    /// Moves `value` into a managed allocation (from the arena when it is small) and adds it
+    /// as the newest entry.
+    pub(crate) fn alloc_value<U: Send + Sync + 'static>(
+        &self,
+        site: Site,
+        value: U,
+    ) -> Result<Managed<U>> {
+        let mut st = self.state.lock();
+        match Block::value(&mut st.arena, value) {
+            Ok((block, ptr)) => self.push_block_locked(st, site, block, ptr),
+            Err((e, value)) => {
+                drop(st);
+                trace::add_failed(self.owner(), &site, &e);
+                drop(value); // outside the lock: its destructor is user code
+                Err(e)
+            }
+        }
+    }
+
+    /// `len` bytes aligned to `align`, zeroed if asked, as the newest entry.
+    pub(crate) fn alloc_bytes(
+        &self,
+        site: Site,
+        len: usize,
+        align: usize,
+        zeroed: bool,
+    ) -> Result<Managed<[u8]>> {
+        let mut st = self.state.lock();
+        match Block::bytes(&mut st.arena, len, align, zeroed) {
+            Ok((block, ptr)) => self.push_block_locked(st, site, block, ptr),
+            Err(e) => {
+                drop(st);
+                trace::add_failed(self.owner(), &site, &e);
+                Err(e)
+            }
+        }
+    }
+
+    /// A copy of `src` as the newest entry.
+    pub(crate) fn alloc_copy<U: Copy + Send + Sync + 'static>(
+        &self,
+        site: Site,
+        src: &[U],
+    ) -> Result<Managed<[U]>> {
+        let mut st = self.state.lock();
+        match Block::copied(&mut st.arena, src) {
+            Ok((block, ptr)) => self.push_block_locked(st, site, block, ptr),
+            Err(e) => {
+                drop(st);
+                trace::add_failed(self.owner(), &site, &e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Adds a block made under the lock `st` as the newest entry, then unlocks.
+    fn push_block_locked<U: ?Sized>(
+        &self,
+        mut st: ListGuard<'_, State<C>>,
+        site: Site,
+        block: Block,
+        ptr: NonNull<U>,
+    ) -> Result<Managed<U>> {
+        let size = block.size();
+        let entry = Entry {
+            site,
+            payload: Payload::Block(block),
+        };
+        match self.insert(&mut st, entry) {
+            Ok(key) => {
+                drop(st);
+                trace::entry(Op::Add, self, key.seq, &site, EntryKind::Alloc, size);
+                Ok(Managed::new(key, ptr))
+            }
+            Err((e, entry)) => {
+                drop(st);
+                trace::add_failed(self.owner(), &site, &e);
+                // The block's value is dropped outside the lock; its arena memory stays with
+                // the arena (a failed push is rare enough not to recycle it).
+                drop(entry);
+                Err(e)
+            }
+        }
+    }
+
+    /// Returns arena blocks to the arena.
+    fn recycle(&self, blocks: impl IntoIterator<Item = (NonNull<u8>, usize)>) {
+        let mut blocks = blocks.into_iter().peekable();
+        if blocks.peek().is_none() {
+            return;
+        }
+        let mut st = self.state.lock();
+        for (p, size) in blocks {
+            // SAFETY: `p` came from `Block::dispose` of an entry of this list, whose memory
+            // was allocated from this arena with this size; the entry is gone and its elements
+            // dropped, and `dispose` hands each block out once.
+            unsafe { st.arena.recycle(p, size) };
+        }
+    }
+
     /// Takes the entry `key` off the list without releasing it.
-    fn take(&self, key: &Key) -> Result<Entry<C>> {
+    ///
+    /// An entry whose release runs no user code (a plain allocation) is released right here,
+    /// under the same lock, and `None` is returned.
+    fn take(&self, key: &Key, op: Op) -> Result<Option<Entry<C>>> {
         self.check_list(key)?;
-        let taken = lock(&self.state).take(key.index as usize, Some(key.seq));
-        taken.map(|(_, e)| e).ok_or(Error::NotOnList)
+        let mut st = self.state.lock();
+        let Some((_, entry)) = st.take(key.index as usize, Some(key.seq)) else {
+            return match st.slots.get(key.index as usize) {
+                // In a bulk release's current batch: it is being released right now, and it
+                // runs no user code, so there is nothing left for this caller to wait for.
+                Some(Slot::Claimed { seq }) if *seq == key.seq => Ok(None),
+                _ => Err(Error::NotOnList),
+            };
+        };
+        if !entry.is_inert() {
+            drop(st);
+            trace::entry(op, self, key.seq, &entry.site, entry.kind(), entry.size());
+            return Ok(Some(entry));
+        }
+        let (site, kind, size) = (entry.site, entry.kind(), entry.size());
+        if let Some((p, size)) = entry.discard() {
+            // SAFETY: as in `recycle`: an arena block of this list, now free.
+            unsafe { st.arena.recycle(p, size) };
+        }
+        drop(st);
+        trace::entry(op, self, key.seq, &site, kind, size);
+        Ok(None)
     }
 
     /// Takes the entry `key` off and releases it now (`drmm_release_action`, `drmm_kfree`).
     /// A panic of the action propagates to the caller; the entry is gone either way.
     pub(crate) fn release(&self, key: &Key, ctx: &C) -> Result<()> {
-        let entry = self.take(key)?;
-        trace::entry(
-            Op::Del,
-            self,
-            key.seq,
-            &entry.site,
-            entry.kind(),
-            entry.size(),
-        );
-        entry.release(ctx);
+        if let Some(entry) = self.take(key, Op::Del)? {
+            self.recycle(entry.release(ctx));
+        }
         Ok(())
     }
 
     /// Takes the entry `key` off without running it (`devm_remove_action`). The action's
     /// captured state (or the allocation) is dropped.
     pub(crate) fn remove(&self, key: &Key) -> Result<()> {
-        let entry = self.take(key)?;
-        trace::entry(
-            Op::Rem,
-            self,
-            key.seq,
-            &entry.site,
-            entry.kind(),
-            entry.size(),
-        );
-        drop(entry.payload);
+        if let Some(entry) = self.take(key, Op::Rem)? {
+            self.recycle(entry.discard());
+        }
         Ok(())
     }
 
@@ -431,7 +659,7 @@ impl<C> ResourceList<C> {
         self.bulk.store(true, Ordering::Release);
         trace::release_begin(self);
         let (floor, mut walk) = {
-            let mut st = lock(&self.state);
+            let mut st = self.state.lock();
             st.releasing += 1;
             let floor = st.slots.len();
             let walk = if !st.reordered {
@@ -441,7 +669,7 @@ impl<C> ResourceList<C> {
                 if order.try_reserve_exact(st.live).is_ok() {
                     order.extend(st.slots.iter().enumerate().filter_map(|(i, s)| match s {
                         Slot::Occupied { seq, .. } => Some((*seq, i as u32)),
-                        Slot::Vacant { .. } => None,
+                        Slot::Vacant { .. } | Slot::Claimed { .. } => None,
                     }));
                     order.sort_unstable_by(|a, b| b.cmp(a));
                     Walk::Sorted { order, next: 0 }
@@ -453,44 +681,76 @@ impl<C> ResourceList<C> {
         };
         let mut sink = PanicSink::default();
         let mut released = 0usize;
+        // Inert entries (plain memory, markers: no user code to run) are taken off in batches,
+        // one lock per batch, and their slots marked claimed so that an explicit free of one
+        // in the meantime is not an error. An entry that runs user code (an action, a value
+        // with a destructor) ends the batch and is released on its own, exactly as if taken
+        // alone, so that an action can still release an older entry early; if it adds entries
+        // (seen through `tail_seq`, without locking), those are released next.
+        let mut batch: [Option<(u64, Entry<C>)>; BATCH] = std::array::from_fn(|_| None);
+        let mut freed: [Option<(NonNull<u8>, usize)>; BATCH] = [None; BATCH];
+        let mut nfreed = 0;
         loop {
-            let next = {
-                let mut st = lock(&self.state);
-                // Entries added during this release are newer than everything below `floor`.
-                match st.pop_above(floor) {
-                    Some(e) => Some(e),
-                    None => match &mut walk {
-                        Walk::Down { cursor } => {
-                            let mut found = None;
-                            while *cursor > 0 && found.is_none() {
-                                *cursor -= 1;
-                                found = st.take(*cursor, None);
-                            }
-                            found
-                        }
-                        Walk::Sorted { order, next } => {
-                            let mut found = None;
-                            while *next < order.len() && found.is_none() {
-                                let (seq, index) = order[*next];
-                                *next += 1;
-                                found = st.take(index as usize, Some(seq));
-                            }
-                            found
-                        }
-                        Walk::Scan => st.newest_below(floor).and_then(|i| st.take(i, None)),
-                    },
+            let (n, single, next_seq) = {
+                let mut st = self.state.lock();
+                for block in freed[..nfreed].iter_mut().filter_map(Option::take) {
+                    // SAFETY: as in `recycle`: an arena block of this list, now free.
+                    unsafe { st.arena.recycle(block.0, block.1) };
                 }
+                nfreed = 0;
+                let mut n = 0;
+                let mut single = None;
+                // With nobody listening for REL events, an inert entry needs nothing outside
+                // the lock: release it right here (bounded, so the lock is not held long).
+                let quiet = !trace::entry_events_enabled();
+                let mut in_place = 0;
+                while n < BATCH {
+                    let Some((index, seq, entry)) = st.next_to_release(floor, &mut walk) else {
+                        break;
+                    };
+                    if !entry.is_inert() {
+                        single = Some((seq, entry));
+                        break;
+                    }
+                    if quiet && in_place < IN_PLACE_MAX {
+                        in_place += 1;
+                        if let Some((p, size)) = entry.discard() {
+                            // SAFETY: as in `recycle`: an arena block of this list, now free.
+                            unsafe { st.arena.recycle(p, size) };
+                        }
+                        released += 1;
+                        continue;
+                    }
+                    if let Some(slot) = index.and_then(|i| st.slots.get_mut(i)) {
+                        *slot = Slot::Claimed { seq };
+                    }
+                    batch[n] = Some((seq, entry));
+                    n += 1;
+                }
+                (n, single, st.next_seq)
             };
-            let Some((seq, entry)) = next else { break };
-            released += 1;
-            trace::entry(Op::Rel, self, seq, &entry.site, entry.kind(), entry.size());
-            let site = entry.site;
-            if let Err(p) = panic::catch_unwind(AssertUnwindSafe(|| entry.release(ctx))) {
-                sink.record(p, &self.owner, &site);
+            if n == 0 && single.is_none() {
+                break;
+            }
+            for (slot, freed) in batch[..n].iter_mut().zip(freed.iter_mut()) {
+                let (seq, entry) = slot.take().expect("filled above");
+                *freed = self.release_one(seq, entry, ctx, &mut sink);
+                released += 1;
+            }
+            nfreed = n;
+            if let Some((seq, entry)) = single {
+                if let Some(block) = self.release_one(seq, entry, ctx, &mut sink) {
+                    self.recycle(Some(block));
+                }
+                released += 1;
+                if self.tail_seq.load(Ordering::Relaxed) >= next_seq {
+                    released += self.release_newer(floor, next_seq, ctx, &mut sink);
+                }
             }
         }
+        self.recycle(freed[..nfreed].iter_mut().filter_map(Option::take));
         {
-            let mut st = lock(&self.state);
+            let mut st = self.state.lock();
             st.releasing -= 1;
             if st.releasing == 0 {
                 if st.live == 0 {
@@ -504,9 +764,44 @@ impl<C> ResourceList<C> {
         sink.into_first()
     }
 
+    /// Releases one entry taken off by a bulk release, catching its panic. Returns the arena
+    /// block to recycle, if any.
+    fn release_one(
+        &self,
+        seq: u64,
+        entry: Entry<C>,
+        ctx: &C,
+        sink: &mut PanicSink,
+    ) -> Option<(NonNull<u8>, usize)> {
+        trace::entry(Op::Rel, self, seq, &entry.site, entry.kind(), entry.size());
+        let site = entry.site;
+        match panic::catch_unwind(AssertUnwindSafe(|| entry.release(ctx))) {
+            Ok(freed) => freed,
+            Err(p) => {
+                sink.record(p, self.owner(), &site);
+                None
+            }
+        }
+    }
+
+    /// Releases, newest first, every entry with a sequence number of at least `min_seq` (all
+    /// added during the current batch: they sit at the top of the table, above `floor`).
+    fn release_newer(&self, floor: usize, min_seq: u64, ctx: &C, sink: &mut PanicSink) -> usize {
+        let mut released = 0;
+        loop {
+            let next = self.state.lock().pop_above(floor, min_seq);
+            let Some((seq, entry)) = next else {
+                return released;
+            };
+            let freed = self.release_one(seq, entry, ctx, sink);
+            self.recycle(freed);
+            released += 1;
+        }
+    }
+
     /// The live entries, newest first.
     pub(crate) fn snapshot(&self) -> Vec<EntryInfo> {
-        let st = lock(&self.state);
+        let st = self.state.lock();
         let mut v: Vec<EntryInfo> = st
             .slots
             .iter()
@@ -521,7 +816,7 @@ impl<C> ResourceList<C> {
                         Payload::Action(_) | Payload::Marker(_) => None,
                     },
                 )),
-                Slot::Vacant { .. } => None,
+                Slot::Vacant { .. } | Slot::Claimed { .. } => None,
             })
             .collect();
         v.sort_unstable_by(|a, b| b.seq().cmp(&a.seq()));
@@ -535,16 +830,12 @@ impl<C> Drop for ResourceList<C> {
     /// crate always release first.
     fn drop(&mut self) {
         let st = self.state.get_mut();
-        #[cfg(not(loom))]
-        let st = st.unwrap_or_else(std::sync::PoisonError::into_inner);
-        #[cfg(loom)]
-        let st = st.unwrap_or_else(|e| e.into_inner());
-        let slots = std::mem::take(&mut st.slots);
-        let mut entries: Vec<(u64, Entry<C>)> = slots
-            .into_iter()
+        let mut entries: Vec<(u64, Entry<C>)> = st
+            .slots
+            .drain_all()
             .filter_map(|s| match s {
                 Slot::Occupied { seq, entry } => Some((seq, entry)),
-                Slot::Vacant { .. } => None,
+                Slot::Vacant { .. } | Slot::Claimed { .. } => None,
             })
             .collect();
         entries.sort_unstable_by(|a, b| b.0.cmp(&a.0));
@@ -559,7 +850,7 @@ impl<C> std::fmt::Debug for ResourceList<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResourceList")
             .field("id", &self.id)
-            .field("owner", &self.owner)
+            .field("owner", &self.owner())
             .field("len", &self.len())
             .finish()
     }

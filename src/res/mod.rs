@@ -17,15 +17,18 @@
 
 mod action;
 mod alloc;
+mod arena;
 pub(crate) mod group;
 pub(crate) mod handle;
 mod info;
 pub(crate) mod kref;
 pub(crate) mod list;
+mod lock;
 mod site;
+pub(crate) mod slots;
 
 pub(crate) use action::Action;
-pub(crate) use alloc::{Block, byte_align};
+pub(crate) use alloc::byte_align;
 pub use alloc::{MAX_BYTE_ALIGN, MIN_BYTE_ALIGN};
 pub use group::Group;
 pub use handle::{ActionHandle, Managed, ResourceOwner};

@@ -47,6 +47,10 @@ impl fmt::Display for Op {
 }
 
 /// An entry event (`ADD`, `DEL`, `REL`, `REM`).
+///
+/// Inlined so that, when the event is disabled, the caller pays only `tracing`'s interest check
+/// and never materialises the arguments.
+#[inline(always)]
 pub(crate) fn entry<C>(
     op: Op,
     list: &ResourceList<C>,
@@ -73,6 +77,13 @@ pub(crate) fn entry<C>(
         size,
         site.location(),
     );
+}
+
+/// Whether entry events would be recorded now (a subscriber is interested in `drmm` debug
+/// events). Lets a bulk release skip work that only exists to emit them.
+#[inline]
+pub(crate) fn entry_events_enabled() -> bool {
+    tracing::enabled!(target: "drmm", tracing::Level::DEBUG)
 }
 
 /// A list's release begins.

@@ -1,0 +1,205 @@
+//! Memory for small managed allocations, carved from chunks owned by the list.
+//!
+//! `malloc` + `free` per managed allocation cost as much as the rest of the bookkeeping
+//! together. Most managed allocations are small and all of them die with their list, the case
+//! APR pools and talloc pools are built for: blocks of up to [`MAX_POOLED`] bytes (alignment up
+//! to 16) are bump-allocated from chunks that double in size, early frees go to a free list per
+//! 16-byte size class and are reused first, and the chunks return to the system allocator when
+//! the list is dropped. Larger or more aligned blocks go to the global allocator as before.
+
+use std::alloc::{self, Layout};
+use std::ptr::NonNull;
+
+use crate::error::{Error, Result};
+
+/// Largest block served from the arena.
+pub(crate) const MAX_POOLED: usize = 256;
+/// Alignment of every pooled block (and the size granularity).
+pub(crate) const POOL_ALIGN: usize = 16;
+const CLASSES: usize = MAX_POOLED / POOL_ALIGN;
+/// The first chunk's size: a small device costs one small chunk.
+const FIRST_CHUNK: usize = 1024;
+/// Chunks stop doubling here.
+const MAX_CHUNK: usize = 256 * 1024;
+
+/// Whether a block of this layout is served by the arena.
+#[inline(always)]
+pub(crate) fn is_pooled(layout: Layout) -> bool {
+    layout.size() != 0 && layout.size() <= MAX_POOLED && layout.align() <= POOL_ALIGN
+}
+
+#[inline(always)]
+fn class_of(size: usize) -> usize {
+    debug_assert!(size != 0 && size <= MAX_POOLED);
+    (size - 1) / POOL_ALIGN
+}
+
+/// A freed block, linked into its class's free list through its first word.
+struct FreeBlock {
+    next: Option<NonNull<FreeBlock>>,
+}
+
+/// Chunks of memory and the free lists carved from them.
+///
+/// # Invariants
+///
+/// Every pointer in `chunks` was allocated with its layout and is freed only in `Drop`.
+/// `[cursor, end)` is unused memory inside the last chunk (empty when there is no chunk), with
+/// `cursor` aligned to [`POOL_ALIGN`]. Every block on `free[c]` lies inside a chunk, is aligned
+/// to [`POOL_ALIGN`], has room for class `c`'s size, and is owned by nobody else.
+pub(crate) struct Arena {
+    chunks: Vec<(NonNull<u8>, Layout)>,
+    cursor: *mut u8,
+    end: *mut u8,
+    free: [Option<NonNull<FreeBlock>>; CLASSES],
+}
+
+// SAFETY: the arena owns its chunks exclusively; the raw pointers are only used by whoever holds
+// `&mut Arena` (the list's state, behind its lock).
+unsafe impl Send for Arena {}
+// SAFETY: `&Arena` gives access to nothing.
+unsafe impl Sync for Arena {}
+
+impl Arena {
+    pub(crate) const fn new() -> Self {
+        Arena {
+            chunks: Vec::new(),
+            cursor: std::ptr::null_mut(),
+            end: std::ptr::null_mut(),
+            free: [None; CLASSES],
+        }
+    }
+
+    /// A block for `layout` (which must satisfy [`is_pooled`]), uninitialised.
+    #[inline]
+    pub(crate) fn alloc(&mut self, layout: Layout) -> Result<NonNull<u8>> {
+        debug_assert!(is_pooled(layout));
+        let class = class_of(layout.size());
+        if let Some(block) = self.free[class] {
+            // SAFETY: by the invariant the block is a free, live, aligned block of this class;
+            // its first word holds the link written by `recycle`.
+            self.free[class] = unsafe { block.as_ref().next };
+            return Ok(block.cast());
+        }
+        let size = (class + 1) * POOL_ALIGN;
+        if self.end.addr() - self.cursor.addr() < size {
+            self.grow(size)?;
+        }
+        let p = self.cursor;
+        // SAFETY: `[cursor, end)` is unused chunk memory at least `size` bytes long (checked or
+        // just made so by `grow`), so `cursor + size` stays within (or one past) the chunk.
+        self.cursor = unsafe { p.add(size) };
+        // INVARIANT: `size` is a multiple of POOL_ALIGN, so the cursor stays aligned.
+        NonNull::new(p).ok_or(Error::oom(layout))
+    }
+
+    #[cold]
+    fn grow(&mut self, at_least: usize) -> Result<()> {
+        let next = match self.chunks.last() {
+            Some((_, l)) => (l.size() * 2).min(MAX_CHUNK),
+            None => FIRST_CHUNK,
+        }
+        .max(at_least);
+        let layout =
+            Layout::from_size_align(next, POOL_ALIGN).map_err(|_| Error::SizeOverflow {
+                what: "arena chunk",
+            })?;
+        self.chunks.try_reserve(1).map_err(|_| Error::oom(layout))?;
+        // SAFETY: `layout` has a non-zero size.
+        let p = NonNull::new(unsafe { alloc::alloc(layout) }).ok_or(Error::oom(layout))?;
+        self.chunks.push((p, layout));
+        // The rest of the previous chunk (less than one block) is abandoned.
+        // INVARIANT: a fresh chunk, aligned to POOL_ALIGN, entirely unused.
+        self.cursor = p.as_ptr();
+        // SAFETY: one past the end of the chunk just allocated.
+        self.end = unsafe { p.as_ptr().add(next) };
+        Ok(())
+    }
+
+    /// Returns a block for reuse.
+    ///
+    /// # Safety
+    ///
+    /// `block` must have been returned by [`alloc`](Self::alloc) of this arena with a layout of
+    /// this `size`, must not be on a free list already, and must not be used afterwards.
+    #[inline]
+    pub(crate) unsafe fn recycle(&mut self, block: NonNull<u8>, size: usize) {
+        let class = class_of(size);
+        let node = block.cast::<FreeBlock>();
+        // SAFETY: the block is at least 16 bytes, aligned to 16 and owned by the arena again
+        // (guaranteed by the caller), so it can hold the link.
+        unsafe {
+            node.as_ptr().write(FreeBlock {
+                next: self.free[class],
+            })
+        };
+        // INVARIANT: a free block of this class, owned by nobody else.
+        self.free[class] = Some(node);
+    }
+
+    /// Bytes held from the system allocator.
+    pub(crate) fn reserved(&self) -> usize {
+        self.chunks.iter().map(|(_, l)| l.size()).sum()
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        for (p, layout) in self.chunks.drain(..) {
+            // SAFETY: allocated in `grow` with exactly this layout, freed once, here.
+            unsafe { alloc::dealloc(p.as_ptr(), layout) };
+        }
+    }
+}
+
+impl std::fmt::Debug for Arena {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Arena")
+            .field("chunks", &self.chunks.len())
+            .field("reserved", &self.reserved())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn l(size: usize) -> Layout {
+        Layout::from_size_align(size, 16).unwrap()
+    }
+
+    #[test]
+    fn blocks_are_aligned_disjoint_and_recycled() {
+        let mut a = Arena::new();
+        let mut blocks = Vec::new();
+        for i in 1..=200usize {
+            let size = 1 + (i * 37) % MAX_POOLED;
+            let p = a.alloc(l(size)).unwrap();
+            assert_eq!(p.as_ptr() as usize % 16, 0);
+            // SAFETY: a fresh block of `size` bytes.
+            unsafe { p.as_ptr().write_bytes(i as u8, size) };
+            blocks.push((p, size, i as u8));
+        }
+        for (p, size, v) in &blocks {
+            // SAFETY: live blocks, written above, never overlapping (checked by the values).
+            let s = unsafe { std::slice::from_raw_parts(p.as_ptr(), *size) };
+            assert!(s.iter().all(|b| b == v), "blocks overlap");
+        }
+        let (p, size, _) = blocks.swap_remove(3);
+        // SAFETY: from this arena, with this size, not used again.
+        unsafe { a.recycle(p, size) };
+        let q = a.alloc(l(size)).unwrap();
+        assert_eq!(p, q, "a freed block is reused first");
+        assert!(a.reserved() >= FIRST_CHUNK);
+    }
+
+    #[test]
+    fn pooled_layouts() {
+        assert!(is_pooled(l(1)));
+        assert!(is_pooled(l(256)));
+        assert!(!is_pooled(l(257)));
+        assert!(!is_pooled(l(0)));
+        assert!(!is_pooled(Layout::from_size_align(64, 32).unwrap()));
+    }
+}
