@@ -1,17 +1,11 @@
 //! The drmm API: actions and managed allocations on a logical device.
 
 use std::mem::MaybeUninit;
-use std::ptr::NonNull;
 
 use super::LogicalDevice;
-use crate::error::{Error, Result};
-use crate::res::{
-    Action, ActionHandle, Block, Entry, Managed, Payload, ResourceList, Site, byte_align,
-};
-use crate::trace;
-
-/// Default alignment of raw byte allocations: [`MIN_BYTE_ALIGN`](crate::res::MIN_BYTE_ALIGN).
-const DEFAULT_ALIGN: usize = crate::res::MIN_BYTE_ALIGN;
+use crate::error::Result;
+use crate::res::ops::{self, cast_uninit};
+use crate::res::{ActionHandle, Managed, Site};
 
 impl<T> LogicalDevice<T> {
     // ----- actions -------------------------------------------------------------------------
@@ -45,7 +39,7 @@ impl<T> LogicalDevice<T> {
     where
         F: FnOnce(&LogicalDevice<T>) + Send + 'static,
     {
-        add_action(&self.list, Site::caller(name), action).map_err(|(e, _)| e)
+        ops::add_action(&self.list, Site::caller(name), action).map_err(|(e, _)| e)
     }
 
     /// Registers `action`, named after its closure type. See
@@ -88,10 +82,7 @@ impl<T> LogicalDevice<T> {
     where
         F: FnOnce(&LogicalDevice<T>) + Send + 'static,
     {
-        add_action(&self.list, Site::caller(name), action).map_err(|(e, action)| {
-            action.run(self);
-            e
-        })
+        ops::add_action_or_reset(&self.list, Site::caller(name), action, self)
     }
 
     /// [`add_action_or_reset_named`](Self::add_action_or_reset_named), named after the closure
@@ -172,13 +163,7 @@ impl<T> LogicalDevice<T> {
     #[doc(alias = "drmm_mutex_init")]
     #[track_caller]
     pub fn alloc<U: Send + Sync + 'static>(&self, value: U) -> Result<Managed<U>> {
-        let site = Site::caller(std::any::type_name::<U>());
-        let (block, ptr) = Block::value(value).map_err(|(e, v)| {
-            trace::add_failed(self.name(), &site, &e);
-            drop(v);
-            e
-        })?;
-        push_block(&self.list, site, block, ptr)
+        ops::alloc_value(&self.list, Site::caller(std::any::type_name::<U>()), value)
     }
 
     /// A managed copy of `src` (`drmm_kmemdup`'s idea, for any `Copy` element type).
@@ -200,10 +185,7 @@ impl<T> LogicalDevice<T> {
     #[doc(alias = "drmm_kmemdup")]
     #[track_caller]
     pub fn kmemdup<U: Copy + Send + Sync + 'static>(&self, src: &[U]) -> Result<Managed<[U]>> {
-        let site = Site::caller("kmemdup");
-        let (block, ptr) =
-            Block::copied(src).inspect_err(|e| trace::add_failed(self.name(), &site, e))?;
-        push_block(&self.list, site, block, ptr)
+        ops::alloc_copied(&self.list, Site::caller("kmemdup"), src)
     }
 
     /// A managed copy of `s` (`drmm_kstrdup`). Rust strings carry their length, so no NUL is
@@ -224,13 +206,7 @@ impl<T> LogicalDevice<T> {
     #[doc(alias = "drmm_kstrdup")]
     #[track_caller]
     pub fn kstrdup(&self, s: &str) -> Result<Managed<str>> {
-        let site = Site::caller("kstrdup");
-        let (block, ptr) = Block::copied(s.as_bytes())
-            .inspect_err(|e| trace::add_failed(self.name(), &site, e))?;
-        // The bytes were copied from a `str`, so they are valid UTF-8; `[u8]` and `str` have
-        // the same metadata (the length), so the pointer cast keeps it.
-        let ptr = NonNull::new(ptr.as_ptr() as *mut str).expect("non-null");
-        push_block(&self.list, site, block, ptr)
+        ops::alloc_str(&self.list, Site::caller("kstrdup"), s)
     }
 
     // ----- raw bytes -----------------------------------------------------------------------
@@ -258,8 +234,7 @@ impl<T> LogicalDevice<T> {
     #[doc(alias = "drmm_kmalloc")]
     #[track_caller]
     pub fn kmalloc(&self, size: usize) -> Result<Managed<[MaybeUninit<u8>]>> {
-        self.bytes(Site::caller("kmalloc"), size, DEFAULT_ALIGN, false)
-            .map(cast_uninit)
+        ops::alloc_bytes(&self.list, Site::caller("kmalloc"), size, None, false).map(cast_uninit)
     }
 
     /// `size` uninitialised bytes aligned to `align` (at least 16; a power of two up to
@@ -271,9 +246,14 @@ impl<T> LogicalDevice<T> {
     /// large; otherwise as [`kmalloc`](Self::kmalloc).
     #[track_caller]
     pub fn kmalloc_aligned(&self, size: usize, align: usize) -> Result<Managed<[MaybeUninit<u8>]>> {
-        let site = Site::caller("kmalloc");
-        let align = byte_align(align).inspect_err(|e| trace::add_failed(self.name(), &site, e))?;
-        self.bytes(site, size, align, false).map(cast_uninit)
+        ops::alloc_bytes(
+            &self.list,
+            Site::caller("kmalloc"),
+            size,
+            Some(align),
+            false,
+        )
+        .map(cast_uninit)
     }
 
     /// `size` zeroed bytes aligned to 16 (`drmm_kzalloc`). Zero-size as in
@@ -285,7 +265,7 @@ impl<T> LogicalDevice<T> {
     #[doc(alias = "drmm_kzalloc")]
     #[track_caller]
     pub fn kzalloc(&self, size: usize) -> Result<Managed<[u8]>> {
-        self.bytes(Site::caller("kzalloc"), size, DEFAULT_ALIGN, true)
+        ops::alloc_bytes(&self.list, Site::caller("kzalloc"), size, None, true)
     }
 
     /// `size` zeroed bytes aligned to `align`.
@@ -295,9 +275,7 @@ impl<T> LogicalDevice<T> {
     /// As for [`kmalloc_aligned`](Self::kmalloc_aligned).
     #[track_caller]
     pub fn kzalloc_aligned(&self, size: usize, align: usize) -> Result<Managed<[u8]>> {
-        let site = Site::caller("kzalloc");
-        let align = byte_align(align).inspect_err(|e| trace::add_failed(self.name(), &site, e))?;
-        self.bytes(site, size, align, true)
+        ops::alloc_bytes(&self.list, Site::caller("kzalloc"), size, Some(align), true)
     }
 
     /// `n * size` uninitialised bytes (`drmm_kmalloc_array`), with the product checked.
@@ -315,11 +293,7 @@ impl<T> LogicalDevice<T> {
     #[doc(alias = "drmm_kmalloc_array")]
     #[track_caller]
     pub fn kmalloc_array(&self, n: usize, size: usize) -> Result<Managed<[MaybeUninit<u8>]>> {
-        let site = Site::caller("kmalloc_array");
-        let total =
-            array_size(n, size).inspect_err(|e| trace::add_failed(self.name(), &site, e))?;
-        self.bytes(site, total, DEFAULT_ALIGN, false)
-            .map(cast_uninit)
+        ops::alloc_array(&self.list, Site::caller("kmalloc_array"), n, size, false).map(cast_uninit)
     }
 
     /// `n * size` zeroed bytes (`drmm_kcalloc`), with the product checked.
@@ -330,16 +304,7 @@ impl<T> LogicalDevice<T> {
     #[doc(alias = "drmm_kcalloc")]
     #[track_caller]
     pub fn kcalloc(&self, n: usize, size: usize) -> Result<Managed<[u8]>> {
-        let site = Site::caller("kcalloc");
-        let total =
-            array_size(n, size).inspect_err(|e| trace::add_failed(self.name(), &site, e))?;
-        self.bytes(site, total, DEFAULT_ALIGN, true)
-    }
-
-    fn bytes(&self, site: Site, size: usize, align: usize, zeroed: bool) -> Result<Managed<[u8]>> {
-        let (block, ptr) = Block::bytes(size, align, zeroed)
-            .inspect_err(|e| trace::add_failed(self.name(), &site, e))?;
-        push_block(&self.list, site, block, ptr)
+        ops::alloc_array(&self.list, Site::caller("kcalloc"), n, size, true)
     }
 
     // ----- early free ----------------------------------------------------------------------
@@ -366,83 +331,4 @@ impl<T> LogicalDevice<T> {
     pub fn kfree<U: ?Sized>(&self, handle: Managed<U>) -> Result<()> {
         self.list.release(&handle.key, self)
     }
-}
-
-/// An action whose registration failed, still to be run or dropped by the caller.
-pub(crate) enum Unregistered<C, F> {
-    /// Boxing the closure failed: the closure itself.
-    Closure(F),
-    /// The list could not grow: the closure, already erased.
-    Erased(Action<C>),
-}
-
-impl<C, F: FnOnce(&C)> Unregistered<C, F> {
-    fn run(self, ctx: &C) {
-        match self {
-            Unregistered::Closure(f) => f(ctx),
-            Unregistered::Erased(a) => a.call(ctx),
-        }
-    }
-}
-
-/// Registers an action on `list`; on failure the action comes back unrun with the error.
-pub(crate) fn add_action<C, F>(
-    list: &ResourceList<C>,
-    site: Site,
-    action: F,
-) -> std::result::Result<ActionHandle, (Error, Unregistered<C, F>)>
-where
-    F: FnOnce(&C) + Send + 'static,
-{
-    let erased = Action::new(action).map_err(|(e, f)| {
-        trace::add_failed(list.owner(), &site, &e);
-        (e, Unregistered::Closure(f))
-    })?;
-    let entry = Entry {
-        site,
-        payload: Payload::Action(erased),
-    };
-    match list.push(entry) {
-        Ok(key) => Ok(ActionHandle { key }),
-        Err((e, entry)) => {
-            trace::add_failed(list.owner(), &site, &e);
-            match entry.payload {
-                Payload::Action(a) => Err((e, Unregistered::Erased(a))),
-                Payload::Block(_) | Payload::Marker(_) => {
-                    unreachable!("an action entry was pushed")
-                }
-            }
-        }
-    }
-}
-
-pub(crate) fn push_block<C, U: ?Sized>(
-    list: &ResourceList<C>,
-    site: Site,
-    block: Block,
-    ptr: NonNull<U>,
-) -> Result<Managed<U>> {
-    let entry = Entry {
-        site,
-        payload: Payload::Block(block),
-    };
-    match list.push(entry) {
-        Ok(key) => Ok(Managed::new(key, ptr)),
-        Err((e, entry)) => {
-            trace::add_failed(list.owner(), &site, &e);
-            drop(entry);
-            Err(e)
-        }
-    }
-}
-
-fn array_size(n: usize, size: usize) -> Result<usize> {
-    n.checked_mul(size)
-        .ok_or(Error::SizeOverflow { what: "n * size" })
-}
-
-fn cast_uninit(m: Managed<[u8]>) -> Managed<[MaybeUninit<u8>]> {
-    // `MaybeUninit<u8>` has the layout of `u8`; the slice metadata is kept by the cast.
-    let ptr = NonNull::new(m.ptr.as_ptr() as *mut [MaybeUninit<u8>]).expect("non-null");
-    Managed::new(m.key, ptr)
 }

@@ -182,6 +182,31 @@ impl Block {
         Ok((block, NonNull::slice_from_raw_parts(ptr.cast(), src.len())))
     }
 
+    /// A new block of `len` bytes, aligned like this one (at least to [`MIN_BYTE_ALIGN`]),
+    /// starting with this block's first `min(len, old len)` bytes; the rest is zeroed if
+    /// `zero_tail`, uninitialised otherwise. Only for blocks of one-byte elements (checked:
+    /// anything else is an error).
+    pub(crate) fn resized_bytes(
+        &self,
+        len: usize,
+        zero_tail: bool,
+    ) -> Result<(Self, NonNull<[u8]>)> {
+        if self.vtable.elem_size != 1 {
+            return Err(Error::SizeOverflow {
+                what: "only byte allocations can be resized",
+            });
+        }
+        let align = self.vtable.align.max(MIN_BYTE_ALIGN);
+        let (block, ptr) = Block::bytes(len, align, zero_tail)?;
+        let keep = len.min(self.len);
+        // SAFETY: both blocks are valid for at least `keep` bytes (their lengths bound it; a
+        // zero-size block's pointer is aligned and non-null, valid for a zero-byte copy), and
+        // they are distinct allocations. Bytes that were never initialised stay so: the copy
+        // is untyped.
+        unsafe { ptr::copy_nonoverlapping(self.ptr.as_ptr(), block.ptr.as_ptr(), keep) };
+        Ok((block, ptr))
+    }
+
     /// Size of the user data in bytes.
     pub(crate) fn size(&self) -> usize {
         self.vtable.elem_size * self.len
