@@ -29,7 +29,7 @@ pub(super) struct Registry {
 #[derive(Default)]
 struct Items {
     next_id: u64,
-    live: Vec<(u64, std::sync::Arc<dyn Registered>)>,
+    live: Vec<(u64, Box<dyn Registered>)>,
 }
 
 impl Default for Registry {
@@ -42,7 +42,7 @@ impl Default for Registry {
 }
 
 impl Registry {
-    fn register(&self, item: std::sync::Arc<dyn Registered>) -> u64 {
+    fn register(&self, item: Box<dyn Registered>) -> u64 {
         let mut items = lock(&self.items);
         items.next_id += 1;
         let id = items.next_id;
@@ -106,11 +106,7 @@ impl<T: Send + Sync> Inner<T> {
     }
 }
 
-impl<T: Send + Sync> Registered for Inner<T> {
-    fn revocable(&self) -> &dyn Revoke {
-        &self.data
-    }
-
+impl<T> Inner<T> {
     fn claim(&self) -> bool {
         !self.claimed.swap(true, Ordering::AcqRel)
     }
@@ -118,6 +114,24 @@ impl<T: Send + Sync> Registered for Inner<T> {
     fn complete(&self) {
         *lock(&self.done) = true;
         self.revoked.notify_all();
+    }
+}
+
+/// The registry's reference to an `Inner<T>` (a box around the shared pointer, so that the
+/// registry can hold values of every `T` without unsized `Arc`s, which loom's `Arc` lacks).
+struct Holder<T>(Arc<Inner<T>>);
+
+impl<T: Send + Sync> Registered for Holder<T> {
+    fn revocable(&self) -> &dyn Revoke {
+        &self.0.data
+    }
+
+    fn claim(&self) -> bool {
+        self.0.claim()
+    }
+
+    fn complete(&self) {
+        self.0.complete()
     }
 }
 
@@ -178,7 +192,7 @@ fn wait<'a, U>(cv: &Condvar, g: crate::sync::MutexGuard<'a, U>) -> crate::sync::
 /// ```
 #[doc(alias = "devm_add_action")]
 pub struct Devres<T: Send + Sync + 'static> {
-    inner: std::sync::Arc<Inner<T>>,
+    inner: Arc<Inner<T>>,
     dev: BusDevice,
     key: Key,
     id: u64,
@@ -193,13 +207,13 @@ impl<T: Send + Sync + 'static> Devres<T> {
     pub fn new(bound: &Bound<'_>, value: T) -> Result<Self> {
         let dev = bound.device();
         let registry = &dev.core().revocables;
-        let inner = std::sync::Arc::new(Inner {
+        let inner = Arc::new(Inner {
             data: Revocable::new_in(value, registry.domain.clone()),
             claimed: AtomicBool::new(false),
             done: Mutex::new(false),
             revoked: Condvar::new(),
         });
-        let id = registry.register(inner.clone());
+        let id = registry.register(Box::new(Holder(inner.clone())));
         let theirs = inner.clone();
         // Registration comes last, so that nothing is registered if anything before failed
         // (the Rust-for-Linux fix "leaking call to devm_add_action()").

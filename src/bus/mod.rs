@@ -444,10 +444,7 @@ impl BusDevice {
             return Err(Error::Removed);
         }
         let mut bound = Bound::new(self, scope);
-        let [a, b, c] = match self.unbind_in(&mut bound) {
-            Ok(panics) => panics,
-            Err(_) => [None, None, None],
-        };
+        let [a, b, c] = self.unbind_in(&mut bound).unwrap_or_default();
         let d = self.release_binding(&mut bound);
         trace::lifecycle(self.name(), "REMOVE");
         drop(bound);

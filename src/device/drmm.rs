@@ -3,7 +3,8 @@
 use std::mem::MaybeUninit;
 
 use super::LogicalDevice;
-use crate::error::Result;
+#[allow(unused_imports)] // `Error` is named by the intra-doc links.
+use crate::error::{Error, Result};
 use crate::res::ops::{self, cast_uninit};
 use crate::res::{ActionHandle, Managed, Site};
 
