@@ -388,3 +388,18 @@ fn revocation_waits_for_readers() {
         assert_eq!(dropped.load(Ordering::SeqCst), 1);
     });
 }
+
+#[test]
+fn forgetting_a_devres_is_safe_and_the_unbind_still_drops_the_value_once() {
+    let bus = Bus::new("b");
+    let dev = bus.add_device("d");
+    let dropped = Arc::new(AtomicUsize::new(0));
+    bind(&dev, |_| Ok(())).unwrap();
+    let r = dev
+        .with_bound(|b| Devres::new(b, Counted(dropped.clone())).unwrap())
+        .unwrap();
+    std::mem::forget(r);
+    dev.unbind().unwrap();
+    assert_eq!(dropped.load(Ordering::SeqCst), 1);
+    assert_eq!(dev.resource_count(), 0);
+}

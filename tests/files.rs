@@ -181,3 +181,12 @@ fn open_racing_unplug_never_succeeds_after_unplug_returned() {
         });
     }
 }
+
+#[test]
+fn forgetting_a_file_only_leaks_the_reference() {
+    let dev = Device::new(());
+    dev.register().unwrap();
+    std::mem::forget(dev.open(()).unwrap());
+    assert_eq!(Device::ref_count(&dev), 2);
+    assert!(dev.unplug(), "a forgotten file does not hold the gate");
+}
