@@ -359,7 +359,7 @@ fn w1(c: &mut Criterion) {
         |_| Dev::new(),
         |dev, n| {
             for _ in 0..n {
-                black_box(dev.kzalloc(64).expect("allocation failed"));
+                let _ = black_box(dev.kzalloc(64).expect("allocation failed"));
             }
             drop(dev);
         },
@@ -370,7 +370,7 @@ fn w1(c: &mut Criterion) {
         |_| drmm::Device::new(()),
         |dev, n| {
             for _ in 0..n {
-                black_box(dev.kzalloc(64).expect("allocation failed"));
+                let _ = black_box(dev.kzalloc(64).expect("allocation failed"));
             }
             drop(dev);
         },
@@ -496,14 +496,14 @@ fn w4(c: &mut Criterion) {
     bench_w4(&mut g, "kernel-model", || {
         let dev = Dev::new();
         for _ in 0..W4_ALLOCS {
-            black_box(dev.kzalloc(64).expect("allocation failed"));
+            let _ = black_box(dev.kzalloc(64).expect("allocation failed"));
         }
         drop(dev);
     });
     bench_w4(&mut g, "drmm", || {
         let dev = drmm::Device::new(());
         for _ in 0..W4_ALLOCS {
-            black_box(dev.kzalloc(64).expect("allocation failed"));
+            let _ = black_box(dev.kzalloc(64).expect("allocation failed"));
         }
         drop(dev);
     });
@@ -580,10 +580,10 @@ fn w6(c: &mut Criterion) {
             &mut g,
             "drmm",
             threads,
-            |_| drmm::revoke::Gate::new(),
-            |gate, _t, count| {
+            |_| drmm::Device::new(()),
+            |dev, _t, count| {
                 for _ in 0..count {
-                    black_box(gate.enter().expect("gate open"));
+                    drop(black_box(dev.enter().expect("device not unplugged")));
                 }
             },
         );

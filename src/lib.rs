@@ -5,6 +5,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod bus;
 pub mod device;
 pub mod error;
 mod macros;
@@ -13,6 +14,7 @@ pub mod revoke;
 pub(crate) mod sync;
 pub mod trace;
 
+pub use bus::{Bound, Bus, BusDevice, Devres, Driver};
 pub use device::{Device, LogicalDevice};
 pub use error::{Error, Result};
-pub use res::{ActionHandle, EntryInfo, EntryKind, Managed, ResourceOwner, Site};
+pub use res::{ActionHandle, EntryInfo, EntryKind, Group, Managed, ResourceOwner, Site};

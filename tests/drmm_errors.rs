@@ -270,10 +270,10 @@ fn every_allocation_failure_in_a_scenario_is_clean() {
         }
         for i in 0..ROUNDS {
             made += 1; // stored, or dropped at once on failure: one drop either way
-            if let Ok(m) = dev.alloc(Counted(drops.clone())) {
-                if i % 2 == 0 {
-                    early.push(m);
-                }
+            if let Ok(m) = dev.alloc(Counted(drops.clone()))
+                && i % 2 == 0
+            {
+                early.push(m);
             }
             // Small blocks come from the device's arena, larger ones from the allocator.
             let _ = dev.kzalloc(if i % 2 == 0 { 32 * i } else { 300 * i });

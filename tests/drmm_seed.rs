@@ -239,7 +239,7 @@ fn handle_of_an_already_released_entry_is_detected_during_release() {
         .add_action_named("older reads newer", move |d| {
             let guard = d.data().lock().unwrap();
             let m = guard.as_ref().unwrap();
-            *s.lock().unwrap() = Some(m.get(d).map(|v| *v));
+            *s.lock().unwrap() = Some(m.get(d).copied());
         })
         .unwrap();
     let newer = dev.alloc(7u64).unwrap();

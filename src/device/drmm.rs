@@ -1,15 +1,12 @@
 //! The drmm API: actions and managed allocations on a logical device.
 
 use std::mem::MaybeUninit;
-use std::ptr::NonNull;
 
 use super::LogicalDevice;
+#[allow(unused_imports)] // `Error` is named by the intra-doc links.
 use crate::error::{Error, Result};
-use crate::res::{Action, ActionHandle, Entry, Managed, Payload, ResourceList, Site, byte_align};
-use crate::trace;
-
-/// Default alignment of raw byte allocations: [`MIN_BYTE_ALIGN`](crate::res::MIN_BYTE_ALIGN).
-const DEFAULT_ALIGN: usize = crate::res::MIN_BYTE_ALIGN;
+use crate::res::ops::{self, cast_uninit};
+use crate::res::{ActionHandle, Managed, Site};
 
 impl<T> LogicalDevice<T> {
     // ----- actions -------------------------------------------------------------------------
@@ -43,7 +40,7 @@ impl<T> LogicalDevice<T> {
     where
         F: FnOnce(&LogicalDevice<T>) + Send + 'static,
     {
-        add_action(&self.list, Site::caller(name), action).map_err(|(e, _)| e)
+        ops::add_action(&self.list, Site::caller(name), action).map_err(|(e, _)| e)
     }
 
     /// Registers `action`, named after its closure type. See
@@ -86,10 +83,7 @@ impl<T> LogicalDevice<T> {
     where
         F: FnOnce(&LogicalDevice<T>) + Send + 'static,
     {
-        add_action(&self.list, Site::caller(name), action).map_err(|(e, action)| {
-            action.run(self);
-            e
-        })
+        ops::add_action_or_reset(&self.list, Site::caller(name), action, self)
     }
 
     /// [`add_action_or_reset_named`](Self::add_action_or_reset_named), named after the closure
@@ -170,8 +164,7 @@ impl<T> LogicalDevice<T> {
     #[doc(alias = "drmm_mutex_init")]
     #[track_caller]
     pub fn alloc<U: Send + Sync + 'static>(&self, value: U) -> Result<Managed<U>> {
-        self.list
-            .alloc_value(Site::caller(std::any::type_name::<U>()), value)
+        ops::alloc_value(&self.list, Site::caller(std::any::type_name::<U>()), value)
     }
 
     /// A managed copy of `src` (`drmm_kmemdup`'s idea, for any `Copy` element type).
@@ -193,7 +186,7 @@ impl<T> LogicalDevice<T> {
     #[doc(alias = "drmm_kmemdup")]
     #[track_caller]
     pub fn kmemdup<U: Copy + Send + Sync + 'static>(&self, src: &[U]) -> Result<Managed<[U]>> {
-        self.list.alloc_copy(Site::caller("kmemdup"), src)
+        ops::alloc_copied(&self.list, Site::caller("kmemdup"), src)
     }
 
     /// A managed copy of `s` (`drmm_kstrdup`). Rust strings carry their length, so no NUL is
@@ -214,13 +207,7 @@ impl<T> LogicalDevice<T> {
     #[doc(alias = "drmm_kstrdup")]
     #[track_caller]
     pub fn kstrdup(&self, s: &str) -> Result<Managed<str>> {
-        let bytes = self
-            .list
-            .alloc_copy(Site::caller("kstrdup"), s.as_bytes())?;
-        // The bytes were copied from a `str`, so they are valid UTF-8; `[u8]` and `str` have
-        // the same metadata (the length), so the pointer cast keeps it.
-        let ptr = NonNull::new(bytes.ptr.as_ptr() as *mut str).expect("non-null");
-        Ok(Managed::new(bytes.key, ptr))
+        ops::alloc_str(&self.list, Site::caller("kstrdup"), s)
     }
 
     // ----- raw bytes -----------------------------------------------------------------------
@@ -248,8 +235,7 @@ impl<T> LogicalDevice<T> {
     #[doc(alias = "drmm_kmalloc")]
     #[track_caller]
     pub fn kmalloc(&self, size: usize) -> Result<Managed<[MaybeUninit<u8>]>> {
-        self.bytes(Site::caller("kmalloc"), size, DEFAULT_ALIGN, false)
-            .map(cast_uninit)
+        ops::alloc_bytes(&self.list, Site::caller("kmalloc"), size, None, false).map(cast_uninit)
     }
 
     /// `size` uninitialised bytes aligned to `align` (at least 16; a power of two up to
@@ -261,9 +247,14 @@ impl<T> LogicalDevice<T> {
     /// large; otherwise as [`kmalloc`](Self::kmalloc).
     #[track_caller]
     pub fn kmalloc_aligned(&self, size: usize, align: usize) -> Result<Managed<[MaybeUninit<u8>]>> {
-        let site = Site::caller("kmalloc");
-        let align = byte_align(align).inspect_err(|e| trace::add_failed(self.name(), &site, e))?;
-        self.bytes(site, size, align, false).map(cast_uninit)
+        ops::alloc_bytes(
+            &self.list,
+            Site::caller("kmalloc"),
+            size,
+            Some(align),
+            false,
+        )
+        .map(cast_uninit)
     }
 
     /// `size` zeroed bytes aligned to 16 (`drmm_kzalloc`). Zero-size as in
@@ -275,7 +266,7 @@ impl<T> LogicalDevice<T> {
     #[doc(alias = "drmm_kzalloc")]
     #[track_caller]
     pub fn kzalloc(&self, size: usize) -> Result<Managed<[u8]>> {
-        self.bytes(Site::caller("kzalloc"), size, DEFAULT_ALIGN, true)
+        ops::alloc_bytes(&self.list, Site::caller("kzalloc"), size, None, true)
     }
 
     /// `size` zeroed bytes aligned to `align`.
@@ -285,9 +276,7 @@ impl<T> LogicalDevice<T> {
     /// As for [`kmalloc_aligned`](Self::kmalloc_aligned).
     #[track_caller]
     pub fn kzalloc_aligned(&self, size: usize, align: usize) -> Result<Managed<[u8]>> {
-        let site = Site::caller("kzalloc");
-        let align = byte_align(align).inspect_err(|e| trace::add_failed(self.name(), &site, e))?;
-        self.bytes(site, size, align, true)
+        ops::alloc_bytes(&self.list, Site::caller("kzalloc"), size, Some(align), true)
     }
 
     /// `n * size` uninitialised bytes (`drmm_kmalloc_array`), with the product checked.
@@ -305,11 +294,7 @@ impl<T> LogicalDevice<T> {
     #[doc(alias = "drmm_kmalloc_array")]
     #[track_caller]
     pub fn kmalloc_array(&self, n: usize, size: usize) -> Result<Managed<[MaybeUninit<u8>]>> {
-        let site = Site::caller("kmalloc_array");
-        let total =
-            array_size(n, size).inspect_err(|e| trace::add_failed(self.name(), &site, e))?;
-        self.bytes(site, total, DEFAULT_ALIGN, false)
-            .map(cast_uninit)
+        ops::alloc_array(&self.list, Site::caller("kmalloc_array"), n, size, false).map(cast_uninit)
     }
 
     /// `n * size` zeroed bytes (`drmm_kcalloc`), with the product checked.
@@ -320,14 +305,7 @@ impl<T> LogicalDevice<T> {
     #[doc(alias = "drmm_kcalloc")]
     #[track_caller]
     pub fn kcalloc(&self, n: usize, size: usize) -> Result<Managed<[u8]>> {
-        let site = Site::caller("kcalloc");
-        let total =
-            array_size(n, size).inspect_err(|e| trace::add_failed(self.name(), &site, e))?;
-        self.bytes(site, total, DEFAULT_ALIGN, true)
-    }
-
-    fn bytes(&self, site: Site, size: usize, align: usize, zeroed: bool) -> Result<Managed<[u8]>> {
-        self.list.alloc_bytes(site, size, align, zeroed)
+        ops::alloc_array(&self.list, Site::caller("kcalloc"), n, size, true)
     }
 
     // ----- early free ----------------------------------------------------------------------
@@ -354,63 +332,4 @@ impl<T> LogicalDevice<T> {
     pub fn kfree<U: ?Sized>(&self, handle: Managed<U>) -> Result<()> {
         self.list.release(&handle.key, self)
     }
-}
-
-/// An action whose registration failed, still to be run or dropped by the caller.
-pub(crate) enum Unregistered<C, F> {
-    /// Boxing the closure failed: the closure itself.
-    Closure(F),
-    /// The list could not grow: the closure, already erased.
-    Erased(Action<C>),
-}
-
-impl<C, F: FnOnce(&C)> Unregistered<C, F> {
-    fn run(self, ctx: &C) {
-        match self {
-            Unregistered::Closure(f) => f(ctx),
-            Unregistered::Erased(a) => a.call(ctx),
-        }
-    }
-}
-
-/// Registers an action on `list`; on failure the action comes back unrun with the error.
-pub(crate) fn add_action<C, F>(
-    list: &ResourceList<C>,
-    site: Site,
-    action: F,
-) -> std::result::Result<ActionHandle, (Error, Unregistered<C, F>)>
-where
-    F: FnOnce(&C) + Send + 'static,
-{
-    let erased = Action::new(action).map_err(|(e, f)| {
-        trace::add_failed(list.owner(), &site, &e);
-        (e, Unregistered::Closure(f))
-    })?;
-    let entry = Entry {
-        site,
-        payload: Payload::Action(erased),
-    };
-    match list.push(entry) {
-        Ok(key) => Ok(ActionHandle { key }),
-        Err((e, entry)) => {
-            trace::add_failed(list.owner(), &site, &e);
-            match entry.payload {
-                Payload::Action(a) => Err((e, Unregistered::Erased(a))),
-                Payload::Block(_) | Payload::Marker(_) => {
-                    unreachable!("an action entry was pushed")
-                }
-            }
-        }
-    }
-}
-
-fn array_size(n: usize, size: usize) -> Result<usize> {
-    n.checked_mul(size)
-        .ok_or(Error::SizeOverflow { what: "n * size" })
-}
-
-fn cast_uninit(m: Managed<[u8]>) -> Managed<[MaybeUninit<u8>]> {
-    // `MaybeUninit<u8>` has the layout of `u8`; the slice metadata is kept by the cast.
-    let ptr = NonNull::new(m.ptr.as_ptr() as *mut [MaybeUninit<u8>]).expect("non-null");
-    Managed::new(m.key, ptr)
 }

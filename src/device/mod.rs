@@ -22,14 +22,22 @@
 //! [`alloc(Mutex::new(..))`](LogicalDevice::alloc).
 
 mod drmm;
+mod file;
+mod gate;
+
+pub use crate::revoke::GateGuard;
+pub use file::File;
 
 use std::fmt;
 use std::ops::Deref;
 use std::sync::OnceLock;
 
+use crate::bus::Bound;
 use crate::res::kref::{FinalRelease, Kref};
 use crate::res::list::PanicPayload;
 use crate::res::{EntryInfo, Key, ResourceList, ResourceOwner};
+use crate::revoke::Gate;
+use crate::sync::{AtomicBool, AtomicUsize};
 
 /// The logical device object: its drmm list and its driver data `T`.
 ///
@@ -38,6 +46,12 @@ use crate::res::{EntryInfo, Key, ResourceList, ResourceOwner};
 pub struct LogicalDevice<T> {
     list: ResourceList<LogicalDevice<T>>,
     data: OnceLock<T>,
+    /// The unplug gate (`drm_dev_enter` / `drm_dev_exit` / `drm_dev_unplug`), one per device.
+    gate: Gate,
+    /// Registered (`drm_dev_register`) and not yet unregistered: opens succeed.
+    registered: AtomicBool,
+    /// Open files.
+    open_files: AtomicUsize,
 }
 
 /// A strong reference to a logical device (`drm_dev_get` / `drm_dev_put`).
@@ -113,6 +127,9 @@ impl<T: Send + Sync + 'static> Device<T> {
             inner: Kref::new(LogicalDevice {
                 list: ResourceList::new(name, "dev"),
                 data: OnceLock::new(),
+                gate: Gate::new(),
+                registered: AtomicBool::new(false),
+                open_files: AtomicUsize::new(0),
             }),
         }
     }
@@ -153,6 +170,83 @@ impl<T: Send + Sync + 'static> Device<T> {
             unreachable!("only set once, here");
         }
         Ok(dev)
+    }
+
+    /// Creates a device whose lifetime is tied to the binding of its parent bus device
+    /// (`devm_drm_dev_alloc`): besides the reference returned, the parent binding gets one,
+    /// held by a devres action that, when the binding ends, unplugs the device
+    /// ([`unplug`](LogicalDevice::unplug)) and drops that reference.
+    ///
+    /// So the drmm entries, the driver data and the device itself are released **during the
+    /// unbind** (after the devres entries registered later than this call, before the earlier
+    /// ones) if nothing else holds the device by then — the driver data of the binding, which
+    /// is dropped before the devres list is released, usually holds the returned reference —
+    /// or at the **last close** otherwise.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfMemory`](crate::Error::OutOfMemory) if the parent's devres list could not
+    /// grow; the device is then unplugged and released at once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use drmm::bus::{Bound, Bus, Driver};
+    /// use drmm::Device;
+    ///
+    /// struct Vgpu;
+    /// impl Driver for Vgpu {
+    ///     type Data = Device<u32>;
+    ///     fn probe(&self, parent: &mut Bound<'_>) -> drmm::Result<Device<u32>> {
+    ///         let drm = Device::new_on(parent, "card0", 42)?;
+    ///         drm.register()?;
+    ///         Ok(drm)
+    ///     }
+    /// }
+    ///
+    /// let bus = Bus::new("platform");
+    /// let pdev = bus.add_device("vgpu.0");
+    /// pdev.bind(Arc::new(Vgpu))?;
+    /// let drm = pdev.with_bound(|b| b.driver_data::<Device<u32>>().cloned())?.unwrap();
+    /// let file = drm.open(())?;
+    /// pdev.unbind()?;
+    /// assert!(drm.is_unplugged());
+    /// assert!(drm.enter().is_none());
+    /// assert_eq!(*file.device().data(), 42); // still valid until the last close
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
+    #[doc(alias = "devm_drm_dev_alloc")]
+    #[doc(alias = "__devm_drm_dev_alloc")]
+    #[track_caller]
+    pub fn new_on(parent: &Bound<'_>, name: impl Into<Box<str>>, data: T) -> crate::Result<Self> {
+        Self::build(Some(name.into()), data).tie_to(parent)
+    }
+
+    /// [`new_on`](Self::new_on) with driver data built by `init`, which can register drmm
+    /// resources (see [`try_new_with`](Self::try_new_with)). If `init` fails, nothing is
+    /// registered on the parent and everything `init` registered is released.
+    ///
+    /// # Errors
+    ///
+    /// Whatever `init` returns, or as for [`new_on`](Self::new_on).
+    #[track_caller]
+    pub fn try_new_on(
+        parent: &Bound<'_>,
+        name: impl Into<Box<str>>,
+        init: impl FnOnce(&LogicalDevice<T>) -> crate::Result<T>,
+    ) -> crate::Result<Self> {
+        Self::try_new_with(name, init)?.tie_to(parent)
+    }
+
+    #[track_caller]
+    fn tie_to(self, parent: &Bound<'_>) -> crate::Result<Self> {
+        let binding_ref = self.clone();
+        let _ = parent.add_action_or_reset_named("devm_drm_dev_init_release", move || {
+            binding_ref.unplug();
+            drop(binding_ref);
+        })?;
+        Ok(self)
     }
 
     /// Number of strong references (a snapshot: it may change at once).

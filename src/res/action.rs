@@ -53,12 +53,15 @@ const fn fits_inline<F>() -> bool {
 }
 
 /// Vtables, one per closure type, promoted to `'static`.
-struct VTableFor<C, F>(std::marker::PhantomData<(fn(&C), F)>);
+/// The erased signature, for naming it in `PhantomData`.
+type CallSig<C> = fn(&C);
+
+struct VTableFor<C, F>(std::marker::PhantomData<(CallSig<C>, F)>);
 
 impl<C, F: FnOnce(&C) + Send + 'static> VTableFor<C, F> {
     const VTABLE: ActionVTable = ActionVTable {
         call: call_erased::<C, F>,
-        drop: drop_erased::<C, F>,
+        drop: drop_erased::<F>,
         size: mem::size_of::<F>(),
     };
 }
@@ -79,7 +82,7 @@ unsafe fn call_erased<C, F: FnOnce(&C)>(storage: *mut Storage, ctx: NonNull<()>)
 /// # Safety
 ///
 /// As for [`call_erased`].
-unsafe fn drop_erased<C, F>(storage: *mut Storage) {
+unsafe fn drop_erased<F>(storage: *mut Storage) {
     // SAFETY: guaranteed by the caller, as for `call_erased`.
     drop(unsafe { take::<F>(storage) });
 }

@@ -130,13 +130,12 @@ fn allocate(arena: &mut Arena, layout: Layout, zeroed: bool) -> Result<NonNull<u
             std::num::NonZeroUsize::new(layout.align()).expect("alignment is non-zero"),
         ));
     }
-    // SAFETY: `layout` has a non-zero size.
-    let p = unsafe {
-        if zeroed {
-            alloc::alloc_zeroed(layout)
-        } else {
-            alloc::alloc(layout)
-        }
+    let p = if zeroed {
+        // SAFETY: `layout` has a non-zero size.
+        unsafe { alloc::alloc_zeroed(layout) }
+    } else {
+        // SAFETY: `layout` has a non-zero size.
+        unsafe { alloc::alloc(layout) }
     };
     NonNull::new(p).ok_or(Error::oom(layout))
 }
@@ -207,6 +206,32 @@ impl Block {
             vtable: &TypedVTable::<U>::VTABLE,
         };
         Ok((block, NonNull::slice_from_raw_parts(ptr.cast(), src.len())))
+    }
+
+    /// A new block of `len` bytes, aligned like this one (at least to [`MIN_BYTE_ALIGN`]),
+    /// starting with this block's first `min(len, old len)` bytes; the rest is zeroed if
+    /// `zero_tail`, uninitialised otherwise. Only for blocks of one-byte elements (checked:
+    /// anything else is an error).
+    pub(crate) fn resized_bytes(
+        &self,
+        arena: &mut Arena,
+        len: usize,
+        zero_tail: bool,
+    ) -> Result<(Self, NonNull<[u8]>)> {
+        if self.vtable.elem_size != 1 {
+            return Err(Error::SizeOverflow {
+                what: "only byte allocations can be resized",
+            });
+        }
+        let align = self.vtable.align.max(MIN_BYTE_ALIGN);
+        let (block, ptr) = Block::bytes(arena, len, align, zero_tail)?;
+        let keep = len.min(self.len);
+        // SAFETY: both blocks are valid for at least `keep` bytes (their lengths bound it; a
+        // zero-size block's pointer is aligned and non-null, valid for a zero-byte copy), and
+        // they are distinct allocations. Bytes that were never initialised stay so: the copy
+        // is untyped.
+        unsafe { ptr::copy_nonoverlapping(self.ptr.as_ptr(), block.ptr.as_ptr(), keep) };
+        Ok((block, ptr))
     }
 
     /// Size of the user data in bytes.
@@ -331,7 +356,6 @@ mod tests {
 
     #[test]
     fn alignment_checks() {
-        let mut arena = Arena::new();
         assert_eq!(byte_align(1).unwrap(), 16);
         assert_eq!(byte_align(256).unwrap(), 256);
         assert!(matches!(

@@ -253,7 +253,7 @@ impl<C> ResourceList<C> {
             }
             todo
         };
-        todo.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        todo.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
         let mut sink = PanicSink::default();
         let mut released = 0;
         for (seq, entry) in todo {

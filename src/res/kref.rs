@@ -93,10 +93,12 @@ impl<D: FinalRelease> Kref<D> {
         if std::thread::panicking() && owner.try_reserve(value.owner_name().len()).is_ok() {
             owner.push_str(value.owner_name());
         }
+        // SAFETY: the allocation is live (freed below) and nothing else accesses it.
+        let value = unsafe { &raw mut (*ptr).value };
         // SAFETY: every resource is released and no reference is left; the value is dropped
         // exactly once, here.
         let dropped = panic::catch_unwind(AssertUnwindSafe(|| unsafe {
-            std::ptr::drop_in_place(&mut (*ptr).value)
+            std::ptr::drop_in_place(value)
         }));
         // SAFETY: allocated by `Box::new` in `new` with this layout; `refs` needs no drop and
         // `value` was dropped (or its drop unwound, which drops the remaining fields too).

@@ -584,7 +584,7 @@ impl<C> ResourceList<C> {
     }
 
     /// Returns arena blocks to the arena.
-    fn recycle(&self, blocks: impl IntoIterator<Item = (NonNull<u8>, usize)>) {
+    pub(super) fn recycle(&self, blocks: impl IntoIterator<Item = (NonNull<u8>, usize)>) {
         let mut blocks = blocks.into_iter().peekable();
         if blocks.peek().is_none() {
             return;
@@ -819,7 +819,7 @@ impl<C> ResourceList<C> {
                 Slot::Vacant { .. } | Slot::Claimed { .. } => None,
             })
             .collect();
-        v.sort_unstable_by(|a, b| b.seq().cmp(&a.seq()));
+        v.sort_unstable_by_key(|e| std::cmp::Reverse(e.seq()));
         v
     }
 }
@@ -838,7 +838,7 @@ impl<C> Drop for ResourceList<C> {
                 Slot::Vacant { .. } | Slot::Claimed { .. } => None,
             })
             .collect();
-        entries.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        entries.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
         for (seq, e) in entries {
             trace::entry(Op::Rem, self, seq, &e.site, e.kind(), e.size());
             drop(e);

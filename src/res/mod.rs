@@ -24,14 +24,15 @@ mod info;
 pub(crate) mod kref;
 pub(crate) mod list;
 mod lock;
+pub(crate) mod ops;
+mod realloc;
+pub(crate) mod scope;
 mod site;
 pub(crate) mod slots;
 
-pub(crate) use action::Action;
-pub(crate) use alloc::byte_align;
 pub use alloc::{MAX_BYTE_ALIGN, MIN_BYTE_ALIGN};
 pub use group::Group;
 pub use handle::{ActionHandle, Managed, ResourceOwner};
 pub use info::{EntryInfo, EntryKind};
-pub(crate) use list::{Entry, Key, Payload, ResourceList};
+pub(crate) use list::{Key, ResourceList};
 pub use site::Site;

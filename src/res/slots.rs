@@ -134,13 +134,9 @@ mod tests {
             assert_eq!(s.try_push(i).ok(), Some(i));
             addrs.push(s.get(i).unwrap() as *const usize as usize);
         }
-        for i in 0..n {
+        for (i, addr) in addrs.iter().enumerate() {
             assert_eq!(*s.get(i).unwrap(), i);
-            assert_eq!(
-                s.get(i).unwrap() as *const usize as usize,
-                addrs[i],
-                "moved"
-            );
+            assert_eq!(s.get(i).unwrap() as *const usize as usize, *addr, "moved");
         }
         assert!(s.get(n).is_none());
         *s.get_mut(7).unwrap() = 70;

@@ -24,18 +24,21 @@ pub enum Op {
     Del,
     /// An entry was released by its list's release.
     Rel,
-    /// An entry was taken off without being run (`devm_remove_action`).
+    /// An entry was taken off without being run (`devm_remove_action`, `devres_remove_group`).
     Rem,
+    /// A managed allocation was replaced by a resized one in the same place (`devm_krealloc`).
+    Replace,
 }
 
 impl Op {
-    /// The kernel's three-letter name: `"ADD"`, `"DEL"`, `"REL"`, `"REM"`.
+    /// The kernel's name: `"ADD"`, `"DEL"`, `"REL"`, `"REM"`, `"REPLACE"`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Op::Add => "ADD",
             Op::Del => "DEL",
             Op::Rel => "REL",
             Op::Rem => "REM",
+            Op::Replace => "REPLACE",
         }
     }
 }
@@ -158,5 +161,19 @@ pub(crate) fn panic_not_resumed(owner: &str, message: &str) {
         "{}: a release action panicked while the thread was already unwinding: {}",
         owner,
         message,
+    );
+}
+
+/// A lifecycle moment of a device (`BIND`, `PROBE_FAILED`, `UNBIND`, `REMOVE`, `REGISTER`,
+/// `UNREGISTER`, `UNPLUG`, `OPEN`, `CLOSE`), for timelines: the moments between which the
+/// entry events happen.
+pub(crate) fn lifecycle(owner: &str, event: &'static str) {
+    tracing::debug!(
+        target: "drmm",
+        op = event,
+        owner,
+        "{}: {}",
+        owner,
+        event,
     );
 }

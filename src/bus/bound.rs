@@ -1,0 +1,521 @@
+//! [`Bound`]: proof of a binding, and the devres (`devm_*`) API.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::mem::MaybeUninit;
+
+use super::{Binding, BusDevice};
+#[allow(unused_imports)] // `Error` is named by the intra-doc links.
+use crate::error::{Error, Result};
+use crate::res::ops::{self, cast_uninit};
+use crate::res::scope::Scope;
+use crate::res::{ActionHandle, EntryInfo, Group, Key, Managed, ResourceOwner, Site};
+
+/// Proof that a bus device's binding is alive: the holder of the device's exclusive scope
+/// (`device_lock`), lent as `&mut Bound<'_>` to [`Driver::probe`](super::Driver::probe),
+/// [`Driver::remove`](super::Driver::remove), [`BusDevice::with_bound`] and
+/// [`BusDevice::with_driverless`]. All of the devres API lives here.
+///
+/// It cannot outlive the call that lent it, and while it lives the binding cannot end:
+/// unbinding and removal wait for it. So a devres allocation read through
+/// [`Managed::get`] with a `Bound` as the owner cannot be freed under the reader, even though
+/// the handle may be stored anywhere (in the driver data, in a drmm allocation, in another
+/// thread) and outlive the binding: after the unbind, reading through it fails with
+/// [`Error::NotOnList`] (or [`Error::ForeignHandle`] on another device).
+///
+/// Group release ([`release_group`](Self::release_group)) frees entries whose handles may still
+/// exist, so it takes `&mut self`: no reference read through this `Bound` can be alive then,
+/// and no other `Bound` of the device exists.
+///
+/// There is no way to own a `Bound` or to make one outside those calls; a strong reference to
+/// the device that outlives them is a [`BusDevice`] ([`device`](Self::device)), which proves
+/// nothing about the binding.
+///
+/// ```compile_fail
+/// # use drmm::bus::{Bus, Bound};
+/// let bus = Bus::new("b");
+/// let dev = bus.add_device("d");
+/// let mut leaked: Option<&Bound<'_>> = None;
+/// dev.with_driverless(|b| leaked = Some(b)).unwrap(); // error: `b` escapes the closure
+/// ```
+pub struct Bound<'a> {
+    dev: &'a BusDevice,
+    scope: Scope<'a, ()>,
+    _invariant: PhantomData<fn(&'a ()) -> &'a ()>,
+}
+
+impl<'a> Bound<'a> {
+    pub(super) fn new(dev: &'a BusDevice, scope: Scope<'a, ()>) -> Self {
+        Bound {
+            dev,
+            scope,
+            _invariant: PhantomData,
+        }
+    }
+
+    pub(super) fn scope_mut(&mut self) -> &mut Scope<'a, ()> {
+        &mut self.scope
+    }
+
+    fn list(&self) -> &crate::res::ResourceList<()> {
+        self.scope.list()
+    }
+
+    /// The bus device (a reference that can be cloned and kept; it proves nothing about the
+    /// binding).
+    pub fn device(&self) -> &BusDevice {
+        self.dev
+    }
+
+    /// The device's name.
+    pub fn name(&self) -> &str {
+        self.dev.name()
+    }
+
+    /// The driver data of the binding (`dev_get_drvdata`), if a driver is bound, probe has
+    /// returned, and it is a `T`. `None` inside probe, inside remove (which receives the data
+    /// as an argument) and for a driver-less device.
+    #[doc(alias = "dev_get_drvdata")]
+    pub fn driver_data<T: 'static>(&self) -> Option<&T> {
+        self.scope
+            .slot()?
+            .downcast_ref::<Binding>()?
+            .data
+            .downcast_ref::<T>()
+    }
+
+    /// Number of live devres entries.
+    pub fn resource_count(&self) -> usize {
+        self.list().len()
+    }
+
+    /// The live devres entries, newest first.
+    pub fn snapshot(&self) -> Vec<EntryInfo> {
+        self.list().snapshot()
+    }
+
+    // ----- actions -------------------------------------------------------------------------
+
+    /// Registers `action` to run when the binding ends (unbind, probe failure, removal),
+    /// newest first with the other devres entries, naming it `name` (`devm_add_action`).
+    ///
+    /// The action receives nothing: like the kernel's `action(data)`, it captures what it
+    /// needs. Prefer the [`add_action!`](crate::add_action) macro, which names it after its
+    /// expression.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfMemory`]; the action is dropped without running (see
+    /// [`add_action_or_reset_named`](Self::add_action_or_reset_named)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::bus::Bus::new("b");
+    /// let dev = bus.add_device("d");
+    /// dev.with_driverless(|b| {
+    ///     let _ = b.add_action_named("disable clock", || println!("clock off"))?;
+    ///     drmm::Result::Ok(())
+    /// })??;
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
+    #[doc(alias = "devm_add_action")]
+    #[doc(alias = "__devm_add_action")]
+    #[track_caller]
+    pub fn add_action_named<F>(&self, name: &'static str, action: F) -> Result<ActionHandle>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        ops::add_action(self.list(), Site::caller(name), move |_: &()| action()).map_err(|(e, _)| e)
+    }
+
+    /// [`add_action_named`](Self::add_action_named), named after the closure type.
+    ///
+    /// # Errors
+    ///
+    /// As for [`add_action_named`](Self::add_action_named).
+    #[track_caller]
+    pub fn add_action<F>(&self, action: F) -> Result<ActionHandle>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        self.add_action_named(std::any::type_name::<F>(), action)
+    }
+
+    /// Registers `action`; if that fails, runs it at once and returns the error
+    /// (`devm_add_action_or_reset`). Either way it runs exactly once: do not clean up again.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfMemory`], after running the action.
+    #[doc(alias = "devm_add_action_or_reset")]
+    #[track_caller]
+    pub fn add_action_or_reset_named<F>(
+        &self,
+        name: &'static str,
+        action: F,
+    ) -> Result<ActionHandle>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        ops::add_action_or_reset(self.list(), Site::caller(name), move |_: &()| action(), &())
+    }
+
+    /// [`add_action_or_reset_named`](Self::add_action_or_reset_named), named after the
+    /// closure type.
+    ///
+    /// # Errors
+    ///
+    /// As for [`add_action_or_reset_named`](Self::add_action_or_reset_named).
+    #[track_caller]
+    pub fn add_action_or_reset<F>(&self, action: F) -> Result<ActionHandle>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        self.add_action_or_reset_named(std::any::type_name::<F>(), action)
+    }
+
+    /// Takes the action off the list without running it; its captured state is dropped
+    /// (`devm_remove_action`).
+    ///
+    /// The handle names exactly one registration, so the kernel's rule (the newest of several
+    /// equal `(action, data)` pairs) has nothing left to decide.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ForeignHandle`] for another device's action; [`Error::NotOnList`] if the
+    /// binding that registered it has ended (or a group release took it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::bus::Bus::new("b");
+    /// let dev = bus.add_device("d");
+    /// dev.with_driverless(|b| {
+    ///     let h = b.add_action(|| unreachable!("removed, never run"))?;
+    ///     assert!(b.is_action_added(&h));
+    ///     b.remove_action(h)
+    /// })??;
+    /// dev.remove()?;
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
+    #[doc(alias = "devm_remove_action")]
+    #[doc(alias = "devm_remove_action_nowarn")]
+    pub fn remove_action(&self, handle: ActionHandle) -> Result<()> {
+        self.list().remove(&handle.key)
+    }
+
+    /// Takes the action off the list and runs it now (`devm_release_action`). A panic of the
+    /// action propagates; the entry is gone either way.
+    ///
+    /// # Errors
+    ///
+    /// As for [`remove_action`](Self::remove_action); nothing runs then.
+    #[doc(alias = "devm_release_action")]
+    pub fn release_action(&self, handle: ActionHandle) -> Result<()> {
+        self.list().release(&handle.key, &())
+    }
+
+    /// Whether the action is still registered on this device (`devm_is_action_added`).
+    #[doc(alias = "devm_is_action_added")]
+    pub fn is_action_added(&self, handle: &ActionHandle) -> bool {
+        self.scope.check_live(&handle.key).is_ok()
+    }
+
+    // ----- allocations ---------------------------------------------------------------------
+
+    /// Moves `value` into a devres allocation, dropped and freed when the binding ends or by
+    /// [`kfree`](Self::kfree).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfMemory`]; `value` is dropped.
+    #[doc(alias = "devm_kzalloc_obj")]
+    #[track_caller]
+    pub fn alloc<U: Send + Sync + 'static>(&self, value: U) -> Result<Managed<U>> {
+        ops::alloc_value(self.list(), Site::caller(std::any::type_name::<U>()), value)
+    }
+
+    /// `size` uninitialised bytes aligned to 16 (`devm_kmalloc`). A zero size is a real,
+    /// empty entry (the kernel's devm returns an untracked `ZERO_SIZE_PTR`; here every
+    /// allocation has a handle, so it is tracked like the others).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfMemory`]; [`Error::SizeOverflow`] beyond `isize::MAX`.
+    #[doc(alias = "devm_kmalloc")]
+    #[track_caller]
+    pub fn kmalloc(&self, size: usize) -> Result<Managed<[MaybeUninit<u8>]>> {
+        ops::alloc_bytes(self.list(), Site::caller("devm_kmalloc"), size, None, false)
+            .map(cast_uninit)
+    }
+
+    /// `size` zeroed bytes aligned to 16 (`devm_kzalloc`).
+    ///
+    /// # Errors
+    ///
+    /// As for [`kmalloc`](Self::kmalloc).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::bus::Bus::new("b");
+    /// let dev = bus.add_device("d");
+    /// dev.with_driverless(|b| {
+    ///     let buf = b.kzalloc(16)?;
+    ///     assert_eq!(buf.get(b)?, &[0; 16]);
+    ///     drmm::Result::Ok(())
+    /// })??;
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
+    #[doc(alias = "devm_kzalloc")]
+    #[track_caller]
+    pub fn kzalloc(&self, size: usize) -> Result<Managed<[u8]>> {
+        ops::alloc_bytes(self.list(), Site::caller("devm_kzalloc"), size, None, true)
+    }
+
+    /// `size` zeroed bytes aligned to `align` (a power of two up to
+    /// [`MAX_BYTE_ALIGN`](crate::res::MAX_BYTE_ALIGN), at least 16).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidAlignment`]; otherwise as [`kmalloc`](Self::kmalloc).
+    #[track_caller]
+    pub fn kzalloc_aligned(&self, size: usize, align: usize) -> Result<Managed<[u8]>> {
+        ops::alloc_bytes(
+            self.list(),
+            Site::caller("devm_kzalloc"),
+            size,
+            Some(align),
+            true,
+        )
+    }
+
+    /// `n * size` uninitialised bytes, the product checked (`devm_kmalloc_array`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SizeOverflow`] if `n * size` overflows; otherwise as [`kmalloc`](Self::kmalloc).
+    #[doc(alias = "devm_kmalloc_array")]
+    #[track_caller]
+    pub fn kmalloc_array(&self, n: usize, size: usize) -> Result<Managed<[MaybeUninit<u8>]>> {
+        ops::alloc_array(
+            self.list(),
+            Site::caller("devm_kmalloc_array"),
+            n,
+            size,
+            false,
+        )
+        .map(cast_uninit)
+    }
+
+    /// `n * size` zeroed bytes, the product checked (`devm_kcalloc`).
+    ///
+    /// # Errors
+    ///
+    /// As for [`kmalloc_array`](Self::kmalloc_array).
+    #[doc(alias = "devm_kcalloc")]
+    #[track_caller]
+    pub fn kcalloc(&self, n: usize, size: usize) -> Result<Managed<[u8]>> {
+        ops::alloc_array(self.list(), Site::caller("devm_kcalloc"), n, size, true)
+    }
+
+    /// Resizes a devres byte allocation (`devm_krealloc`). The new bytes past the old length
+    /// are uninitialised. The entry keeps its place in the release order (the kernel swaps the
+    /// new node into the old one's place) and the handle is updated in place; on error
+    /// nothing changes and the old allocation stays valid.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ForeignHandle`]; [`Error::NotOnList`] if it was already released;
+    /// [`Error::OutOfMemory`] / [`Error::SizeOverflow`].
+    #[doc(alias = "devm_krealloc")]
+    #[doc(alias = "devm_krealloc_array")]
+    pub fn krealloc(&self, handle: &mut Managed<[MaybeUninit<u8>]>, new_size: usize) -> Result<()> {
+        self.list().realloc_bytes(handle, new_size, false)
+    }
+
+    /// [`krealloc`](Self::krealloc) for zeroed allocations: the new bytes are zeroed
+    /// (`devm_krealloc` with `__GFP_ZERO`).
+    ///
+    /// # Errors
+    ///
+    /// As for [`krealloc`](Self::krealloc).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::bus::Bus::new("b");
+    /// let dev = bus.add_device("d");
+    /// dev.with_driverless(|b| {
+    ///     let mut table = b.kmemdup(&[1u8, 2])?;
+    ///     b.krealloc_zeroed(&mut table, 4)?;
+    ///     assert_eq!(table.get(b)?, &[1, 2, 0, 0]);
+    ///     drmm::Result::Ok(())
+    /// })??;
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
+    pub fn krealloc_zeroed(&self, handle: &mut Managed<[u8]>, new_size: usize) -> Result<()> {
+        self.list().realloc_bytes(handle, new_size, true)
+    }
+
+    /// A devres copy of `s` (`devm_kstrdup`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfMemory`].
+    #[doc(alias = "devm_kstrdup")]
+    #[doc(alias = "devm_kstrdup_const")]
+    #[track_caller]
+    pub fn kstrdup(&self, s: &str) -> Result<Managed<str>> {
+        ops::alloc_str(self.list(), Site::caller("devm_kstrdup"), s)
+    }
+
+    /// A devres copy of `src` (`devm_kmemdup`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfMemory`]; [`Error::SizeOverflow`].
+    #[doc(alias = "devm_kmemdup")]
+    #[doc(alias = "devm_kmemdup_array")]
+    #[track_caller]
+    pub fn kmemdup<U: Copy + Send + Sync + 'static>(&self, src: &[U]) -> Result<Managed<[U]>> {
+        ops::alloc_copied(self.list(), Site::caller("devm_kmemdup"), src)
+    }
+
+    /// A devres string formatted from `args` (`devm_kasprintf`); use with `format_args!`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfMemory`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::bus::Bus::new("b");
+    /// let dev = bus.add_device("d");
+    /// dev.with_driverless(|b| {
+    ///     let name = b.kasprintf(format_args!("{}-irq{}", b.name(), 3))?;
+    ///     assert_eq!(name.get(b)?, "d-irq3");
+    ///     drmm::Result::Ok(())
+    /// })??;
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
+    #[doc(alias = "devm_kasprintf")]
+    #[doc(alias = "devm_kvasprintf")]
+    #[track_caller]
+    pub fn kasprintf(&self, args: std::fmt::Arguments<'_>) -> Result<Managed<str>> {
+        ops::alloc_fmt(self.list(), Site::caller("devm_kasprintf"), args)
+    }
+
+    /// Frees a devres allocation now, dropping its value (`devm_kfree`). O(1).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ForeignHandle`]; [`Error::NotOnList`] if the binding that made it has ended or
+    /// a group release freed it.
+    #[doc(alias = "devm_kfree")]
+    pub fn kfree<U: ?Sized>(&self, handle: Managed<U>) -> Result<()> {
+        self.list().release(&handle.key, &())
+    }
+
+    // ----- groups --------------------------------------------------------------------------
+
+    /// Opens a group (`devres_open_group`): entries added from now on, until
+    /// [`close_group`](Self::close_group), belong to it and to every enclosing open group.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfMemory`].
+    ///
+    /// # Examples
+    ///
+    /// A sub-component's resources, released on its own failure without touching the rest:
+    ///
+    /// ```
+    /// let bus = drmm::bus::Bus::new("b");
+    /// let dev = bus.add_device("d");
+    /// dev.with_driverless(|b| {
+    ///     let _keep = b.kzalloc(8)?;
+    ///     let group = b.open_group()?;
+    ///     let _a = b.kzalloc(8)?;
+    ///     let _ = b.add_action(|| println!("sub-component off"))?;
+    ///     b.close_group(&group)?;
+    ///     assert_eq!(b.release_group(group)?, 2); // the two entries, newest first
+    ///     assert_eq!(b.resource_count(), 1);
+    ///     drmm::Result::Ok(())
+    /// })??;
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
+    #[doc(alias = "devres_open_group")]
+    #[track_caller]
+    pub fn open_group(&self) -> Result<Group> {
+        self.list().open_group(Site::caller("grp<"))
+    }
+
+    /// Closes a group (`devres_close_group`). The kernel's "latest open group" shortcut
+    /// (`id == NULL`) is not needed: the handle names the group.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::GroupClosed`] if already closed; [`Error::NotOnList`] if its markers are gone;
+    /// [`Error::ForeignHandle`]; [`Error::OutOfMemory`].
+    #[doc(alias = "devres_close_group")]
+    #[track_caller]
+    pub fn close_group(&self, group: &Group) -> Result<()> {
+        self.list().close_group(group, Site::caller("grp>"))
+    }
+
+    /// Removes the group's markers only (`devres_remove_group`): its entries stay, as part of
+    /// the enclosing group or the binding.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotOnList`] if its markers are gone; [`Error::ForeignHandle`].
+    #[doc(alias = "devres_remove_group")]
+    pub fn remove_group(&self, group: Group) -> Result<()> {
+        self.list().remove_group(group)
+    }
+
+    /// Releases the group (`devres_release_group`): every entry between its markers (or after
+    /// its open marker while it is open) newest first, properly nested groups included. A group
+    /// that only partially overlaps keeps its markers and its entries outside the range.
+    /// Returns the number of entries released, markers not counted.
+    ///
+    /// Takes `&mut self`: handles of the released allocations may still exist, and no reference
+    /// read through them may be alive (reads borrow the `Bound` shared). They read as
+    /// [`Error::NotOnList`] afterwards.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotOnList`] if the group's markers are gone (released with an enclosing group:
+    /// the kernel `WARN`s); [`Error::ForeignHandle`].
+    ///
+    /// # Panics
+    ///
+    /// Resumes the first panic of a release action once every entry of the group has been
+    /// released (the others are logged).
+    #[doc(alias = "devres_release_group")]
+    pub fn release_group(&mut self, group: Group) -> Result<usize> {
+        let r = self.scope.release_group(group, &())?;
+        crate::res::list::PanicSink::resume(r.panic, self.dev.name());
+        Ok(r.released)
+    }
+}
+
+impl crate::res::handle::sealed::Sealed for Bound<'_> {
+    fn check_entry(&self, key: &Key) -> Result<()> {
+        self.scope.check_live(key)
+    }
+}
+
+impl ResourceOwner for Bound<'_> {}
+
+impl fmt::Debug for Bound<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bound")
+            .field("device", &self.dev.name())
+            .field("resources", &self.resource_count())
+            .finish()
+    }
+}

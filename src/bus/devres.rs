@@ -1,0 +1,301 @@
+//! [`Devres<T>`]: a revocable value registered on a binding and revoked when it ends.
+
+use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
+
+use super::{Bound, BusDevice};
+use crate::error::{Error, Result};
+use crate::res::Key;
+use crate::revoke::grace::Domain;
+use crate::revoke::{Revocable, RevocableGuard, Revoke, revoke_all};
+use crate::sync::{Arc, AtomicBool, Condvar, Mutex, Ordering, lock};
+
+/// One registered `Devres`, type-erased for the batch revocation at unbind.
+trait Registered: Send + Sync {
+    fn revocable(&self) -> &dyn Revoke;
+    /// Takes the duty of revoking; `true` for exactly one caller.
+    fn claim(&self) -> bool;
+    /// Signals that the claimed revocation is complete (the value is dropped).
+    fn complete(&self);
+}
+
+/// The `Devres` values registered on a device's current binding, and the grace-period domain
+/// they share so that an unbind revokes all of them after one grace period.
+pub(super) struct Registry {
+    domain: Arc<Domain>,
+    items: Mutex<Items>,
+}
+
+#[derive(Default)]
+struct Items {
+    next_id: u64,
+    live: Vec<(u64, Box<dyn Registered>)>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            domain: Arc::new(Domain::new()),
+            items: Mutex::new(Items::default()),
+        }
+    }
+}
+
+impl Registry {
+    fn register(&self, item: Box<dyn Registered>) -> u64 {
+        let mut items = lock(&self.items);
+        items.next_id += 1;
+        let id = items.next_id;
+        items.live.push((id, item));
+        id
+    }
+
+    fn unregister(&self, id: u64) {
+        lock(&self.items).live.retain(|(i, _)| *i != id);
+    }
+
+    /// Revokes every registered value that nobody else is revoking, newest first, after one
+    /// grace period for all of them; waits for nothing else. Returns the first panic of a
+    /// value's drop.
+    pub(super) fn revoke_all_newest_first(&self) -> Option<crate::res::list::PanicPayload> {
+        let taken = std::mem::take(&mut lock(&self.items).live);
+        let mine: Vec<_> = taken
+            .into_iter()
+            .rev()
+            .filter_map(|(_, item)| item.claim().then_some(item))
+            .collect();
+        if mine.is_empty() {
+            return None;
+        }
+        let revoked = panic::catch_unwind(AssertUnwindSafe(|| {
+            revoke_all(mine.iter().map(|i| i.revocable()));
+        }));
+        for item in &mine {
+            item.complete();
+        }
+        revoked.err()
+    }
+}
+
+/// The shared part of a `Devres<T>`: the value, and the handshake between the two parties that
+/// may revoke it (the owner dropping it early, the binding ending).
+struct Inner<T> {
+    data: Revocable<T>,
+    claimed: AtomicBool,
+    done: Mutex<bool>,
+    revoked: Condvar,
+}
+
+impl<T: Send + Sync> Inner<T> {
+    /// Revokes the value, or, if another party claimed that duty, waits until it has dropped
+    /// it. Either way the value is gone when this returns (the completion handshake of
+    /// Rust-for-Linux's `Devres`).
+    fn revoke_or_wait(&self) {
+        if self.claim() {
+            let r = panic::catch_unwind(AssertUnwindSafe(|| self.data.revoke()));
+            self.complete();
+            if let Err(p) = r {
+                panic::resume_unwind(p);
+            }
+        } else {
+            let mut done = lock(&self.done);
+            while !*done {
+                done = wait(&self.revoked, done);
+            }
+        }
+    }
+}
+
+impl<T> Inner<T> {
+    fn claim(&self) -> bool {
+        !self.claimed.swap(true, Ordering::AcqRel)
+    }
+
+    fn complete(&self) {
+        *lock(&self.done) = true;
+        self.revoked.notify_all();
+    }
+}
+
+/// The registry's reference to an `Inner<T>` (a box around the shared pointer, so that the
+/// registry can hold values of every `T` without unsized `Arc`s, which loom's `Arc` lacks).
+struct Holder<T>(Arc<Inner<T>>);
+
+impl<T: Send + Sync> Registered for Holder<T> {
+    fn revocable(&self) -> &dyn Revoke {
+        &self.0.data
+    }
+
+    fn claim(&self) -> bool {
+        self.0.claim()
+    }
+
+    fn complete(&self) {
+        self.0.complete()
+    }
+}
+
+fn wait<'a, U>(cv: &Condvar, g: crate::sync::MutexGuard<'a, U>) -> crate::sync::MutexGuard<'a, U> {
+    #[cfg(loom)]
+    {
+        cv.wait(g).unwrap_or_else(|e| e.into_inner())
+    }
+    #[cfg(not(loom))]
+    {
+        cv.wait(g)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A value registered on a binding and revoked when the binding ends (Rust-for-Linux's
+/// `Devres`): a hardware-facing resource (register mapping, interrupt line, DMA buffer) that
+/// other code may hold on to past the unbind (in a drmm allocation, an open file, a thread)
+/// but can only reach while the binding lasts.
+///
+/// * Access goes through [`try_access`](Self::try_access): a guard, or `None` once revocation
+///   has begun.
+/// * When the binding ends (unbind, probe failure, removal), every `Devres` of the binding is
+///   revoked after **one** grace period for all of them: the unbind waits for the guards, then
+///   drops the values, newest first, before the driver data is dropped.
+/// * Dropping the `Devres` earlier revokes it at once and takes its entry off the devres list.
+///   If the binding ends at the same moment, exactly one of the two drops the value and the
+///   other waits for it (the completion handshake Rust-for-Linux added to fix its
+///   `Devres::drop` race): after `drop` returns, and after the unbind returns, the value is gone.
+///
+/// `T` is dropped on whichever thread revokes it, so it must be `Send`; it is shared with the
+/// readers, so it must be `Sync`. "Devres users should simply free the backing resource in
+/// `T`'s `Drop`."
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use drmm::bus::{Bound, Bus, Devres, Driver};
+///
+/// struct Mmio(u32);
+/// struct Gpu;
+/// impl Driver for Gpu {
+///     type Data = Arc<Devres<Mmio>>;
+///     fn probe(&self, dev: &mut Bound<'_>) -> drmm::Result<Self::Data> {
+///         Ok(Arc::new(Devres::new(dev, Mmio(0xfee0))?))
+///     }
+/// }
+///
+/// let bus = Bus::new("pci");
+/// let dev = bus.add_device("gpu0");
+/// dev.bind(Arc::new(Gpu))?;
+/// let regs = dev.with_bound(|b| b.driver_data::<Arc<Devres<Mmio>>>().cloned())?.unwrap();
+/// assert_eq!(regs.try_access_with(|m| m.0), Some(0xfee0));
+/// dev.unbind()?;
+/// assert!(regs.try_access().is_none()); // revoked at unbind, though `regs` lives on
+/// # Ok::<(), drmm::Error>(())
+/// ```
+#[doc(alias = "devm_add_action")]
+pub struct Devres<T: Send + Sync + 'static> {
+    inner: Arc<Inner<T>>,
+    dev: BusDevice,
+    key: Key,
+    id: u64,
+}
+
+impl<T: Send + Sync + 'static> Devres<T> {
+    /// Registers `value` on the binding `bound` (for a driver-less device: until its removal).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfMemory`] if the devres entry could not be added; `value` is dropped.
+    pub fn new(bound: &Bound<'_>, value: T) -> Result<Self> {
+        let dev = bound.device();
+        let registry = &dev.core().revocables;
+        let inner = Arc::new(Inner {
+            data: Revocable::new_in(value, registry.domain.clone()),
+            claimed: AtomicBool::new(false),
+            done: Mutex::new(false),
+            revoked: Condvar::new(),
+        });
+        let id = registry.register(Box::new(Holder(inner.clone())));
+        let theirs = inner.clone();
+        // Registration comes last, so that nothing is registered if anything before failed
+        // (the Rust-for-Linux fix "leaking call to devm_add_action()").
+        match bound.add_action_named(std::any::type_name::<Self>(), move || {
+            theirs.revoke_or_wait();
+        }) {
+            Ok(handle) => Ok(Devres {
+                inner,
+                dev: dev.clone(),
+                key: handle.key,
+                id,
+            }),
+            Err(e) => {
+                registry.unregister(id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Access to the value, or `None` once revocation has begun. The unbind waits for the
+    /// guard to be dropped before dropping the value.
+    ///
+    /// Do not drop a `Devres` of the same device while holding a guard: its revocation would
+    /// wait for this guard (debug builds panic instead).
+    pub fn try_access(&self) -> Option<RevocableGuard<'_, T>> {
+        self.inner.data.try_access()
+    }
+
+    /// Runs `f` on the value unless it has been revoked.
+    pub fn try_access_with<R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {
+        self.inner.data.try_access_with(f)
+    }
+
+    /// Access with proof of the binding: the device must be the one the value is registered
+    /// on.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ForeignHandle`] if `bound` is another device's binding; [`Error::Revoked`] if
+    /// the value has been revoked (a driver-less scope after an earlier binding ended).
+    pub fn access<'a>(&'a self, bound: &Bound<'_>) -> Result<RevocableGuard<'a, T>> {
+        if !BusDevice::ptr_eq(bound.device(), &self.dev) {
+            return Err(Error::ForeignHandle {
+                handle_list: self.dev.list_id(),
+                list: bound.device().list_id(),
+            });
+        }
+        self.try_access().ok_or(Error::Revoked)
+    }
+
+    /// Whether revocation has begun.
+    pub fn is_revoked(&self) -> bool {
+        self.inner.data.is_revoked()
+    }
+
+    /// The device the value is registered on.
+    pub fn device(&self) -> &BusDevice {
+        &self.dev
+    }
+
+    /// The grace-period domain shared by the device's revocables (to count grace periods).
+    pub fn domain(&self) -> &Arc<Domain> {
+        self.inner.data.domain()
+    }
+}
+
+impl<T: Send + Sync + 'static> Drop for Devres<T> {
+    /// Revokes the value now (or waits for the unbind that is revoking it), then takes the
+    /// entry off the devres list if the unbind has not already taken it
+    /// (`devm_remove_action_nowarn`).
+    fn drop(&mut self) {
+        self.inner.revoke_or_wait();
+        self.dev.core().revocables.unregister(self.id);
+        let _ = self.dev.core().devres.list().remove(&self.key);
+    }
+}
+
+impl<T: Send + Sync + 'static> fmt::Debug for Devres<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Devres")
+            .field("device", &self.dev.name())
+            .field("revoked", &self.is_revoked())
+            .finish()
+    }
+}

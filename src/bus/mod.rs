@@ -1,0 +1,579 @@
+//! Bus devices, drivers and bindings: the driver core (`struct device`, `probe`/`remove`,
+//! devres) for userspace.
+//!
+//! A [`Bus`] holds [`BusDevice`]s (physical devices, reference counted). A [`Driver`] is bound
+//! to a device with [`BusDevice::bind`], which runs its [`probe`](Driver::probe); the binding
+//! lasts until [`BusDevice::unbind`], or until the device is removed from its bus
+//! ([`BusDevice::remove`], hot-unplug). While it lasts the binding owns:
+//!
+//! * the driver's data, returned by `probe`;
+//! * the **devres** list: actions, allocations and groups registered through the devres API of
+//!   [`Bound`], released when the binding ends;
+//! * the [`Devres<T>`] values registered on it, revoked when it ends.
+//!
+//! # Order at unbind
+//!
+//! 1. the driver's [`remove`](Driver::remove) runs (everything still works);
+//! 2. every [`Devres<T>`] still registered on the binding is revoked, after a single grace
+//!    period for all of them, newest first: the binding is now "unbound" for anyone who reaches
+//!    hardware through a revocable;
+//! 3. the driver data is dropped (the 2026 Rust-for-Linux order: before devres);
+//! 4. the devres list is released, newest first (including entries added meanwhile).
+//!
+//! A probe that fails (or panics) releases whatever it registered, in the same way (steps 2
+//! and 4). Removing a device unbinds it first, then releases whatever devres it still has: a
+//! device that never had a driver, used through [`BusDevice::with_driverless`] (the kernel's
+//! root or KUnit devices), releases its devres at removal (the leak fixed by Linux v6.6).
+//! The last reference to a removed device releases anything left on the list once more.
+//!
+//! # Proof of binding
+//!
+//! Code that needs the binding (the devres API, reads of devres allocations, the driver data)
+//! receives a [`Bound`]: inside `probe` and `remove`, or inside
+//! [`with_bound`](BusDevice::with_bound). A `Bound` is the holder of the device's exclusive
+//! scope (the kernel's `device_lock`): only one exists per device at a time, other threads
+//! asking for one wait, and unbinding waits for it. It cannot outlive the closure or callback
+//! that received it (it is only ever lent as `&mut Bound<'_>`), so nothing read through it can
+//! be used after the unbind that frees it.
+//!
+//! Entering the scope again on a thread that already holds it is [`Error::Reentrant`]
+//! (the kernel would deadlock on `device_lock`). A thread that waits for another while holding
+//! a device's scope, when that other thread waits for the scope, deadlocks as in the kernel:
+//! for example a devres action (run at unbind, inside the scope) that unplugs a logical device
+//! whose gate is held by a thread calling [`with_bound`](BusDevice::with_bound).
+
+mod bound;
+mod devres;
+
+use std::any::Any;
+use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::{Arc, Weak};
+
+pub use bound::Bound;
+pub use devres::Devres;
+
+use crate::error::{Error, Result};
+use crate::res::kref::{FinalRelease, Kref};
+use crate::res::list::{PanicPayload, panic_message};
+use crate::res::scope::ScopedList;
+use crate::res::{EntryInfo, ResourceList};
+use crate::sync::{AtomicBool, Mutex, Ordering, lock};
+use crate::trace;
+
+/// A driver: what binds to a [`BusDevice`].
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use drmm::bus::{Bound, Bus, Driver};
+///
+/// struct Uart;
+/// struct UartData { fifo: drmm::Managed<[u8]> }
+///
+/// impl Driver for Uart {
+///     type Data = UartData;
+///     fn probe(&self, dev: &mut Bound<'_>) -> drmm::Result<UartData> {
+///         let fifo = dev.kzalloc(64)?;
+///         let _ = drmm::add_action!(dev, || println!("uart: irq freed"))?;
+///         Ok(UartData { fifo })
+///     }
+///     fn remove(&self, dev: &mut Bound<'_>, data: &UartData) {
+///         assert_eq!(data.fifo.get(dev).unwrap().len(), 64);
+///     }
+/// }
+///
+/// let bus = Bus::new("platform");
+/// let dev = bus.add_device("serial0");
+/// dev.bind(Arc::new(Uart))?;
+/// assert!(dev.is_bound());
+/// dev.unbind()?; // remove, drop UartData, then "uart: irq freed", then the fifo
+/// assert_eq!(dev.resource_count(), 0);
+/// # Ok::<(), drmm::Error>(())
+/// ```
+pub trait Driver: Send + Sync + 'static {
+    /// The binding's driver data, returned by [`probe`](Self::probe), dropped at unbind after
+    /// [`remove`](Self::remove) and before the devres list is released.
+    type Data: Send + Sync + 'static;
+
+    /// The driver's name, for traces.
+    fn name(&self) -> &str {
+        std::any::type_name::<Self>()
+    }
+
+    /// Binds the driver to `dev`. Everything registered on `dev` before a failure is released,
+    /// newest first, when this returns an error (or panics).
+    ///
+    /// # Errors
+    ///
+    /// Whatever the driver decides; [`Error::probe_failed`] says why in words.
+    fn probe(&self, dev: &mut Bound<'_>) -> Result<Self::Data>;
+
+    /// Unbinds the driver: the first step of an unbind, while everything of the binding is
+    /// still there. [`Bound::driver_data`] returns `None` here: the data is `data`.
+    fn remove(&self, dev: &mut Bound<'_>, data: &Self::Data) {
+        let _ = (dev, data);
+    }
+}
+
+/// A driver with its data type erased.
+trait DynDriver: Send + Sync {
+    fn remove(&self, dev: &mut Bound<'_>, data: &(dyn Any + Send + Sync));
+}
+
+impl<D: Driver> DynDriver for D {
+    fn remove(&self, dev: &mut Bound<'_>, data: &(dyn Any + Send + Sync)) {
+        if let Some(data) = data.downcast_ref::<D::Data>() {
+            Driver::remove(self, dev, data);
+        }
+    }
+}
+
+/// What the device's scope slot holds while a driver is bound.
+struct Binding {
+    driver: Arc<dyn DynDriver>,
+    data: Box<dyn Any + Send + Sync>,
+}
+
+/// A bus: the set of devices present on it.
+///
+/// Dropping the bus removes every device still on it, newest first, as if each were
+/// hot-unplugged.
+///
+/// # Examples
+///
+/// ```
+/// let bus = drmm::bus::Bus::new("pci");
+/// let gpu = bus.add_device("0000:01:00.0");
+/// assert_eq!(bus.devices().len(), 1);
+/// gpu.remove()?;
+/// assert!(bus.devices().is_empty());
+/// # Ok::<(), drmm::Error>(())
+/// ```
+pub struct Bus {
+    inner: Arc<BusInner>,
+}
+
+struct BusInner {
+    name: Box<str>,
+    devices: Mutex<Vec<BusDevice>>,
+}
+
+impl Bus {
+    /// An empty bus named `name`.
+    pub fn new(name: impl Into<Box<str>>) -> Self {
+        Bus {
+            inner: Arc::new(BusInner {
+                name: name.into(),
+                devices: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// The bus's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Adds a device named `name` (`device_add`): present, with no driver bound.
+    #[doc(alias = "device_add")]
+    #[doc(alias = "device_register")]
+    pub fn add_device(&self, name: impl Into<Box<str>>) -> BusDevice {
+        let dev = BusDevice {
+            inner: Kref::new(Core {
+                devres: ScopedList::new(ResourceList::new(Some(name.into()), "busdev")),
+                bus: Arc::downgrade(&self.inner),
+                present: AtomicBool::new(true),
+                bound: AtomicBool::new(false),
+                revocables: devres::Registry::default(),
+            }),
+        };
+        lock(&self.inner.devices).push(dev.clone());
+        dev
+    }
+
+    /// The devices present on the bus, oldest first.
+    pub fn devices(&self) -> Vec<BusDevice> {
+        lock(&self.inner.devices).clone()
+    }
+
+    /// The present device named `name`, if any.
+    pub fn find(&self, name: &str) -> Option<BusDevice> {
+        lock(&self.inner.devices)
+            .iter()
+            .find(|d| d.name() == name)
+            .cloned()
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        loop {
+            let last = lock(&self.inner.devices).last().cloned();
+            let Some(dev) = last else { break };
+            if dev.remove().is_err() {
+                // Already removed concurrently, or this thread holds its scope: take it off the
+                // list anyway so that the loop ends.
+                lock(&self.inner.devices).retain(|d| !BusDevice::ptr_eq(d, &dev));
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Bus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bus")
+            .field("name", &self.name())
+            .field("devices", &lock(&self.inner.devices).len())
+            .finish()
+    }
+}
+
+/// The shared part of a bus device.
+struct Core {
+    devres: ScopedList<()>,
+    bus: Weak<BusInner>,
+    /// On its bus (cleared by `remove`). Written under the scope.
+    present: AtomicBool,
+    /// A driver is bound. Written under the scope; the slot is the authority.
+    bound: AtomicBool,
+    revocables: devres::Registry,
+}
+
+/// A reference to a physical device on a [`Bus`] (`struct device` + `get_device`/`put_device`).
+///
+/// Cloning takes a reference; the device's memory lives until the last one is dropped. Its
+/// *binding* (driver, driver data, devres) is a separate, shorter lifetime: from
+/// [`bind`](Self::bind) to [`unbind`](Self::unbind) or [`remove`](Self::remove).
+///
+/// # Examples
+///
+/// A driver-less device (like the kernel's root or KUnit devices) still releases its devres
+/// when it is removed from its bus:
+///
+/// ```
+/// use std::sync::{Arc, atomic::{AtomicBool, Ordering}};
+///
+/// let bus = drmm::bus::Bus::new("virtual");
+/// let dev = bus.add_device("root0");
+/// let released = Arc::new(AtomicBool::new(false));
+/// let r = released.clone();
+/// dev.with_driverless(|b| b.add_action(move || r.store(true, Ordering::SeqCst)))??;
+/// dev.remove()?;
+/// assert!(released.load(Ordering::SeqCst));
+/// # Ok::<(), drmm::Error>(())
+/// ```
+#[doc(alias = "device")]
+pub struct BusDevice {
+    inner: Kref<Core>,
+}
+
+impl BusDevice {
+    fn core(&self) -> &Core {
+        &self.inner
+    }
+
+    /// The device's name (also its devres list's name in traces).
+    pub fn name(&self) -> &str {
+        self.core().devres.list().owner()
+    }
+
+    /// The identity of the device's devres list (what devres handles record).
+    pub fn list_id(&self) -> u64 {
+        self.core().devres.list().id()
+    }
+
+    /// Whether a driver is bound (a snapshot).
+    pub fn is_bound(&self) -> bool {
+        self.core().bound.load(Ordering::Acquire)
+    }
+
+    /// Whether the device is still on its bus (not [`remove`](Self::remove)d).
+    pub fn is_present(&self) -> bool {
+        self.core().present.load(Ordering::Acquire)
+    }
+
+    /// Number of live devres entries.
+    pub fn resource_count(&self) -> usize {
+        self.core().devres.list().len()
+    }
+
+    /// The live devres entries, newest first.
+    pub fn snapshot(&self) -> Vec<EntryInfo> {
+        self.core().devres.list().snapshot()
+    }
+
+    /// Number of references (a snapshot).
+    pub fn ref_count(this: &Self) -> usize {
+        this.inner.count()
+    }
+
+    /// Whether two references point to the same device.
+    pub fn ptr_eq(a: &Self, b: &Self) -> bool {
+        Kref::ptr_eq(&a.inner, &b.inner)
+    }
+
+    /// Binds `driver`: runs its [`probe`](Driver::probe) and, if it succeeds, keeps its data
+    /// until the binding ends (`device_bind_driver` / `really_probe`).
+    ///
+    /// If probe fails or panics, whatever it registered is released (revocables revoked, then
+    /// the devres list newest first) and the error is returned (or the panic resumed).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyBound`]; [`Error::Removed`] if the device left its bus;
+    /// [`Error::Reentrant`] if called from inside this device's scope; otherwise probe's error.
+    ///
+    /// # Panics
+    ///
+    /// Resumes a panic of probe, or of a release action run because probe failed.
+    #[doc(alias = "really_probe")]
+    #[doc(alias = "device_driver_attach")]
+    pub fn bind<D: Driver>(&self, driver: Arc<D>) -> Result<()> {
+        let scope = self.core().devres.enter()?;
+        if !self.is_present() {
+            return Err(Error::Removed);
+        }
+        if scope.slot().is_some() {
+            return Err(Error::AlreadyBound);
+        }
+        let driver_name: Box<str> = Driver::name(&*driver).into();
+        let driver_name = &*driver_name;
+        let mut bound = Bound::new(self, scope);
+        let probed = panic::catch_unwind(AssertUnwindSafe(|| driver.probe(&mut bound)));
+        match probed {
+            Ok(Ok(data)) => {
+                *bound.scope_mut().slot_mut() = Some(Box::new(Binding {
+                    driver,
+                    data: Box::new(data),
+                }));
+                self.core().bound.store(true, Ordering::Release);
+                tracing::debug!(target: "drmm", driver = driver_name, "{}: bound to {}", self.name(), driver_name);
+                trace::lifecycle(self.name(), "BIND");
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                trace::lifecycle(self.name(), "PROBE_FAILED");
+                let p = self.release_binding(&mut bound);
+                drop(bound);
+                resume(self.name(), [p]);
+                Err(e)
+            }
+            Err(probe_panic) => {
+                trace::lifecycle(self.name(), "PROBE_FAILED");
+                let p = self.release_binding(&mut bound);
+                drop(bound);
+                resume(self.name(), [Some(probe_panic), p]);
+                unreachable!("a panic payload was resumed")
+            }
+        }
+    }
+
+    /// Unbinds the driver (`device_release_driver`): runs its [`remove`](Driver::remove),
+    /// revokes the binding's revocables (one grace period), drops the driver data, then
+    /// releases the devres list newest first. Waits for the device's scope first, so no
+    /// [`Bound`] is alive while the binding is torn down.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotBound`]; [`Error::Reentrant`] if called from inside this device's scope.
+    ///
+    /// # Panics
+    ///
+    /// Resumes the first panic of `remove`, of the data's drop or of a release action, after
+    /// the whole unbind has completed (the others are logged).
+    #[doc(alias = "device_release_driver")]
+    pub fn unbind(&self) -> Result<()> {
+        let scope = self.core().devres.enter()?;
+        let mut bound = Bound::new(self, scope);
+        let panics = self.unbind_in(&mut bound)?;
+        drop(bound);
+        resume(self.name(), panics);
+        Ok(())
+    }
+
+    /// The unbind steps, inside the scope; returns the panics to resume once the scope is left.
+    fn unbind_in(&self, bound: &mut Bound<'_>) -> Result<[Option<PanicPayload>; 3]> {
+        let Some(slot) = bound.scope_mut().slot_mut().take() else {
+            return Err(Error::NotBound);
+        };
+        let binding = match slot.downcast::<Binding>() {
+            Ok(b) => b,
+            Err(_) => unreachable!("the slot only ever holds a Binding"),
+        };
+        let driver = binding.driver.clone();
+        let removed = panic::catch_unwind(AssertUnwindSafe(|| {
+            driver.remove(bound, &*binding.data);
+        }))
+        .err();
+        self.core().bound.store(false, Ordering::Release);
+        let revoked = self.core().revocables.revoke_all_newest_first();
+        let dropped = panic::catch_unwind(AssertUnwindSafe(move || drop(binding))).err();
+        let released = bound.scope_mut().release_all(&());
+        trace::lifecycle(self.name(), "UNBIND");
+        let first = removed.or(revoked);
+        Ok([first, dropped, released])
+    }
+
+    /// Revokes and releases what a binding registered (probe failure, removal).
+    fn release_binding(&self, bound: &mut Bound<'_>) -> Option<PanicPayload> {
+        let revoked = self.core().revocables.revoke_all_newest_first();
+        let released = bound.scope_mut().release_all(&());
+        first_logging_rest(self.name(), [revoked, released])
+    }
+
+    /// Removes the device from its bus (`device_del`, hot-unplug): unbinds the driver if one
+    /// is bound, then releases whatever devres the device still has (a device that never had
+    /// a driver releases its devres here, not at its last reference: the fix of Linux v6.6),
+    /// then takes it off the bus. The device can no longer be bound or used.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Removed`] if already removed; [`Error::Reentrant`] if called from inside this
+    /// device's scope.
+    ///
+    /// # Panics
+    ///
+    /// As for [`unbind`](Self::unbind).
+    #[doc(alias = "device_del")]
+    #[doc(alias = "device_unregister")]
+    pub fn remove(&self) -> Result<()> {
+        let scope = self.core().devres.enter()?;
+        if !self.core().present.swap(false, Ordering::AcqRel) {
+            return Err(Error::Removed);
+        }
+        let mut bound = Bound::new(self, scope);
+        let [a, b, c] = self.unbind_in(&mut bound).unwrap_or_default();
+        let d = self.release_binding(&mut bound);
+        trace::lifecycle(self.name(), "REMOVE");
+        drop(bound);
+        if let Some(bus) = self.core().bus.upgrade() {
+            lock(&bus.devices).retain(|d| !BusDevice::ptr_eq(d, self));
+        }
+        resume(self.name(), [a, b, c, d]);
+        Ok(())
+    }
+
+    /// Runs `f` with proof of the binding (`device_lock` + "is a driver bound"), waiting while
+    /// another thread holds the device's scope.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotBound`] if no driver is bound (including after an unbind that ran while
+    /// this call waited); [`Error::Reentrant`] if this thread already holds the scope.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use drmm::bus::{Bound, Bus, Driver};
+    ///
+    /// struct Nop;
+    /// impl Driver for Nop {
+    ///     type Data = u32;
+    ///     fn probe(&self, _: &mut Bound<'_>) -> drmm::Result<u32> { Ok(7) }
+    /// }
+    ///
+    /// let bus = Bus::new("platform");
+    /// let dev = bus.add_device("nop0");
+    /// assert_eq!(dev.with_bound(|_| ()), Err(drmm::Error::NotBound));
+    /// dev.bind(Arc::new(Nop))?;
+    /// assert_eq!(dev.with_bound(|b| b.driver_data::<u32>().copied())?, Some(7));
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
+    pub fn with_bound<R>(&self, f: impl FnOnce(&mut Bound<'_>) -> R) -> Result<R> {
+        let scope = self.core().devres.enter()?;
+        if scope.slot().is_none() {
+            return Err(Error::NotBound);
+        }
+        let mut bound = Bound::new(self, scope);
+        Ok(f(&mut bound))
+    }
+
+    /// Runs `f` with the devres scope of a device that has no driver (the kernel's root and
+    /// KUnit devices, which use devm without a driver). What `f` registers is released when
+    /// the device is removed from its bus, or by a later probe failure or unbind.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyBound`] if a driver is bound (use [`with_bound`](Self::with_bound));
+    /// [`Error::Removed`]; [`Error::Reentrant`].
+    pub fn with_driverless<R>(&self, f: impl FnOnce(&mut Bound<'_>) -> R) -> Result<R> {
+        let scope = self.core().devres.enter()?;
+        if !self.is_present() {
+            return Err(Error::Removed);
+        }
+        if scope.slot().is_some() {
+            return Err(Error::AlreadyBound);
+        }
+        let mut bound = Bound::new(self, scope);
+        Ok(f(&mut bound))
+    }
+}
+
+/// Resumes the first panic and logs the others.
+fn resume<const N: usize>(owner: &str, panics: [Option<PanicPayload>; N]) {
+    let first = first_logging_rest(owner, panics);
+    crate::res::list::PanicSink::resume(first, owner);
+}
+
+/// The first panic; the others are logged and dropped.
+fn first_logging_rest<const N: usize>(
+    owner: &str,
+    panics: [Option<PanicPayload>; N],
+) -> Option<PanicPayload> {
+    let mut first = None;
+    for p in panics.into_iter().flatten() {
+        if first.is_none() {
+            first = Some(p);
+        } else {
+            tracing::error!(
+                target: "drmm",
+                owner,
+                "{}: another panic during the same unbind (not resumed): {}",
+                owner,
+                panic_message(&*p)
+            );
+        }
+    }
+    first
+}
+
+impl Clone for BusDevice {
+    /// Takes another reference (`get_device`).
+    #[doc(alias = "get_device")]
+    fn clone(&self) -> Self {
+        BusDevice {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for BusDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BusDevice")
+            .field("name", &self.name())
+            .field("present", &self.is_present())
+            .field("bound", &self.is_bound())
+            .field("resources", &self.resource_count())
+            .finish()
+    }
+}
+
+impl FinalRelease for Core {
+    /// The last reference (`device_release`): releases anything still on the devres list.
+    /// A bus holds a reference to each present device, so this only runs after removal, which
+    /// already released the list; entries added afterwards (none can be, without a scope) would
+    /// be caught here.
+    fn release_resources(&self) -> Option<PanicPayload> {
+        match self.devres.enter() {
+            Ok(mut scope) => scope.release_all(&()),
+            Err(_) => None,
+        }
+    }
+
+    fn owner_name(&self) -> &str {
+        self.devres.list().owner()
+    }
+}

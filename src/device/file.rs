@@ -1,0 +1,139 @@
+//! Open files (`struct drm_file`): one reference to the device, plus per-file driver data.
+
+use std::fmt;
+use std::ops::Deref;
+
+use super::{Device, LogicalDevice};
+use crate::error::{Error, Result};
+use crate::revoke::GateGuard;
+use crate::sync::Ordering;
+use crate::trace;
+
+/// An open file of a logical device (`struct drm_file`): a reference to the device and the
+/// driver's per-file data `F`.
+///
+/// A file opened before an unplug keeps working for everything that only touches drmm state
+/// (the device's data and drmm allocations stay valid); what touches hardware enters the gate
+/// ([`enter`](Self::enter)) and sees it closed. Dropping the file (or
+/// [`close`](Self::close)) drops `F`, then the reference: the last close of an unbound device
+/// releases it.
+///
+/// # Examples
+///
+/// ```
+/// let dev = drmm::Device::new(String::from("card0"));
+/// dev.register()?;
+/// let file = dev.open(0u32)?; // per-file data
+/// dev.unplug();
+/// assert!(dev.open(0).is_err());
+/// assert_eq!(file.device().data(), "card0"); // software state still there
+/// assert!(file.enter().is_none());             // hardware gone
+/// # Ok::<(), drmm::Error>(())
+/// ```
+#[doc(alias = "drm_file")]
+pub struct File<T: Send + Sync + 'static, F> {
+    // Declared first: dropped before the device reference.
+    data: F,
+    dev: Device<T>,
+}
+
+impl<T: Send + Sync + 'static> Device<T> {
+    /// Opens the device (`drm_open`) with per-file data `data`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unplugged`] after [`unplug`](LogicalDevice::unplug) has begun;
+    /// [`Error::NotRegistered`] if the device is not registered (never, or unregistered).
+    /// `data` is dropped then.
+    #[doc(alias = "drm_open")]
+    pub fn open<F>(&self, data: F) -> Result<File<T, F>> {
+        self.open_with(|_| Ok(data))
+    }
+
+    /// Opens the device with per-file data built by `init` (the driver's `open` callback),
+    /// which runs inside the gate and may fail.
+    ///
+    /// # Errors
+    ///
+    /// As for [`open`](Self::open), or `init`'s error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::new(5u32);
+    /// dev.register()?;
+    /// let file = dev.open_with(|dev| Ok(*dev.data() * 2))?;
+    /// assert_eq!(*file.data(), 10);
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
+    pub fn open_with<F>(
+        &self,
+        init: impl FnOnce(&LogicalDevice<T>) -> Result<F>,
+    ) -> Result<File<T, F>> {
+        // Inside the gate: an unplug either happens before (and this fails) or waits for
+        // this open to complete.
+        let _inside = self.gate.enter().ok_or(Error::Unplugged)?;
+        if !self.is_registered() {
+            return Err(Error::NotRegistered);
+        }
+        let data = init(self)?;
+        self.open_files.fetch_add(1, Ordering::AcqRel);
+        trace::lifecycle(self.name(), "OPEN");
+        Ok(File {
+            data,
+            dev: self.clone(),
+        })
+    }
+}
+
+impl<T: Send + Sync + 'static, F> File<T, F> {
+    /// The device (a strong reference held by the file).
+    pub fn device(&self) -> &Device<T> {
+        &self.dev
+    }
+
+    /// The per-file data.
+    pub fn data(&self) -> &F {
+        &self.data
+    }
+
+    /// The per-file data, mutably.
+    pub fn data_mut(&mut self) -> &mut F {
+        &mut self.data
+    }
+
+    /// Enters the device's gate (for code that touches hardware): `None` once unplugged.
+    pub fn enter(&self) -> Option<GateGuard<'_>> {
+        self.dev.enter()
+    }
+
+    /// Closes the file (`drm_release`): the same as dropping it.
+    #[doc(alias = "drm_release")]
+    pub fn close(self) {
+        drop(self);
+    }
+}
+
+impl<T: Send + Sync + 'static, F> Drop for File<T, F> {
+    fn drop(&mut self) {
+        self.dev.open_files.fetch_sub(1, Ordering::AcqRel);
+        trace::lifecycle(self.dev.name(), "CLOSE");
+    }
+}
+
+impl<T: Send + Sync + 'static, F> Deref for File<T, F> {
+    type Target = F;
+
+    fn deref(&self) -> &F {
+        &self.data
+    }
+}
+
+impl<T: Send + Sync + 'static, F: fmt::Debug> fmt::Debug for File<T, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("File")
+            .field("device", &self.dev.name())
+            .field("data", &self.data)
+            .finish()
+    }
+}

@@ -1,0 +1,126 @@
+//! Registration and the unplug gate: `drm_dev_register`, `drm_dev_unregister`,
+//! `drm_dev_unplug`, `drm_dev_enter` / `drm_dev_exit`.
+
+use super::LogicalDevice;
+use crate::error::{Error, Result};
+use crate::revoke::GateGuard;
+use crate::sync::Ordering;
+use crate::trace;
+
+impl<T> LogicalDevice<T> {
+    /// Makes the device visible (`drm_dev_register`): from now on it can be
+    /// [`open`](super::Device::open)ed, until [`unregister`](Self::unregister) or
+    /// [`unplug`](Self::unplug).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyRegistered`] (the kernel says "never call this twice");
+    /// [`Error::Unplugged`] once the device is unplugged.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::new(());
+    /// dev.register()?;
+    /// assert_eq!(dev.register(), Err(drmm::Error::AlreadyRegistered));
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
+    #[doc(alias = "drm_dev_register")]
+    pub fn register(&self) -> Result<()> {
+        // Inside the gate, so that an unplug that starts meanwhile waits for this call and
+        // its unregistration comes after it.
+        let _inside = self.gate.enter().ok_or(Error::Unplugged)?;
+        if self.registered.swap(true, Ordering::AcqRel) {
+            return Err(Error::AlreadyRegistered);
+        }
+        trace::lifecycle(self.name(), "REGISTER");
+        Ok(())
+    }
+
+    /// Hides the device (`drm_dev_unregister`): new opens fail with
+    /// [`Error::NotRegistered`]. Unlike [`unplug`](Self::unplug) it does not close the gate:
+    /// files already open keep entering it (the kernel's pitfall: ioctls of existing files
+    /// still reach the driver). Returns whether the device was registered.
+    #[doc(alias = "drm_dev_unregister")]
+    pub fn unregister(&self) -> bool {
+        let was = self.registered.swap(false, Ordering::AcqRel);
+        if was {
+            trace::lifecycle(self.name(), "UNREGISTER");
+        }
+        was
+    }
+
+    /// Unplugs the device (`drm_dev_unplug`): closes its gate, so that [`enter`](Self::enter)
+    /// and opens fail from now on, waits until every thread inside the gate has left, then
+    /// unregisters it. Returns whether this call unplugged it (later calls only wait).
+    ///
+    /// After this returns no section entered before is still running. The wait is for this
+    /// device's sections only: each device has its own gate (the kernel uses one SRCU domain
+    /// for all devices).
+    ///
+    /// # Panics
+    ///
+    /// In debug builds, if the calling thread is inside this device's gate (it would wait for
+    /// itself forever; release builds deadlock).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::new(());
+    /// dev.register()?;
+    /// assert!(dev.enter().is_some());
+    /// assert!(dev.unplug());
+    /// assert!(dev.enter().is_none());
+    /// assert!(dev.is_unplugged() && !dev.is_registered());
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
+    #[doc(alias = "drm_dev_unplug")]
+    pub fn unplug(&self) -> bool {
+        let closed_now = self.gate.close_and_wait();
+        self.unregister();
+        if closed_now {
+            trace::lifecycle(self.name(), "UNPLUG");
+        }
+        closed_now
+    }
+
+    /// Whether the device has been unplugged (`drm_dev_is_unplugged`). Racy by nature: use
+    /// [`enter`](Self::enter) to keep the device from being unplugged while you work.
+    #[doc(alias = "drm_dev_is_unplugged")]
+    pub fn is_unplugged(&self) -> bool {
+        self.gate.is_closed()
+    }
+
+    /// Whether the device is registered (a snapshot).
+    pub fn is_registered(&self) -> bool {
+        self.registered.load(Ordering::Acquire)
+    }
+
+    /// Enters the unplug gate (`drm_dev_enter`): a guard while the device is not unplugged,
+    /// `None` after. [`unplug`](Self::unplug) waits until the guard is dropped
+    /// (`drm_dev_exit`). Guards nest. Cheap: two uncontended atomic operations on a counter
+    /// private to the thread's shard, no shared cache line between threads.
+    ///
+    /// Code that touches hardware enters first; code that only touches drmm state does not
+    /// need to.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::new(());
+    /// if let Some(_inside) = dev.enter() {
+    ///     // talk to the hardware
+    /// }
+    /// ```
+    #[doc(alias = "drm_dev_enter")]
+    #[doc(alias = "drm_dev_exit")]
+    #[inline]
+    pub fn enter(&self) -> Option<GateGuard<'_>> {
+        self.gate.enter()
+    }
+
+    /// Number of open files (a snapshot).
+    pub fn open_files(&self) -> usize {
+        self.open_files.load(Ordering::Acquire)
+    }
+}
