@@ -342,8 +342,11 @@ impl<T> FinalRelease for LogicalDevice<T> {
     fn release_resources(&self) -> Option<PanicPayload> {
         // SAFETY: called once the last reference is gone: nothing outside the release actions
         // (which run on this thread and receive `&self` only for their call) can reach the
-        // device, so no reference read through a handle of this list is alive elsewhere.
-        unsafe { self.list.release_all(self) }
+        // device, so no reference read through a handle of this list is alive elsewhere, and
+        // no other thread can use the list (a `&LogicalDevice` on another thread would need a
+        // `Device` there, i.e. a reference, or a scoped thread of an action, which ends before
+        // the action returns).
+        unsafe { self.list.release_all_exclusive(self) }
     }
 
     fn owner_name(&self) -> &str {

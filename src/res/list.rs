@@ -55,6 +55,7 @@ impl<C> Entry<C> {
 
     /// Releases the entry: runs the action or drops and frees the allocation. Returns the
     /// arena block to recycle, if the allocation lived in the list's arena.
+    #[inline]
     pub(super) fn release(self, ctx: &C) -> Option<(NonNull<u8>, usize)> {
         match self.payload {
             Payload::Action(a) => {
@@ -67,6 +68,7 @@ impl<C> Entry<C> {
     }
 
     /// Drops the entry without running it. Returns the arena block to recycle, if any.
+    #[inline]
     pub(super) fn discard(self) -> Option<(NonNull<u8>, usize)> {
         match self.payload {
             Payload::Block(b) => b.dispose(),
@@ -248,6 +250,59 @@ impl<C> State<C> {
         Some((Some(index), seq, entry))
     }
 
+    /// The quiet fast path of a bulk release (nobody traces `REL` events): while the newest
+    /// entry is the top slot of the table, pops it. Inert entries are released right here,
+    /// their arena memory recycled; the first entry that runs user code is popped and returned,
+    /// to be released outside the lock. Returns the number of inert entries released.
+    ///
+    /// Stops after `budget` inert entries, at a claimed slot, or where the top slot is not the
+    /// newest entry (slots were reused: the `walk` is not [`Walk::Down`] at the top), leaving
+    /// the rest to [`next_to_release`](Self::next_to_release). Popping a slot below `floor`
+    /// lowers `floor` (and the walk's cursor) with it, so that entries added later still land
+    /// at or above `floor`, above every entry that existed when the release began.
+    #[inline]
+    fn release_top_in_place(
+        &mut self,
+        floor: &mut usize,
+        walk: &mut Walk,
+        budget: usize,
+    ) -> (usize, Option<(u64, Entry<C>)>) {
+        let mut released = 0;
+        while released < budget {
+            let len = self.slots.len();
+            if len == 0 {
+                break;
+            }
+            let below = len <= *floor;
+            if below && !matches!(walk, Walk::Down { cursor } if *cursor == len) {
+                break;
+            }
+            let inert = match self.slots.get(len - 1) {
+                Some(Slot::Occupied { entry, .. }) => entry.is_inert(),
+                Some(Slot::Vacant { .. }) => true,
+                Some(Slot::Claimed { .. }) | None => break,
+            };
+            let popped = self.slots.pop();
+            if below {
+                *floor = len - 1;
+                *walk = Walk::Down { cursor: len - 1 };
+            }
+            let Some(Slot::Occupied { seq, entry }) = popped else {
+                continue; // a vacant slot: nothing to release
+            };
+            self.live -= 1;
+            if !inert {
+                return (released, Some((seq, entry)));
+            }
+            if let Some((p, size)) = entry.discard() {
+                // SAFETY: as in `ResourceList::recycle`: an arena block of this list, now free.
+                unsafe { self.arena.recycle(p, size) };
+            }
+            released += 1;
+        }
+        (released, None)
+    }
+
     /// Index of the newest entry below `floor`, by a full scan (the fallback order when slot
     /// order is not age order and no sort buffer could be allocated).
     fn newest_below(&self, floor: usize) -> Option<usize> {
@@ -263,6 +318,13 @@ impl<C> State<C> {
             .map(|(_, i)| i)
     }
 }
+
+/// A bulk release's buffers for entries released outside the lock: the entries, and the
+/// arena blocks they leave to recycle.
+type Buffers<C> = (
+    [Option<(u64, Entry<C>)>; BATCH],
+    [Option<(NonNull<u8>, usize)>; BATCH],
+);
 
 /// How a bulk release walks the entries that existed when it began.
 enum Walk {
@@ -327,6 +389,26 @@ pub(crate) fn panic_message(p: &(dyn Any + Send)) -> &str {
         s
     } else {
         "<non-string panic payload>"
+    }
+}
+
+/// The error of a list that would exceed `u32::MAX - 1` slots.
+#[cold]
+fn too_many<C>(entry: Entry<C>) -> (Error, Entry<C>) {
+    (
+        Error::SizeOverflow {
+            what: "more than u32::MAX - 1 entries on one list",
+        },
+        entry,
+    )
+}
+
+/// The error of a slot table that could not grow, with the entry of the slot not pushed.
+#[cold]
+fn slot_oom<C>(slot: Slot<C>) -> (Error, Entry<C>) {
+    match slot {
+        Slot::Occupied { entry, .. } => (Error::oom(std::alloc::Layout::new::<Slot<C>>()), entry),
+        Slot::Vacant { .. } | Slot::Claimed { .. } => unreachable!("an occupied slot was pushed"),
     }
 }
 
@@ -405,6 +487,7 @@ impl<C> ResourceList<C> {
 
     /// Adds `entry` as the newest entry. On failure (the slot table could not grow) the entry
     /// is handed back untouched.
+    #[inline]
     pub(crate) fn push(&self, entry: Entry<C>) -> Result<Key, (Error, Entry<C>)> {
         let (size, kind, site) = (entry.size(), entry.kind(), entry.site);
         let key = self.insert(&mut self.state.lock(), entry)?;
@@ -413,6 +496,7 @@ impl<C> ResourceList<C> {
     }
 
     /// Puts `entry` in a slot as the newest entry, under the caller's lock (no trace).
+    #[inline]
     pub(super) fn insert(
         &self,
         st: &mut State<C>,
@@ -437,22 +521,11 @@ impl<C> ResourceList<C> {
             index
         } else {
             if st.slots.len() >= NO_SLOT as usize {
-                return Err((
-                    Error::SizeOverflow {
-                        what: "more than u32::MAX - 1 entries on one list",
-                    },
-                    entry,
-                ));
+                return Err(too_many(entry));
             }
             match st.slots.try_push(Slot::Occupied { seq, entry }) {
                 Ok(index) => index,
-                Err(Slot::Occupied { entry, .. }) => {
-                    let layout = std::alloc::Layout::new::<Slot<C>>();
-                    return Err((Error::oom(layout), entry));
-                }
-                Err(Slot::Vacant { .. } | Slot::Claimed { .. }) => {
-                    unreachable!("an occupied slot was pushed")
-                }
+                Err(slot) => return Err(slot_oom(slot)),
             }
         };
         st.next_seq += 1;
@@ -554,6 +627,7 @@ impl<C> ResourceList<C> {
     }
 
     /// Adds a block made under the lock `st` as the newest entry, then unlocks.
+    #[inline]
     fn push_block_locked<U: ?Sized>(
         &self,
         mut st: ListGuard<'_, State<C>>,
@@ -656,10 +730,51 @@ impl<C> ResourceList<C> {
     /// entries it points into are being freed. (References created by the release actions
     /// themselves cannot outlive the action, whose argument lifetime bounds them.)
     pub(crate) unsafe fn release_all(&self, ctx: &C) -> Option<PanicPayload> {
+        // SAFETY: the caller's promise, passed on; `exclusive` is false.
+        unsafe { self.release_all_inner(ctx, false) }
+    }
+
+    /// [`release_all`](Self::release_all) for an owner whose last reference is gone: the list
+    /// is then reachable only from the release actions, which run on this thread, one at a
+    /// time, while the release holds no access to the list. The release takes its lock without
+    /// an atomic read-modify-write (see [`ListLock::lock_exclusive`]); the actions lock as
+    /// usual.
+    ///
+    /// # Safety
+    ///
+    /// As for [`release_all`](Self::release_all), and no other thread may use this list
+    /// while this runs (release actions may, on this thread: an action can still release an
+    /// older entry early or add new ones).
+    pub(crate) unsafe fn release_all_exclusive(&self, ctx: &C) -> Option<PanicPayload> {
+        // SAFETY: the caller's promises, passed on.
+        unsafe { self.release_all_inner(ctx, true) }
+    }
+
+    /// Locks the list for a bulk release.
+    ///
+    /// # Safety
+    ///
+    /// If `exclusive`, no other thread may use the list while the guard lives.
+    #[inline]
+    unsafe fn lock_for_release(&self, exclusive: bool) -> ListGuard<'_, State<C>> {
+        if exclusive {
+            // SAFETY: the caller's promise.
+            unsafe { self.state.lock_exclusive() }
+        } else {
+            self.state.lock()
+        }
+    }
+
+    /// # Safety
+    ///
+    /// As for [`release_all`](Self::release_all); if `exclusive`, as for
+    /// [`release_all_exclusive`](Self::release_all_exclusive).
+    unsafe fn release_all_inner(&self, ctx: &C, exclusive: bool) -> Option<PanicPayload> {
         self.bulk.store(true, Ordering::Release);
         trace::release_begin(self);
-        let (floor, mut walk) = {
-            let mut st = self.state.lock();
+        let (mut floor, mut walk) = {
+            // SAFETY: the caller's promise covers `exclusive`.
+            let mut st = unsafe { self.lock_for_release(exclusive) };
             st.releasing += 1;
             let floor = st.slots.len();
             let walk = if !st.reordered {
@@ -687,12 +802,24 @@ impl<C> ResourceList<C> {
         // with a destructor) ends the batch and is released on its own, exactly as if taken
         // alone, so that an action can still release an older entry early; if it adds entries
         // (seen through `tail_seq`, without locking), those are released next.
-        let mut batch: [Option<(u64, Entry<C>)>; BATCH] = std::array::from_fn(|_| None);
-        let mut freed: [Option<(NonNull<u8>, usize)>; BATCH] = [None; BATCH];
+        // Made on first use: most releases never leave the quiet path.
+        let mut buffers: Option<Buffers<C>> = None;
         let mut nfreed = 0;
         loop {
+            if nfreed == 0 && !trace::entry_events_enabled() {
+                // SAFETY: the caller's promise covers `exclusive`.
+                let (count, emptied) =
+                    unsafe { self.release_quiet(&mut floor, &mut walk, ctx, &mut sink, exclusive) };
+                released += count;
+                if emptied {
+                    break;
+                }
+            }
+            let (batch, freed) =
+                buffers.get_or_insert_with(|| (std::array::from_fn(|_| None), [None; BATCH]));
             let (n, single, next_seq) = {
-                let mut st = self.state.lock();
+                // SAFETY: the caller's promise covers `exclusive`.
+                let mut st = unsafe { self.lock_for_release(exclusive) };
                 for block in freed[..nfreed].iter_mut().filter_map(Option::take) {
                     // SAFETY: as in `recycle`: an arena block of this list, now free.
                     unsafe { st.arena.recycle(block.0, block.1) };
@@ -701,7 +828,8 @@ impl<C> ResourceList<C> {
                 let mut n = 0;
                 let mut single = None;
                 // With nobody listening for REL events, an inert entry needs nothing outside
-                // the lock: release it right here (bounded, so the lock is not held long).
+                // the lock: release it right here (bounded, so the lock is not held long, unless
+                // nobody else can be waiting for it).
                 let quiet = !trace::entry_events_enabled();
                 let mut in_place = 0;
                 while n < BATCH {
@@ -744,13 +872,18 @@ impl<C> ResourceList<C> {
                 }
                 released += 1;
                 if self.tail_seq.load(Ordering::Relaxed) >= next_seq {
-                    released += self.release_newer(floor, next_seq, ctx, &mut sink);
+                    // SAFETY: the caller's promise covers `exclusive`.
+                    released +=
+                        unsafe { self.release_newer(floor, next_seq, ctx, &mut sink, exclusive) };
                 }
             }
         }
-        self.recycle(freed[..nfreed].iter_mut().filter_map(Option::take));
+        if let Some((_, freed)) = &mut buffers {
+            self.recycle(freed[..nfreed].iter_mut().filter_map(Option::take));
+        }
         {
-            let mut st = self.state.lock();
+            // SAFETY: the caller's promise covers `exclusive`.
+            let mut st = unsafe { self.lock_for_release(exclusive) };
             st.releasing -= 1;
             if st.releasing == 0 {
                 if st.live == 0 {
@@ -764,8 +897,56 @@ impl<C> ResourceList<C> {
         sink.into_first()
     }
 
+    /// The quiet fast path of a bulk release, while nobody traces `REL` events: releases the
+    /// newest entry from the top of the table again and again (see
+    /// [`State::release_top_in_place`]), inert ones under the lock, others after unlocking,
+    /// one at a time, so that an action can still release an older entry early, and entries
+    /// it adds (on top: the newest) are released next. Returns the number of entries
+    /// released and whether it left the table empty (then nothing is left to release: an
+    /// entry added later, by another thread, is left on the list, as by the general walk);
+    /// leaves whatever it cannot take from the top to the general walk.
+    ///
+    /// # Safety
+    ///
+    /// If `exclusive`, no other thread may use the list while this runs.
+    unsafe fn release_quiet(
+        &self,
+        floor: &mut usize,
+        walk: &mut Walk,
+        ctx: &C,
+        sink: &mut PanicSink,
+        exclusive: bool,
+    ) -> (usize, bool) {
+        let budget = if exclusive { usize::MAX } else { IN_PLACE_MAX };
+        let mut released = 0;
+        let mut pending: Option<(NonNull<u8>, usize)> = None;
+        loop {
+            let (found, emptied) = {
+                // SAFETY: the caller's promise covers `exclusive`.
+                let mut st = unsafe { self.lock_for_release(exclusive) };
+                if let Some((p, size)) = pending.take() {
+                    // SAFETY: as in `recycle`: an arena block of this list, now free.
+                    unsafe { st.arena.recycle(p, size) };
+                }
+                let (count, found) = st.release_top_in_place(floor, walk, budget);
+                released += count;
+                (found, st.slots.len() == 0)
+            };
+            let Some((seq, entry)) = found else {
+                return (released, emptied);
+            };
+            pending = self.release_one(seq, entry, ctx, sink);
+            released += 1;
+            if trace::entry_events_enabled() {
+                self.recycle(pending);
+                return (released, false);
+            }
+        }
+    }
+
     /// Releases one entry taken off by a bulk release, catching its panic. Returns the arena
     /// block to recycle, if any.
+    #[inline]
     fn release_one(
         &self,
         seq: u64,
@@ -786,10 +967,22 @@ impl<C> ResourceList<C> {
 
     /// Releases, newest first, every entry with a sequence number of at least `min_seq` (all
     /// added during the current batch: they sit at the top of the table, above `floor`).
-    fn release_newer(&self, floor: usize, min_seq: u64, ctx: &C, sink: &mut PanicSink) -> usize {
+    ///
+    /// # Safety
+    ///
+    /// If `exclusive`, no other thread may use the list while this runs.
+    unsafe fn release_newer(
+        &self,
+        floor: usize,
+        min_seq: u64,
+        ctx: &C,
+        sink: &mut PanicSink,
+        exclusive: bool,
+    ) -> usize {
         let mut released = 0;
         loop {
-            let next = self.state.lock().pop_above(floor, min_seq);
+            // SAFETY: the caller's promise covers `exclusive`.
+            let next = unsafe { self.lock_for_release(exclusive) }.pop_above(floor, min_seq);
             let Some((seq, entry)) = next else {
                 return released;
             };
@@ -830,6 +1023,9 @@ impl<C> Drop for ResourceList<C> {
     /// crate always release first.
     fn drop(&mut self) {
         let st = self.state.get_mut();
+        if st.live == 0 {
+            return;
+        }
         let mut entries: Vec<(u64, Entry<C>)> = st
             .slots
             .drain_all()

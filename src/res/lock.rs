@@ -75,6 +75,28 @@ mod imp {
             }
         }
 
+        /// Locks without the atomic read-modify-write of [`lock`](Self::lock), for an owner
+        /// that knows no other thread can reach the lock (the final release of a list whose
+        /// owner's last reference is gone). The guard is the same as `lock`'s: it still marks
+        /// the lock taken, so that a broken promise shows up as a wait (or, in debug builds, an
+        /// assertion), never as two accesses at once on this thread.
+        ///
+        /// # Safety
+        ///
+        /// While the guard lives, no other thread may use this lock.
+        #[inline]
+        pub(crate) unsafe fn lock_exclusive(&self) -> ListGuard<'_, T> {
+            debug_assert!(
+                !self.locked.load(Ordering::Relaxed),
+                "exclusive lock of a lock already held"
+            );
+            // A plain store: no other thread reads `locked` meanwhile (the caller's promise).
+            self.locked.store(true, Ordering::Relaxed);
+            // INVARIANT: `locked` was set by this call, and nobody else can set it until the
+            // guard stores `false` on drop.
+            ListGuard { lock: self }
+        }
+
         pub(crate) fn get_mut(&mut self) -> &mut T {
             self.value.get_mut()
         }
@@ -123,6 +145,14 @@ mod imp {
         pub(crate) fn lock(&self) -> ListGuard<'_, T> {
             self.0.lock().unwrap_or_else(|e| e.into_inner())
         }
+        /// Under loom, the ordinary lock: models keep checking the exclusivity promise.
+        ///
+        /// # Safety
+        ///
+        /// None beyond [`lock`](Self::lock)'s (the signature matches the non-loom version).
+        pub(crate) unsafe fn lock_exclusive(&self) -> ListGuard<'_, T> {
+            self.lock()
+        }
         pub(crate) fn get_mut(&mut self) -> &mut T {
             self.0.get_mut().unwrap_or_else(|e| e.into_inner())
         }
@@ -153,5 +183,17 @@ mod tests {
             h.join().unwrap();
         }
         assert_eq!(*l.lock(), 4 * n);
+    }
+
+    #[test]
+    fn exclusive_lock_unlocks_for_the_next_taker() {
+        let l = ListLock::new(1u32);
+        {
+            // SAFETY: the lock is local to this thread.
+            let mut g = unsafe { l.lock_exclusive() };
+            *g += 1;
+        }
+        *l.lock() += 1;
+        assert_eq!(*l.lock(), 3);
     }
 }

@@ -36,6 +36,7 @@ impl<C, F: FnOnce(&C)> Unregistered<C, F> {
 }
 
 /// Registers an action on `list`; on failure the action comes back unrun with the error.
+#[inline]
 pub(crate) fn add_action<C, F>(
     list: &ResourceList<C>,
     site: Site,

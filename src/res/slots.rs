@@ -6,7 +6,7 @@
 //! leading-zeros count, and growing allocates one new chunk without touching the others.
 
 /// Slots in the first chunk.
-const FIRST: usize = 32;
+const FIRST: usize = 16;
 
 /// A table of `T` addressed by index, grown at the end in chunks.
 pub(crate) struct Slots<T> {
@@ -58,15 +58,8 @@ impl<T> Slots<T> {
     #[inline]
     pub(crate) fn try_push(&mut self, value: T) -> Result<usize, T> {
         let (k, _) = locate(self.len);
-        if k == self.chunks.len() {
-            if self.chunks.try_reserve(1).is_err() {
-                return Err(value);
-            }
-            let mut chunk = Vec::new();
-            if chunk.try_reserve_exact(FIRST << k).is_err() {
-                return Err(value);
-            }
-            self.chunks.push(chunk);
+        if k == self.chunks.len() && !self.add_chunk(k) {
+            return Err(value);
         }
         // Capacity was reserved exactly, so this push never reallocates: elements never move.
         debug_assert!(self.chunks[k].len() < self.chunks[k].capacity());
@@ -75,7 +68,22 @@ impl<T> Slots<T> {
         Ok(self.len - 1)
     }
 
+    /// Allocates chunk `k`; false if that failed.
+    #[cold]
+    fn add_chunk(&mut self, k: usize) -> bool {
+        if self.chunks.try_reserve(1).is_err() {
+            return false;
+        }
+        let mut chunk = Vec::new();
+        if chunk.try_reserve_exact(FIRST << k).is_err() {
+            return false;
+        }
+        self.chunks.push(chunk);
+        true
+    }
+
     /// Removes and returns the last element.
+    #[inline]
     pub(crate) fn pop(&mut self) -> Option<T> {
         if self.len == 0 {
             return None;
