@@ -18,7 +18,7 @@
 //!
 //! | group | element | count per iteration (× `DRMM_BENCH_SCALE`) | timed |
 //! |---|---|---|---|
-//! | W1 | one managed 64-byte allocation | 1,000,000 | all allocations + release of all (last reference dropped); device created untimed |
+//! | W1 | one managed 64-byte allocation | 1,000,000 | all allocations + release of all (last reference dropped); device created untimed. `drmm-filtered`: the same with a `tracing` subscriber installed whose filter turns the `drmm` target off |
 //! | W2 | one release action (one captured word) | 1,000,000 | all registrations + release of all (each action runs) |
 //! | W3 | one early free | 20,000 / 200,000 (ids keep the nominal N) | only the frees, in a fixed-seed random order; the allocations and the shuffle are untimed |
 //! | W4 | one device lifecycle: create, 16 managed 64-byte allocations, drop the last reference | 50,000 | everything |
@@ -373,6 +373,26 @@ fn w1(c: &mut Criterion) {
                 let _ = black_box(dev.kzalloc(64).expect("allocation failed"));
             }
             drop(dev);
+        },
+    );
+    // "Tracing off" as an application has it: a subscriber is installed (here for this thread)
+    // whose filter switches the `drmm` target off. Compare with `drmm` (no subscriber at all).
+    let filtered = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info,drmm=off"))
+        .with_writer(std::io::sink)
+        .finish();
+    let dispatch = tracing::Dispatch::new(filtered);
+    bench_w1(
+        &mut g,
+        "drmm-filtered",
+        |_| drmm::Device::new(()),
+        |dev, n| {
+            tracing::dispatcher::with_default(&dispatch, || {
+                for _ in 0..n {
+                    let _ = black_box(dev.kzalloc(64).expect("allocation failed"));
+                }
+                drop(dev);
+            });
         },
     );
     g.finish();
