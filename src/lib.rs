@@ -134,6 +134,11 @@ pub(crate) mod sync;
 pub mod trace;
 
 pub use bus::{Bound, Bus, BusDevice, Devres, Driver};
+
+/// The README's examples, compiled and run as doctests so that they cannot go stale.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
 pub use device::{Device, LogicalDevice};
 pub use error::{Error, Result};
 pub use res::{ActionHandle, EntryInfo, EntryKind, Group, Managed, ResourceOwner, Site};
