@@ -134,6 +134,22 @@ impl<'a> Bound<'a> {
     /// # Errors
     ///
     /// As for [`add_action_named`](Self::add_action_named).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("virtual");
+    /// let dev = bus.add_device("root");
+    /// dev.with_driverless(|b| -> drmm::Result<()> {
+    ///     let irq = b.add_action(|| println!("free_irq"))?;
+    ///     assert!(b.is_action_added(&irq));
+    ///     b.release_action(irq)?; // runs now (devm_release_action)
+    ///     let clk = b.add_action(|| unreachable!("removed, never run"))?;
+    ///     b.remove_action(clk)?; // devm_remove_action
+    ///     Ok(())
+    /// })??;
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[track_caller]
     pub fn add_action<F>(&self, action: F) -> Result<ActionHandle>
     where
@@ -329,6 +345,20 @@ impl<'a> Bound<'a> {
     ///
     /// [`Error::ForeignHandle`]; [`Error::NotOnList`] if it was already released;
     /// [`Error::OutOfMemory`] / [`Error::SizeOverflow`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("virtual");
+    /// let dev = bus.add_device("root");
+    /// dev.with_driverless(|b| -> drmm::Result<()> {
+    ///     let mut buf = b.kmalloc(8)?;
+    ///     b.krealloc(&mut buf, 4096)?; // same place in the release order, new size
+    ///     assert_eq!(buf.get(b)?.len(), 4096);
+    ///     Ok(())
+    /// })??;
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[doc(alias = "devm_krealloc")]
     #[doc(alias = "devm_krealloc_array")]
     pub fn krealloc(&self, handle: &mut Managed<[MaybeUninit<u8>]>, new_size: usize) -> Result<()> {

@@ -204,6 +204,24 @@ impl<T: Send + Sync + 'static> Devres<T> {
     /// # Errors
     ///
     /// [`Error::OutOfMemory`] if the devres entry could not be added; `value` is dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use drmm::{Bound, Driver};
+    /// # struct Nop;
+    /// # impl Driver for Nop { type Data = (); fn probe(&self, _: &mut Bound<'_>) -> drmm::Result<()> { Ok(()) } }
+    /// use drmm::Devres;
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// dev.bind(std::sync::Arc::new(Nop))?;
+    /// let regs = dev.with_bound(|b| Devres::new(b, [0u32; 4]))??;
+    /// assert_eq!(regs.try_access().map(|r| r[0]), Some(0));
+    /// dev.unbind()?; // revoked: the hardware is gone
+    /// assert!(regs.try_access().is_none());
+    /// assert!(regs.is_revoked());
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     pub fn new(bound: &Bound<'_>, value: T) -> Result<Self> {
         let dev = bound.device();
         let registry = &dev.core().revocables;
@@ -254,6 +272,23 @@ impl<T: Send + Sync + 'static> Devres<T> {
     ///
     /// [`Error::ForeignHandle`] if `bound` is another device's binding; [`Error::Revoked`] if
     /// the value has been revoked (a driver-less scope after an earlier binding ended).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use drmm::{Bound, Driver};
+    /// # struct Nop;
+    /// # impl Driver for Nop { type Data = (); fn probe(&self, _: &mut Bound<'_>) -> drmm::Result<()> { Ok(()) } }
+    /// use drmm::Devres;
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// dev.bind(std::sync::Arc::new(Nop))?;
+    /// let regs = dev.with_bound(|b| Devres::new(b, 7u32))??;
+    /// // Inside the binding scope the value cannot be revoked: no runtime check needed.
+    /// let v = dev.with_bound(|b| regs.access(b).map(|r| *r))??;
+    /// assert_eq!(v, 7);
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     pub fn access<'a>(&'a self, bound: &Bound<'_>) -> Result<RevocableGuard<'a, T>> {
         if !BusDevice::ptr_eq(bound.device(), &self.dev) {
             return Err(Error::ForeignHandle {

@@ -162,6 +162,15 @@ struct BusInner {
 
 impl Bus {
     /// An empty bus named `name`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// assert_eq!(bus.find("gpu.0").map(|d| d.name().to_string()), Some("gpu.0".into()));
+    /// assert!(!dev.is_bound());
+    /// ```
     pub fn new(name: impl Into<Box<str>>) -> Self {
         Bus {
             inner: Arc::new(BusInner {
@@ -328,6 +337,20 @@ impl BusDevice {
     /// # Panics
     ///
     /// Resumes a panic of probe, or of a release action run because probe failed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use drmm::{Bound, Driver};
+    /// # struct Nop;
+    /// # impl Driver for Nop { type Data = (); fn probe(&self, _: &mut Bound<'_>) -> drmm::Result<()> { Ok(()) } }
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// dev.bind(std::sync::Arc::new(Nop))?;
+    /// assert!(dev.is_bound());
+    /// assert_eq!(dev.bind(std::sync::Arc::new(Nop)).unwrap_err(), drmm::Error::AlreadyBound);
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[doc(alias = "really_probe")]
     #[doc(alias = "device_driver_attach")]
     pub fn bind<D: Driver>(&self, driver: Arc<D>) -> Result<()> {
@@ -383,6 +406,21 @@ impl BusDevice {
     ///
     /// Resumes the first panic of `remove`, of the data's drop or of a release action, after
     /// the whole unbind has completed (the others are logged).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use drmm::{Bound, Driver};
+    /// # struct Nop;
+    /// # impl Driver for Nop { type Data = (); fn probe(&self, _: &mut Bound<'_>) -> drmm::Result<()> { Ok(()) } }
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// dev.bind(std::sync::Arc::new(Nop))?;
+    /// dev.with_bound(|b| drmm::add_action!(b, || println!("devm action runs at unbind")))??;
+    /// dev.unbind()?; // prints
+    /// assert!(!dev.is_bound());
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[doc(alias = "device_release_driver")]
     pub fn unbind(&self) -> Result<()> {
         let scope = self.core().devres.enter()?;
@@ -436,6 +474,18 @@ impl BusDevice {
     /// # Panics
     ///
     /// As for [`unbind`](Self::unbind).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("root");
+    /// // A device that never had a driver still releases its devres when it is removed.
+    /// dev.with_driverless(|b| drmm::add_action!(b, || println!("released at removal")))??;
+    /// dev.remove()?; // prints
+    /// assert!(!dev.is_present());
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[doc(alias = "device_del")]
     #[doc(alias = "device_unregister")]
     pub fn remove(&self) -> Result<()> {
@@ -499,6 +549,19 @@ impl BusDevice {
     ///
     /// [`Error::AlreadyBound`] if a driver is bound (use [`with_bound`](Self::with_bound));
     /// [`Error::Removed`]; [`Error::Reentrant`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("virtual");
+    /// let dev = bus.add_device("root");
+    /// let n = dev.with_driverless(|b| {
+    ///     let _buf = b.kzalloc(16)?;
+    ///     Ok::<_, drmm::Error>(b.resource_count())
+    /// })??;
+    /// assert_eq!(n, 1);
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     pub fn with_driverless<R>(&self, f: impl FnOnce(&mut Bound<'_>) -> R) -> Result<R> {
         let scope = self.core().devres.enter()?;
         if !self.is_present() {

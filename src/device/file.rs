@@ -45,6 +45,20 @@ impl<T: Send + Sync + 'static> Device<T> {
     /// [`Error::Unplugged`] after [`unplug`](LogicalDevice::unplug) has begun;
     /// [`Error::NotRegistered`] if the device is not registered (never, or unregistered).
     /// `data` is dropped then.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::new(());
+    /// assert_eq!(dev.open(()).unwrap_err(), drmm::Error::NotRegistered);
+    /// dev.register()?;
+    /// let file = dev.open(String::from("client 1"))?; // holds a reference
+    /// assert_eq!(file.data(), "client 1");
+    /// dev.unplug();
+    /// assert!(file.enter().is_none(), "hardware paths see the gate closed");
+    /// assert_eq!(dev.open(()).unwrap_err(), drmm::Error::Unplugged);
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[doc(alias = "drm_open")]
     pub fn open<F>(&self, data: F) -> Result<File<T, F>> {
         self.open_with(|_| Ok(data))

@@ -1,0 +1,437 @@
+//! Fault injection over a full scenario (drmm, bus binding with probe, devres, groups,
+//! `Devres<T>`, files, unbind): every allocation made inside a fallible API call (one returning
+//! `Result`) is failed in turn, N = 0, 1, 2, … until the scenario completes without reaching
+//! N. Each N runs in a child process, so an allocation failure that aborts (an infallible
+//! allocation inside a fallible API) is reported instead of killing the test. For every N:
+//! the failing call returns `Error::OutOfMemory` (or runs its `_or_reset` action), nothing
+//! leaks (live heap bytes back to where they were), every value is dropped exactly once and
+//! every device still releases cleanly.
+//!
+//! Panic injection: an action that panics at every position of a devres list whose unbind also
+//! releases a logical device with its own panicking action at every position.
+
+#[path = "ops/alloc.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod alloc;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use drmm::bus::{Bound, Bus, Devres, Driver};
+use drmm::{Device, Error};
+
+/// Counts creations and drops of the scenario's values.
+#[derive(Clone, Default)]
+struct Counts {
+    created: Arc<AtomicUsize>,
+    dropped: Arc<AtomicUsize>,
+    or_reset_runs: Arc<AtomicUsize>,
+    /// Calls whose allocation was failed, by name.
+    failed_in: Arc<Mutex<Vec<&'static str>>>,
+}
+
+struct Val(Counts);
+impl Val {
+    fn new(c: &Counts) -> Self {
+        c.created.fetch_add(1, Ordering::SeqCst);
+        Val(c.clone())
+    }
+}
+impl Drop for Val {
+    fn drop(&mut self) {
+        self.0.dropped.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Tells the parent which call runs (the last one named before an abort is the culprit).
+fn note(name: &str) {
+    alloc::disarmed(|| eprintln!("FI-CALL {name}"));
+}
+
+/// Runs a fallible call with allocations armed; checks that an injected failure surfaces as
+/// `OutOfMemory` and that a call that saw none succeeds.
+fn call<R>(c: &Counts, name: &'static str, f: impl FnOnce() -> drmm::Result<R>) -> Option<R> {
+    note(name);
+    let r = alloc::armed(f);
+    let fired = alloc::take_fired();
+    match r {
+        Ok(v) => {
+            assert!(
+                !fired,
+                "{name}: an allocation failed but the call succeeded"
+            );
+            Some(v)
+        }
+        Err(e) => {
+            assert!(fired, "{name}: failed without an injected failure: {e:?}");
+            assert!(
+                matches!(e, Error::OutOfMemory { .. }),
+                "{name}: allocation failure reported as {e:?}"
+            );
+            alloc::disarmed(|| c.failed_in.lock().unwrap().push(name));
+            None
+        }
+    }
+}
+
+struct FiDriver(Counts);
+
+struct DrvData {
+    _drm: Device<Val>,
+    _res: Option<Devres<Val>>,
+}
+
+impl Driver for FiDriver {
+    type Data = DrvData;
+    fn probe(&self, b: &mut Bound<'_>) -> drmm::Result<DrvData> {
+        let c = &self.0;
+        // Each call armed on its own: bind's own bookkeeping is not a fallible API.
+        let v = Val::new(c);
+        let _ = call(c, "devm_add_action", || {
+            b.add_action_named("probe action", move || drop(v))
+        })
+        .ok_or(Error::OutOfMemory { size: 0, align: 0 })?;
+        let data = Val::new(c);
+        let drm = call(c, "Device::new_on", || Device::new_on(b, "fi-drm", data))
+            .ok_or(Error::OutOfMemory { size: 0, align: 0 })?;
+        let v = Val::new(c);
+        let _ = call(c, "drmm_add_action (probe)", || {
+            drm.add_action_named("drm action", move |_| drop(v))
+        });
+        let res = call(c, "Devres::new", || Devres::new(b, Val::new(c)));
+        let _ = call(c, "devm alloc", || b.alloc(Val::new(c)));
+        let group = call(c, "devres_open_group", || b.open_group());
+        let _ = call(c, "devm_kzalloc", || b.kzalloc(64));
+        if let Some(g) = &group {
+            let _ = call(c, "devres_close_group", || b.close_group(g));
+        }
+        let _ = call(c, "devm_kasprintf", || {
+            b.kasprintf(format_args!("{}-{}", b.name(), 7))
+        });
+        if let Some(mut bytes) = call(c, "devm_kmalloc", || b.kmalloc(24)) {
+            let _ = call(c, "devm_krealloc", || b.krealloc(&mut bytes, 4000));
+        }
+        let _ = call(c, "drm_dev_register", || drm.register());
+        Ok(DrvData {
+            _drm: drm,
+            _res: res,
+        })
+    }
+}
+
+/// The full scenario; `armed` calls may fail.
+fn scenario(c: &Counts) {
+    // drmm on a stand-alone device.
+    let dev = Device::new(Val::new(c));
+    let v = Val::new(c);
+    let _ = call(c, "drmm_add_action", || {
+        dev.add_action_named("a", move |_| drop(v))
+    });
+    let runs = c.or_reset_runs.clone();
+    note("drmm_add_action_or_reset");
+    let or_reset = alloc::armed(|| {
+        dev.add_action_or_reset_named("or_reset", move |_| {
+            runs.fetch_add(1, Ordering::SeqCst);
+        })
+    });
+    if alloc::take_fired() {
+        assert!(matches!(or_reset, Err(Error::OutOfMemory { .. })));
+        assert_eq!(
+            c.or_reset_runs.load(Ordering::SeqCst),
+            1,
+            "or_reset ran at once"
+        );
+        alloc::disarmed(|| c.failed_in.lock().unwrap().push("drmm_add_action_or_reset"));
+    } else {
+        assert!(or_reset.is_ok());
+    }
+    let a = call(c, "drmm alloc", || dev.alloc(Val::new(c)));
+    let _ = call(c, "drmm_kzalloc small", || dev.kzalloc(100));
+    let big = call(c, "drmm_kzalloc large", || dev.kzalloc(5000));
+    let _ = call(c, "drmm_kmalloc_array", || dev.kmalloc_array(10, 8));
+    let _ = call(c, "drmm_kstrdup", || dev.kstrdup("fault"));
+    let _ = call(c, "drmm_kmemdup", || dev.kmemdup(&[1u32, 2, 3]));
+    if let Some(a) = a {
+        let _ = call(c, "drmm_kfree", || dev.kfree(a));
+    }
+    if let Some(b) = big {
+        let _ = call(c, "drmm_kfree large", || dev.kfree(b));
+    }
+    let _ = call(c, "drm_dev_register", || dev.register());
+    let file = call(c, "drm_open", || dev.open(Val::new(c)));
+
+    // The bus side.
+    let bus = Bus::new("fi");
+    let pdev = bus.add_device("p");
+    note("bind");
+    let bound = alloc::armed(|| pdev.bind(Arc::new(FiDriver(c.clone()))));
+    alloc::take_fired();
+    match bound {
+        Ok(()) => {
+            let _ = pdev.with_bound(|b| {
+                let runs = c.or_reset_runs.clone();
+                note("devm_add_action_or_reset");
+                let r = alloc::armed(|| {
+                    b.add_action_or_reset_named("devm or_reset", move || {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                    })
+                });
+                if alloc::take_fired() {
+                    assert!(r.is_err());
+                    alloc::disarmed(|| {
+                        c.failed_in.lock().unwrap().push("devm_add_action_or_reset")
+                    });
+                }
+                if let Some(g) = call(c, "devres_open_group (bound)", || b.open_group()) {
+                    let _ = call(c, "devm alloc in group", || b.alloc(Val::new(c)));
+                    let _ = call(c, "devres_release_group", || b.release_group(g));
+                }
+            });
+            note("unbind");
+            let r = alloc::armed(|| pdev.unbind());
+            assert!(!alloc::take_fired(), "unbind allocates in an armed zone");
+            assert_eq!(r, Ok(()));
+        }
+        Err(e) => assert!(matches!(e, Error::OutOfMemory { .. }), "bind: {e:?}"),
+    }
+    drop(file);
+    drop(dev);
+    drop(bus);
+}
+
+const CHILD: &str = "DRMM_FI_CHILD";
+
+fn child(n: Option<usize>) {
+    let c = Counts::default();
+    // Warm-up, unarmed: lazy statics and thread-locals of the library.
+    scenario(&c);
+    let c = Counts::default();
+    // The test's own record of failures must not look like a leak.
+    c.failed_in.lock().unwrap().reserve(8);
+    let before = alloc::live_bytes();
+    alloc::reset_faults(n);
+    scenario(&c);
+    let seen = alloc::armed_seen();
+    alloc::reset_faults(None);
+    assert_eq!(alloc::live_bytes(), before, "leak with failure at {n:?}");
+    assert_eq!(
+        c.created.load(Ordering::SeqCst),
+        c.dropped.load(Ordering::SeqCst),
+        "every value dropped exactly once"
+    );
+    let failed = c.failed_in.lock().unwrap().clone();
+    match n {
+        Some(n) if n < seen => {
+            assert_eq!(failed.len(), 1, "one failure injected: {failed:?}");
+            println!("FI-RESULT injected {}", failed[0]);
+        }
+        _ => {
+            assert!(failed.is_empty());
+            println!("FI-RESULT none {seen}");
+        }
+    }
+}
+
+/// Fallible APIs (they return `Result`) whose allocation failure still aborts the process,
+/// found by this test: each is a bug against promise 6, recorded in the issue's note and
+/// pinned by [`bug_fallible_apis_abort_on_allocation_failure`]. The main test fails on any
+/// abort outside this list, so a new one cannot slip in.
+const KNOWN_ABORTS: &[&str] = &[
+    "drm_dev_register",
+    "bind",
+    "Device::new_on",
+    "Devres::new",
+    "devm_kasprintf",
+    "devres_release_group",
+    "unbind",
+];
+
+struct Outcome {
+    /// Failures injected: (N, call that reported it).
+    injected: Vec<String>,
+    /// Failures that aborted the child: (N, call, message).
+    aborted: Vec<(usize, String, String)>,
+}
+
+fn inject_every_failure() -> Outcome {
+    let exe = std::env::current_exe().unwrap();
+    let run = |n: usize| {
+        Command::new(&exe)
+            .args([
+                "--exact",
+                "every_allocation_of_a_full_scenario_fails_once",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, n.to_string())
+            .output()
+            .unwrap()
+    };
+    let mut out = Outcome {
+        injected: Vec::new(),
+        aborted: Vec::new(),
+    };
+    for n in 0.. {
+        assert!(n < 10_000, "the scenario never completes");
+        let o = run(n);
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        if !o.status.success() {
+            let why = stderr
+                .lines()
+                .rev()
+                .find(|l| l.contains("memory allocation") || l.contains("panicked"))
+                .unwrap_or("?");
+            assert!(
+                why.contains("memory allocation"),
+                "N={n}: the child failed a check: {stderr}"
+            );
+            let during = stderr
+                .lines()
+                .rev()
+                .find_map(|l| l.strip_prefix("FI-CALL "))
+                .unwrap_or("?");
+            out.aborted.push((n, during.to_string(), why.to_string()));
+        } else if let Some(l) = stdout.split("FI-RESULT ").nth(1) {
+            let l = l.lines().next().unwrap_or("");
+            if l.starts_with("none") {
+                break;
+            }
+            out.injected
+                .push(format!("N={n}: {}", l.trim_start_matches("injected ")));
+        } else {
+            panic!("N={n}: the child gave no result: {stdout}\n{stderr}");
+        }
+    }
+    eprintln!(
+        "fault injection: {} allocations failed in turn: {} surfaced as errors (or ran the \
+         _or_reset action) with no leak, {} aborted",
+        out.injected.len() + out.aborted.len(),
+        out.injected.len(),
+        out.aborted.len()
+    );
+    for (n, call, why) in &out.aborted {
+        eprintln!("  aborted: N={n} in {call}: {why}");
+    }
+    out
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "spawns processes")]
+fn every_allocation_of_a_full_scenario_fails_once() {
+    if let Ok(n) = std::env::var(CHILD) {
+        child(n.parse().ok());
+        return;
+    }
+    let out = inject_every_failure();
+    assert!(out.injected.len() >= 10, "too few failures surfaced");
+    let unknown: Vec<_> = out
+        .aborted
+        .iter()
+        .filter(|(_, call, _)| !KNOWN_ABORTS.contains(&call.as_str()))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "new aborts on allocation failure: {unknown:?}"
+    );
+}
+
+/// Bug: fallible APIs abort the process on allocation failure instead of returning
+/// `Error::OutOfMemory` (promise 6): see `KNOWN_ABORTS` and the note.
+#[test]
+#[ignore = "bug: fallible APIs (register, bind, new_on, Devres::new, kasprintf) and release paths (release_group, unbind) make infallible allocations, see note"]
+fn bug_fallible_apis_abort_on_allocation_failure() {
+    let out = inject_every_failure();
+    assert!(out.aborted.is_empty(), "{:?}", out.aborted);
+}
+
+// ----- panic injection ---------------------------------------------------------------------
+
+struct PanicDriver {
+    n: usize,
+    panic_at: usize,
+    drm_panic_at: usize,
+    c: Counts,
+    order: Arc<Mutex<Vec<usize>>>,
+}
+
+impl Driver for PanicDriver {
+    type Data = Device<Val>;
+    fn probe(&self, b: &mut Bound<'_>) -> drmm::Result<Device<Val>> {
+        let drm = Device::new_on(b, "panic-drm", Val::new(&self.c))?;
+        for i in 0..self.n {
+            let (o, v, p) = (
+                self.order.clone(),
+                Val::new(&self.c),
+                i == self.drm_panic_at,
+            );
+            let _ = drm.add_action_named("drm", move |_| {
+                o.lock().unwrap().push(100 + i);
+                drop(v);
+                assert!(!p, "injected panic in drm action {i}");
+            })?;
+            let (o, v, p) = (self.order.clone(), Val::new(&self.c), i == self.panic_at);
+            let _ = b.add_action_named("devm", move || {
+                o.lock().unwrap().push(i);
+                drop(v);
+                assert!(!p, "injected panic in devm action {i}");
+            })?;
+        }
+        Ok(drm)
+    }
+}
+
+#[test]
+fn panic_at_every_position_of_an_unbind() {
+    let n = if cfg!(miri) { 2 } else { 6 };
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let mut cases = 0;
+    for panic_at in 0..=n {
+        for drm_panic_at in 0..=n {
+            let c = Counts::default();
+            let order = Arc::new(Mutex::new(Vec::new()));
+            let before = alloc::live_bytes();
+            {
+                let bus = Bus::new("panics");
+                let pdev = bus.add_device("p");
+                pdev.bind(Arc::new(PanicDriver {
+                    n,
+                    panic_at,
+                    drm_panic_at,
+                    c: c.clone(),
+                    order: order.clone(),
+                }))
+                .unwrap();
+                let r = catch_unwind(AssertUnwindSafe(|| pdev.unbind()));
+                let panicked = panic_at < n || drm_panic_at < n;
+                assert_eq!(r.is_err(), panicked, "panic resumed iff one was injected");
+                assert!(!pdev.is_bound());
+                assert_eq!(pdev.resource_count(), 0);
+                // The bus device is still usable.
+                pdev.with_driverless(|b| b.kzalloc(8).map(drop))
+                    .unwrap()
+                    .unwrap();
+            }
+            // Newest first: devm actions n-1..0 run; the logical device (registered first on
+            // the devres list) is released last, its actions newest first.
+            let mut want: Vec<usize> = (0..n).rev().collect();
+            want.extend((0..n).rev().map(|i| 100 + i));
+            assert_eq!(*order.lock().unwrap(), want, "{panic_at} {drm_panic_at}");
+            assert_eq!(
+                c.created.load(Ordering::SeqCst),
+                c.dropped.load(Ordering::SeqCst)
+            );
+            drop(order);
+            drop(c);
+            // Panic payloads and the hook's bookkeeping are freed by now.
+            let leaked = alloc::live_bytes() - before;
+            assert!(leaked <= 0 || cases == 0, "leak of {leaked} bytes");
+            cases += 1;
+        }
+    }
+    std::panic::set_hook(prev);
+    eprintln!("panic injection: {cases} unbinds with panics at every position");
+}
