@@ -19,8 +19,9 @@ pub(crate) const POOL_ALIGN: usize = 16;
 const CLASSES: usize = MAX_POOLED / POOL_ALIGN;
 /// The first chunk's size: a small device costs one small chunk.
 const FIRST_CHUNK: usize = 1024;
-/// Chunks stop doubling here.
-const MAX_CHUNK: usize = 256 * 1024;
+/// Chunks stop doubling here: below glibc's mmap threshold (128 KiB by default), so chunks are
+/// recycled heap memory rather than fresh mappings page-faulted in on every use.
+const MAX_CHUNK: usize = 64 * 1024;
 
 /// Whether a block of this layout is served by the arena.
 #[inline(always)]

@@ -196,7 +196,7 @@ impl<C> State<C> {
     fn pop_above(&mut self, floor: usize, min_seq: u64) -> Option<(u64, Entry<C>)> {
         while self.slots.len() > floor {
             let top = self.slots.len() - 1;
-            match self.slots.get(top) {
+            match self.slots.last() {
                 Some(Slot::Occupied { seq, .. }) if *seq < min_seq => return None,
                 Some(Slot::Occupied { .. }) => {
                     let taken = self.take(top, None);
@@ -277,7 +277,7 @@ impl<C> State<C> {
             if below && !matches!(walk, Walk::Down { cursor } if *cursor == len) {
                 break;
             }
-            let inert = match self.slots.get(len - 1) {
+            let inert = match self.slots.last() {
                 Some(Slot::Occupied { entry, .. }) => entry.is_inert(),
                 Some(Slot::Vacant { .. }) => true,
                 Some(Slot::Claimed { .. }) | None => break,
