@@ -327,3 +327,50 @@ fn every_allocation_failure_in_a_scenario_is_clean() {
     }
     assert!(n > 20, "the scenario exercised only {n} failure points");
 }
+
+#[test]
+fn blocks_of_u32_max_elements_or_more_work_and_fail_cleanly() {
+    // A slot stores a block's length in 32 bits; longer blocks keep it in a separate header
+    // (one more allocation, which can fail). Zero-sized elements make such a block free.
+    let n = u32::MAX as usize + 7;
+    let units = vec![(); n];
+    let dev = Device::new(());
+    let _warm = dev.kmemdup(&units[..1]).unwrap(); // tables made
+    let w = dev.kmemdup(&units[..2]).unwrap(); // lazily made globals (trace call sites)
+    dev.kfree(w).unwrap();
+    let before = live_bytes();
+    let m = dev.kmemdup(&units).unwrap();
+    assert_eq!(m.get(&dev).unwrap().len(), n);
+    let snapshot = dev.snapshot();
+    assert_eq!(
+        (snapshot[0].size(), snapshot[0].type_name()),
+        (0, Some("()"))
+    );
+    drop(snapshot);
+    dev.kfree(m).unwrap();
+    assert_eq!(live_bytes(), before, "header freed");
+    let mut before = before;
+    for round in 0..2 {
+        fail_after(0); // the header
+        let r = dev.kmemdup(&units);
+        no_failures();
+        assert!(matches!(r, Err(Error::OutOfMemory { .. })), "{r:?}");
+        assert_eq!(dev.resource_count(), 1);
+        if round == 0 {
+            before = live_bytes(); // the failure trace's lazily made globals
+        } else {
+            assert_eq!(live_bytes(), before, "nothing leaked");
+        }
+    }
+    // Released with the list too (and through a bulk release of a real allocation, when the
+    // machine lets us reserve more than 4 GiB of address space).
+    let _kept = dev.kmemdup(&units).unwrap();
+    if !cfg!(miri)
+        && let Ok(mut big) = dev.kmalloc(u32::MAX as usize + 1)
+    {
+        assert_eq!(big.get_mut(&dev).unwrap().len(), u32::MAX as usize + 1);
+        assert_eq!(dev.snapshot()[0].size(), u32::MAX as usize + 1);
+    }
+    drop(dev);
+    assert!(live_bytes() <= before, "everything freed with the device");
+}

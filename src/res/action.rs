@@ -1,43 +1,31 @@
 //! Type-erased release actions, stored inline when they are small.
 //!
 //! The kernel stores a function pointer and one `void *` per action. A Rust closure that
-//! captures one or two words is the same thing, so such closures live inside the list's slot
-//! and cost no allocation of their own; larger ones are boxed (with the fallible allocator, so
-//! that registering them can fail cleanly).
+//! captures one word is the same thing, so such closures live inside the list's slot (its
+//! [`Word`]) and cost no allocation of their own; larger ones are boxed (with the fallible
+//! allocator, so that registering them can fail cleanly).
 
 use std::alloc::{self, Layout};
-use std::mem::{self, MaybeUninit};
+use std::mem;
 use std::ptr::{self, NonNull};
 
 use crate::error::{Error, Result};
-
-/// Words of inline storage in an [`Action`].
-const INLINE_WORDS: usize = 2;
-
-type Storage = [MaybeUninit<usize>; INLINE_WORDS];
-
-/// The operations of one closure type `F`, erased (including the context type, so that the
-/// vtable is `'static` whatever `C` is).
-struct ActionVTable {
-    /// Moves the closure out of the storage and calls it with the context behind the pointer.
-    call: unsafe fn(*mut Storage, NonNull<()>),
-    /// Drops the closure without calling it.
-    drop: unsafe fn(*mut Storage),
-    /// `size_of::<F>()`: what the trace reports as the entry's size.
-    size: usize,
-}
+use crate::res::erased::{EntryVTable, Word, no_drop_elems};
+use crate::res::info::EntryKind;
 
 /// A type-erased `FnOnce(&C) + Send + 'static`.
 ///
 /// # Invariants
 ///
-/// `storage` holds a live closure of the type `vtable` was made for: inline when it fits
-/// ([`fits_inline`]), otherwise as a pointer to a heap block holding it, allocated with the
-/// global allocator and `Layout::new::<F>()`. The closure is consumed exactly once, by
-/// [`Action::call`] or by dropping the `Action`.
+/// `vtable` is the [`EntryVTable`] of one closure type `F` made for context type `C`
+/// ([`VTableFor`]), and `word` holds a live `F`: inline when it fits ([`fits_inline`]),
+/// otherwise as a pointer to a heap block holding it, allocated with the global allocator and
+/// `Layout::new::<F>()` (dangling for a zero-sized `F`). The closure is consumed exactly once,
+/// by [`Action::call`], by dropping the `Action`, or by the list slot it is moved into
+/// ([`Action::into_raw`]).
 pub(crate) struct Action<C> {
-    storage: Storage,
-    vtable: &'static ActionVTable,
+    word: Word,
+    vtable: &'static EntryVTable,
     _ctx: std::marker::PhantomData<fn(&C)>,
 }
 
@@ -48,33 +36,37 @@ unsafe impl<C> Send for Action<C> {}
 unsafe impl<C> Sync for Action<C> {}
 
 const fn fits_inline<F>() -> bool {
-    mem::size_of::<F>() <= mem::size_of::<Storage>()
-        && mem::align_of::<F>() <= mem::align_of::<Storage>()
+    mem::size_of::<F>() <= mem::size_of::<Word>() && mem::align_of::<F>() <= mem::align_of::<Word>()
 }
 
-/// Vtables, one per closure type, promoted to `'static`.
 /// The erased signature, for naming it in `PhantomData`.
 type CallSig<C> = fn(&C);
 
+/// Vtables, one per closure type, promoted to `'static`.
 struct VTableFor<C, F>(std::marker::PhantomData<(CallSig<C>, F)>);
 
 impl<C, F: FnOnce(&C) + Send + 'static> VTableFor<C, F> {
-    const VTABLE: ActionVTable = ActionVTable {
-        call: call_erased::<C, F>,
-        drop: drop_erased::<F>,
+    const VTABLE: EntryVTable = EntryVTable {
+        kind: EntryKind::Action,
         size: mem::size_of::<F>(),
+        align: mem::align_of::<F>(),
+        type_name: std::any::type_name::<F>,
+        needs_drop: true,
+        call: call_erased::<C, F>,
+        drop_action: drop_erased::<F>,
+        drop_elems: no_drop_elems,
     };
 }
 
 /// # Safety
 ///
-/// `storage` must hold a live closure of type `F` as described in [`Action`]'s invariants; the
+/// `word` must hold a live closure of type `F` as described in [`Action`]'s invariants; the
 /// closure is consumed and must not be used again. `ctx` must point to a `C` valid for the
 /// duration of the call.
-unsafe fn call_erased<C, F: FnOnce(&C)>(storage: *mut Storage, ctx: NonNull<()>) {
-    // SAFETY: guaranteed by the caller: `storage` holds a live `F` (inline or boxed), consumed
+unsafe fn call_erased<C, F: FnOnce(&C)>(word: *mut Word, ctx: NonNull<()>) {
+    // SAFETY: guaranteed by the caller: `word` holds a live `F` (inline or boxed), consumed
     // here exactly once.
-    let f = unsafe { take::<F>(storage) };
+    let f = unsafe { take::<F>(word) };
     // SAFETY: guaranteed by the caller: `ctx` is a valid `&C` for this call.
     f(unsafe { ctx.cast::<C>().as_ref() });
 }
@@ -82,25 +74,27 @@ unsafe fn call_erased<C, F: FnOnce(&C)>(storage: *mut Storage, ctx: NonNull<()>)
 /// # Safety
 ///
 /// As for [`call_erased`].
-unsafe fn drop_erased<F>(storage: *mut Storage) {
+unsafe fn drop_erased<F>(word: *mut Word) {
     // SAFETY: guaranteed by the caller, as for `call_erased`.
-    drop(unsafe { take::<F>(storage) });
+    drop(unsafe { take::<F>(word) });
 }
 
-/// Moves the closure out of `storage`, freeing its heap block if it was boxed.
+/// Moves the closure out of `word`, freeing its heap block if it was boxed.
 ///
 /// # Safety
 ///
-/// `storage` must hold a live `F` as described in [`Action`]'s invariants; afterwards it holds
+/// `word` must hold a live `F` as described in [`Action`]'s invariants; afterwards it holds
 /// nothing.
-unsafe fn take<F>(storage: *mut Storage) -> F {
+unsafe fn take<F>(word: *mut Word) -> F {
     if fits_inline::<F>() {
-        // SAFETY: the closure was written inline at the start of the storage, which is
-        // suitably aligned (checked by `fits_inline`), and is read exactly once.
-        unsafe { ptr::read(storage.cast::<F>()) }
+        // SAFETY: the closure was written inline at the start of the word, which is suitably
+        // aligned and large enough (checked by `fits_inline`), and is read exactly once.
+        unsafe { ptr::read(word.cast::<F>()) }
     } else {
-        // SAFETY: the first word holds the pointer to the heap block written by `Action::new`.
-        let heap = unsafe { ptr::read(storage.cast::<*mut F>()) };
+        // SAFETY: `word` is valid for reads (the caller).
+        let word = unsafe { *word };
+        // SAFETY: the word holds the pointer to the heap block written by `Action::new`.
+        let heap = unsafe { word.ptr::<F>() };
         // SAFETY: `heap` points to a live `F` that nothing else reads; read it out once.
         let f = unsafe { ptr::read(heap) };
         if mem::size_of::<F>() != 0 {
@@ -113,16 +107,16 @@ unsafe fn take<F>(storage: *mut Storage) -> F {
 }
 
 impl<C> Action<C> {
-    /// Erases `f`. Small closures are stored inline; larger ones are boxed, and if that
+    /// Erases `f`. Closures of one word are stored inline; larger ones are boxed, and if that
     /// allocation fails the closure is handed back with the error so that the caller can still
     /// run it (`_or_reset`) or drop it.
     #[inline]
     pub(crate) fn new<F: FnOnce(&C) + Send + 'static>(f: F) -> Result<Self, (Error, F)> {
-        let mut storage: Storage = [MaybeUninit::uninit(); INLINE_WORDS];
+        let mut word = Word::uninit();
         if fits_inline::<F>() {
-            // SAFETY: `fits_inline` checked size and alignment; the storage is uninitialised
-            // and now owns `f`.
-            unsafe { ptr::write(storage.as_mut_ptr().cast::<F>(), f) };
+            // SAFETY: `fits_inline` checked size and alignment; the word is unused and now owns
+            // `f`.
+            unsafe { ptr::write(word.as_mut_ptr().cast::<F>(), f) };
         } else {
             let layout = Layout::new::<F>();
             let heap: *mut F = if layout.size() == 0 {
@@ -136,16 +130,13 @@ impl<C> Action<C> {
                 p
             };
             // SAFETY: `heap` is valid for writes of `F` (fresh allocation or dangling for a
-            // zero-sized `F`) and the storage is aligned for a pointer.
-            unsafe {
-                ptr::write(heap, f);
-            }
-            // SAFETY: the storage is at least one word and word-aligned.
-            unsafe { ptr::write(storage.as_mut_ptr().cast::<*mut F>(), heap) };
+            // zero-sized `F`).
+            unsafe { ptr::write(heap, f) };
+            word = Word::from_ptr(heap);
         }
-        // INVARIANT: `storage` now holds `f` as `VTableFor<C, F>` expects.
+        // INVARIANT: `word` now holds `f` as `VTableFor<C, F>` expects.
         Ok(Action {
-            storage,
+            word,
             vtable: &VTableFor::<C, F>::VTABLE,
             _ctx: std::marker::PhantomData,
         })
@@ -160,18 +151,42 @@ impl<C> Action<C> {
     #[inline]
     pub(crate) fn call(self, ctx: &C) {
         let mut this = mem::ManuallyDrop::new(self);
-        // SAFETY: by the invariant `storage` holds a live closure of the vtable's type, made for
+        // SAFETY: by the invariant `word` holds a live closure of the vtable's type, made for
         // context type `C`; `this` is never dropped, so the closure is consumed exactly once,
         // here; `ctx` is a valid `&C` for the call.
-        unsafe { (this.vtable.call)(&mut this.storage, NonNull::from(ctx).cast()) }
+        unsafe { (this.vtable.call)(&mut this.word, NonNull::from(ctx).cast()) }
+    }
+
+    /// The vtable and the word, which now own the closure.
+    #[inline(always)]
+    pub(crate) fn into_raw(self) -> (&'static EntryVTable, Word) {
+        let this = mem::ManuallyDrop::new(self);
+        (this.vtable, this.word)
+    }
+
+    /// The action whose parts [`into_raw`](Self::into_raw) returned.
+    ///
+    /// # Safety
+    ///
+    /// `(vtable, word)` must come from [`into_raw`](Self::into_raw) of an `Action<C>` (same
+    /// `C`), and not be used again.
+    #[inline(always)]
+    pub(crate) unsafe fn from_raw(vtable: &'static EntryVTable, word: Word) -> Self {
+        debug_assert_eq!(vtable.kind, EntryKind::Action);
+        // INVARIANT: the parts of an `Action<C>`, handed over by the caller.
+        Action {
+            word,
+            vtable,
+            _ctx: std::marker::PhantomData,
+        }
     }
 }
 
 impl<C> Drop for Action<C> {
     fn drop(&mut self) {
-        // SAFETY: by the invariant the storage holds a live closure; `drop` runs at most once
-        // and `call` suppresses it.
-        unsafe { (self.vtable.drop)(&mut self.storage) }
+        // SAFETY: by the invariant the word holds a live closure; `drop` runs at most once and
+        // `call` and `into_raw` suppress it.
+        unsafe { (self.vtable.drop_action)(&mut self.word) }
     }
 }
 
@@ -218,7 +233,7 @@ mod tests {
         })
         .ok()
         .expect("allocation");
-        assert!(a.size() > mem::size_of::<Storage>());
+        assert!(a.size() > mem::size_of::<Word>());
         drop(a);
         assert_eq!(
             seen.load(Ordering::SeqCst),

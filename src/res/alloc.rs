@@ -10,6 +10,10 @@ use std::ptr::{self, NonNull};
 
 use crate::error::{Error, Result};
 use crate::res::arena::{Arena, is_pooled};
+use crate::res::erased::{
+    BIG, BigHeader, EntryVTable, Word, no_call, no_drop_action, no_drop_elems,
+};
+use crate::res::info::EntryKind;
 
 /// The smallest alignment of a raw byte allocation (`drmm_kmalloc`), like the kernel's
 /// `ARCH_KMALLOC_MINALIGN`/`ARCH_DMA_MINALIGN` on the architectures that need it.
@@ -18,26 +22,18 @@ pub const MIN_BYTE_ALIGN: usize = 16;
 /// are [`Error::InvalidAlignment`].
 pub const MAX_BYTE_ALIGN: usize = 4096;
 
-/// How to drop and free the elements of one block.
-pub(crate) struct AllocVTable {
-    type_name: fn() -> &'static str,
-    elem_size: usize,
-    align: usize,
-    /// Drops `len` elements in place (a no-op for bytes).
-    drop_elems: unsafe fn(*mut u8, usize),
-    /// Whether `drop_elems` runs any code (user destructors must run outside the list's lock).
-    needs_drop: bool,
-}
-
 struct TypedVTable<U>(std::marker::PhantomData<U>);
 
 impl<U> TypedVTable<U> {
-    const VTABLE: AllocVTable = AllocVTable {
-        type_name: std::any::type_name::<U>,
-        elem_size: mem::size_of::<U>(),
+    const VTABLE: EntryVTable = EntryVTable {
+        kind: EntryKind::Alloc,
+        size: mem::size_of::<U>(),
         align: mem::align_of::<U>(),
-        drop_elems: drop_elems::<U>,
+        type_name: std::any::type_name::<U>,
         needs_drop: mem::needs_drop::<U>(),
+        call: no_call,
+        drop_action: no_drop_action,
+        drop_elems: drop_elems::<U>,
     };
 }
 
@@ -49,27 +45,25 @@ unsafe fn drop_elems<U>(p: *mut u8, len: usize) {
     unsafe { ptr::drop_in_place(ptr::slice_from_raw_parts_mut(p.cast::<U>(), len)) }
 }
 
-/// # Safety
-///
-/// Always safe: bytes have no destructor. (Unsafe only to fit the vtable's signature.)
-unsafe fn drop_bytes(_: *mut u8, _: usize) {}
-
 fn byte_type_name() -> &'static str {
     "u8"
 }
 
-const fn byte_vtable(align: usize) -> AllocVTable {
-    AllocVTable {
-        type_name: byte_type_name,
-        elem_size: 1,
+const fn byte_vtable(align: usize) -> EntryVTable {
+    EntryVTable {
+        kind: EntryKind::Alloc,
+        size: 1,
         align,
-        drop_elems: drop_bytes,
+        type_name: byte_type_name,
         needs_drop: false,
+        call: no_call,
+        drop_action: no_drop_action,
+        drop_elems: no_drop_elems,
     }
 }
 
 /// One vtable per supported byte alignment, `MIN_BYTE_ALIGN ..= MAX_BYTE_ALIGN`.
-static BYTE_VTABLES: [AllocVTable; 9] = [
+static BYTE_VTABLES: [EntryVTable; 9] = [
     byte_vtable(16),
     byte_vtable(32),
     byte_vtable(64),
@@ -90,10 +84,14 @@ pub(crate) fn byte_align(align: usize) -> Result<usize> {
     Ok(align.max(MIN_BYTE_ALIGN))
 }
 
-/// A block of memory owned by a list entry.
+/// A block of memory owned by a list entry, in the packed form a list slot stores.
 ///
 /// # Invariants
 ///
+/// `vtable` is the [`EntryVTable`] of a block (`kind` is [`EntryKind::Alloc`]). If
+/// `aux != BIG`, `word` holds the data pointer `ptr` and `len = aux`; otherwise `word` holds a
+/// pointer to a [`BigHeader`] `{ ptr, len }` allocated with the global allocator and
+/// `Layout::new::<BigHeader>()`, owned by the block (lengths of `u32::MAX` elements or more).
 /// `ptr` points to `len` initialised elements described by `vtable` (for byte blocks made by
 /// [`Block::bytes`] the elements may be uninitialised bytes, which need no initialisation to be
 /// dropped). With `layout = vtable.elem_size * len / vtable.align`: if
@@ -102,9 +100,9 @@ pub(crate) fn byte_align(align: usize) -> Result<usize> {
 /// and `layout`, or is dangling and well aligned when the size is zero. The block owns the
 /// elements: nothing else drops them.
 pub(crate) struct Block {
-    ptr: NonNull<u8>,
-    len: usize,
-    vtable: &'static AllocVTable,
+    vtable: &'static EntryVTable,
+    aux: u32,
+    word: Word,
 }
 
 // SAFETY: typed blocks are only made for `U: Send + Sync` (see `Block::value` and
@@ -140,7 +138,116 @@ fn allocate(arena: &mut Arena, layout: Layout, zeroed: bool) -> Result<NonNull<u
     NonNull::new(p).ok_or(Error::oom(layout))
 }
 
+/// Frees `ptr`, allocated by [`allocate`] with `layout`, if it came from the global allocator
+/// (arena memory stays with the arena).
+///
+/// # Safety
+///
+/// `ptr` must have been returned by [`allocate`] for `layout`, hold nothing that needs
+/// dropping, and not be used afterwards.
+unsafe fn free_heap(ptr: NonNull<u8>, layout: Layout) {
+    if layout.size() != 0 && !is_pooled(layout) {
+        // SAFETY: allocated with the global allocator and exactly this layout (the caller).
+        unsafe { alloc::dealloc(ptr.as_ptr(), layout) }
+    }
+}
+
 impl Block {
+    /// The packed block of `len` elements at `ptr`, of memory allocated by [`allocate`] with
+    /// `layout`. A length of [`BIG`] or more needs a [`BigHeader`]; if that cannot be
+    /// allocated the memory is freed and the error returned.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must hold `len` initialised elements described by `vtable` (for bytes: `len`
+    /// bytes), allocated by [`allocate`] with `layout`; if the header cannot be allocated,
+    /// those elements must need no dropping.
+    #[inline(always)]
+    unsafe fn pack(
+        ptr: NonNull<u8>,
+        len: usize,
+        vtable: &'static EntryVTable,
+        layout: Layout,
+    ) -> Result<Self> {
+        if len < BIG as usize {
+            // INVARIANT: `len` fits `aux`; `word` holds the data pointer.
+            return Ok(Block {
+                vtable,
+                aux: len as u32,
+                word: Word::from_ptr(ptr.as_ptr()),
+            });
+        }
+        // SAFETY: the caller's promises, passed on.
+        unsafe { Self::pack_big(ptr, len, vtable, layout) }
+    }
+
+    /// [`pack`](Self::pack) for a length of [`BIG`] or more.
+    ///
+    /// # Safety
+    ///
+    /// As for [`pack`](Self::pack).
+    #[cold]
+    unsafe fn pack_big(
+        ptr: NonNull<u8>,
+        len: usize,
+        vtable: &'static EntryVTable,
+        layout: Layout,
+    ) -> Result<Self> {
+        let hl = Layout::new::<BigHeader>();
+        // SAFETY: `BigHeader` is not zero-sized.
+        let h = unsafe { alloc::alloc(hl) }.cast::<BigHeader>();
+        if h.is_null() {
+            // SAFETY: the caller's promise: our memory, holding nothing to drop.
+            unsafe { free_heap(ptr, layout) };
+            return Err(Error::oom(hl));
+        }
+        // SAFETY: `h` is a fresh allocation for one `BigHeader`.
+        unsafe { h.write(BigHeader { ptr, len }) };
+        // INVARIANT: `aux` is BIG and `word` points to the block's own header.
+        Ok(Block {
+            vtable,
+            aux: BIG,
+            word: Word::from_ptr(h),
+        })
+    }
+
+    /// The data pointer and the number of elements.
+    #[inline(always)]
+    fn parts(&self) -> (NonNull<u8>, usize) {
+        if self.aux != BIG {
+            // SAFETY: by the invariant the word holds the (non-null) data pointer.
+            let p = unsafe { self.word.ptr::<u8>() };
+            // SAFETY: as above: non-null.
+            let p = unsafe { NonNull::new_unchecked(p) };
+            (p, self.aux as usize)
+        } else {
+            // SAFETY: by the invariant the word points to the block's live header.
+            let h = unsafe { self.word.ptr::<BigHeader>() };
+            // SAFETY: as above: live and initialised.
+            let h = unsafe { *h };
+            (h.ptr, h.len)
+        }
+    }
+
+    /// The vtable, `aux` and word, which now own the block.
+    #[inline(always)]
+    pub(crate) fn into_raw(self) -> (&'static EntryVTable, u32, Word) {
+        let this = mem::ManuallyDrop::new(self);
+        (this.vtable, this.aux, this.word)
+    }
+
+    /// The block whose parts [`into_raw`](Self::into_raw) returned.
+    ///
+    /// # Safety
+    ///
+    /// The parts must come from [`into_raw`](Self::into_raw) and not be used again.
+    #[inline(always)]
+    pub(crate) unsafe fn from_raw(vtable: &'static EntryVTable, aux: u32, word: Word) -> Self {
+        debug_assert_eq!(vtable.kind, EntryKind::Alloc);
+        // INVARIANT: the parts of a block, handed over by the caller.
+        Block { vtable, aux, word }
+    }
+
     /// Moves `value` into a new block. On failure `value` is handed back with the error.
     #[inline]
     pub(crate) fn value<U: Send + Sync + 'static>(
@@ -155,11 +262,12 @@ impl Block {
         // SAFETY: `ptr` is valid for writes of one `U` and suitably aligned (fresh allocation
         // of `Layout::new::<U>()`, or dangling-but-aligned for a zero-sized `U`).
         unsafe { ptr::write(ptr.as_ptr().cast::<U>(), value) };
-        // INVARIANT: one initialised `U` at `ptr`, allocated with `Layout::new::<U>()`.
+        // INVARIANT: one initialised `U` at `ptr`, allocated with `Layout::new::<U>()`; a
+        // length of 1 needs no header.
         let block = Block {
-            ptr,
-            len: 1,
             vtable: &TypedVTable::<U>::VTABLE,
+            aux: 1,
+            word: Word::from_ptr(ptr.as_ptr()),
         };
         Ok((block, ptr.cast()))
     }
@@ -180,9 +288,9 @@ impl Block {
             what: "allocation size rounded up to its alignment exceeds isize::MAX",
         })?;
         let ptr = allocate(arena, layout, zeroed)?;
-        // INVARIANT: `len` bytes at `ptr` with `layout`; bytes need no initialisation to be
-        // dropped (the handle type says whether they may be read).
-        let block = Block { ptr, len, vtable };
+        // SAFETY: `len` bytes at `ptr` with `layout`; bytes need no initialisation and no
+        // dropping (the handle type says whether they may be read).
+        let block = unsafe { Block::pack(ptr, len, vtable, layout) }?;
         Ok((block, NonNull::slice_from_raw_parts(ptr, len)))
     }
 
@@ -199,12 +307,9 @@ impl Block {
         // SAFETY: `ptr` is valid for `src.len()` writes of `U` (fresh allocation of exactly
         // that array layout, or dangling for zero bytes) and cannot overlap `src`.
         unsafe { ptr::copy_nonoverlapping(src.as_ptr(), ptr.as_ptr().cast::<U>(), src.len()) };
-        // INVARIANT: `src.len()` initialised `U`s at `ptr` allocated with `Layout::array`.
-        let block = Block {
-            ptr,
-            len: src.len(),
-            vtable: &TypedVTable::<U>::VTABLE,
-        };
+        // SAFETY: `src.len()` initialised `U`s at `ptr` allocated with `Layout::array`; `U` is
+        // `Copy`, so nothing needs dropping.
+        let block = unsafe { Block::pack(ptr, src.len(), &TypedVTable::<U>::VTABLE, layout) }?;
         Ok((block, NonNull::slice_from_raw_parts(ptr.cast(), src.len())))
     }
 
@@ -218,26 +323,27 @@ impl Block {
         len: usize,
         zero_tail: bool,
     ) -> Result<(Self, NonNull<[u8]>)> {
-        if self.vtable.elem_size != 1 {
+        if self.vtable.size != 1 {
             return Err(Error::SizeOverflow {
                 what: "only byte allocations can be resized",
             });
         }
         let align = self.vtable.align.max(MIN_BYTE_ALIGN);
         let (block, ptr) = Block::bytes(arena, len, align, zero_tail)?;
-        let keep = len.min(self.len);
+        let ((from, old_len), (to, _)) = (self.parts(), block.parts());
+        let keep = len.min(old_len);
         // SAFETY: both blocks are valid for at least `keep` bytes (their lengths bound it; a
         // zero-size block's pointer is aligned and non-null, valid for a zero-byte copy), and
         // they are distinct allocations. Bytes that were never initialised stay so: the copy
         // is untyped.
-        unsafe { ptr::copy_nonoverlapping(self.ptr.as_ptr(), block.ptr.as_ptr(), keep) };
+        unsafe { ptr::copy_nonoverlapping(from.as_ptr(), to.as_ptr(), keep) };
         Ok((block, ptr))
     }
 
     /// Size of the user data in bytes.
     #[inline]
     pub(crate) fn size(&self) -> usize {
-        self.vtable.elem_size * self.len
+        self.vtable.size * self.parts().1
     }
 
     /// The element type's name (`"u8"` for byte blocks).
@@ -248,9 +354,10 @@ impl Block {
 
 impl Block {
     #[inline]
-    fn layout(&self) -> Layout {
-        // SAFETY: the same size and alignment were checked by `Layout` when the block was made.
-        unsafe { Layout::from_size_align_unchecked(self.size(), self.vtable.align) }
+    fn layout_of(&self, len: usize) -> Layout {
+        // SAFETY: the same size and alignment were checked by `Layout` when the block of `len`
+        // elements was made.
+        unsafe { Layout::from_size_align_unchecked(self.vtable.size * len, self.vtable.align) }
     }
 
     /// Whether dropping the elements runs code (then it must happen outside the list's lock).
@@ -264,10 +371,11 @@ impl Block {
     #[inline]
     pub(crate) fn dispose(self) -> Option<(NonNull<u8>, usize)> {
         let this = mem::ManuallyDrop::new(self);
-        let pooled = is_pooled(this.layout());
+        let (ptr, len) = this.parts();
+        let layout = this.layout_of(len);
         // SAFETY: consumed here; `ManuallyDrop` keeps `Drop` from doing it again.
         unsafe { this.drop_elements_and_heap_memory() };
-        pooled.then(|| (this.ptr, this.size()))
+        is_pooled(layout).then_some((ptr, layout.size()))
     }
 
     /// # Safety
@@ -286,10 +394,20 @@ impl Block {
                 }
             }
         }
-        let _free = Free(self.ptr, self.layout());
-        // SAFETY: by the invariant `ptr` holds `len` live elements of the vtable's type; the
-        // caller makes this the last use of them.
-        unsafe { (self.vtable.drop_elems)(self.ptr.as_ptr(), self.len) }
+        let (ptr, len) = self.parts();
+        if self.aux == BIG {
+            // SAFETY: by the invariant the word points to the block's header.
+            let header = unsafe { self.word.ptr::<u8>() };
+            // SAFETY: by the invariant the header was allocated with this layout and is owned
+            // by the block; its contents were read above and it is not read again.
+            unsafe { alloc::dealloc(header, Layout::new::<BigHeader>()) };
+        }
+        let _free = Free(ptr, self.layout_of(len));
+        if self.vtable.needs_drop {
+            // SAFETY: by the invariant `ptr` holds `len` live elements of the vtable's type;
+            // the caller makes this the last use of them.
+            unsafe { (self.vtable.drop_elems)(ptr.as_ptr(), len) }
+        }
     }
 }
 
@@ -306,7 +424,7 @@ impl std::fmt::Debug for Block {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Block")
             .field("type", &self.type_name())
-            .field("len", &self.len)
+            .field("len", &self.parts().1)
             .field("size", &self.size())
             .finish()
     }

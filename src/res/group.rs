@@ -18,15 +18,18 @@
 use std::fmt;
 
 use crate::error::{Error, Result};
+use crate::res::erased::{CLOSE_VTABLE, EntryVTable, OPEN_VTABLE};
 use crate::res::info::EntryKind;
-use crate::res::list::{Entry, Key, PanicPayload, PanicSink, Payload, ResourceList, Slot};
+use crate::res::list::{Entry, Key, PanicPayload, PanicSink, Payload, ResourceList, State};
 use crate::res::site::Site;
-use crate::res::slots::Slots;
 use crate::sync::Ordering;
 use crate::trace::{self, Op};
 
 /// The payload of a group marker entry.
-#[derive(Debug)]
+///
+/// In a slot, an open marker stores its `closed_at` (0: still open) and a close marker its
+/// `group`; an open marker's `group` is its own sequence number.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Marker {
     /// The sequence number of the group's open marker: the group's identity on its list.
     group: u64,
@@ -42,6 +45,34 @@ impl Marker {
             EntryKind::GroupOpen
         } else {
             EntryKind::GroupClose
+        }
+    }
+
+    /// The vtable and the value a slot stores for this marker.
+    #[inline]
+    pub(crate) fn into_raw(self) -> (&'static EntryVTable, u64) {
+        if self.open {
+            (&OPEN_VTABLE, self.closed_at.unwrap_or(0))
+        } else {
+            (&CLOSE_VTABLE, self.group)
+        }
+    }
+
+    /// The marker `seq` whose parts [`into_raw`](Self::into_raw) returned.
+    #[inline]
+    pub(crate) fn from_raw(seq: u64, vt: &'static EntryVTable, v: u64) -> Self {
+        if vt.kind == EntryKind::GroupOpen {
+            Marker {
+                group: seq,
+                closed_at: (v != 0).then_some(v),
+                open: true,
+            }
+        } else {
+            Marker {
+                group: v,
+                closed_at: None,
+                open: false,
+            }
         }
     }
 }
@@ -91,22 +122,10 @@ impl<C> ResourceList<C> {
             site,
             payload: Payload::Marker(marker),
         };
-        let key = {
-            let mut st = self.state.lock();
-            let key = self.insert(&mut st, entry).map_err(|(e, _)| e)?;
-            if let Some(Slot::Occupied {
-                entry:
-                    Entry {
-                        payload: Payload::Marker(m),
-                        ..
-                    },
-                ..
-            }) = st.slots.get_mut(key.index as usize)
-            {
-                m.group = key.seq;
-            }
-            key
-        };
+        // The open marker's group is its own sequence number, known once it is on the list.
+        let key = self
+            .insert(&mut self.state.lock(), entry)
+            .map_err(|(e, _)| e)?;
         self.note_added(&key, &site, EntryKind::GroupOpen);
         Ok(Group { key })
     }
@@ -123,7 +142,7 @@ impl<C> ResourceList<C> {
         self.check_list(&group.key)?;
         let key = {
             let mut st = self.state.lock();
-            match open_marker(&mut st.slots, &group.key) {
+            match open_marker(&st, &group.key) {
                 Some(m) if m.closed_at.is_some() => return Err(Error::GroupClosed),
                 Some(_) => {}
                 None => return Err(Error::NotOnList),
@@ -137,8 +156,8 @@ impl<C> ResourceList<C> {
                 }),
             };
             let key = self.insert(&mut st, entry).map_err(|(e, _)| e)?;
-            if let Some(m) = open_marker(&mut st.slots, &group.key) {
-                m.closed_at = Some(key.seq);
+            if open_marker(&st, &group.key).is_some() {
+                st.set_closed_at(group.key.index as usize, key.seq);
             }
             key
         };
@@ -156,14 +175,14 @@ impl<C> ResourceList<C> {
         self.check_list(&group.key)?;
         let taken = {
             let mut st = self.state.lock();
-            let Some(m) = open_marker(&mut st.slots, &group.key) else {
+            let Some(m) = open_marker(&st, &group.key) else {
                 return Err(Error::NotOnList);
             };
             let closed_at = m.closed_at;
             let mut taken = Vec::with_capacity(2);
             taken.extend(st.take(group.key.index as usize, Some(group.key.seq)));
             if let Some(close) = closed_at
-                && let Some(i) = find_seq(&st.slots, close)
+                && let Some(i) = find_seq(&st, close)
             {
                 taken.extend(st.take(i, Some(close)));
             }
@@ -196,7 +215,7 @@ impl<C> ResourceList<C> {
         self.check_list(&group.key)?;
         let mut todo = {
             let mut st = self.state.lock();
-            let Some(m) = open_marker(&mut st.slots, &group.key) else {
+            let Some(m) = open_marker(&st, &group.key) else {
                 return Err(Error::NotOnList);
             };
             let (first, last) = (group.key.seq, m.closed_at.unwrap_or(u64::MAX));
@@ -208,21 +227,21 @@ impl<C> ResourceList<C> {
             let mut colours: Vec<(u64, u8)> = Vec::new();
             let mut plain: Vec<usize> = Vec::new();
             for (i, slot) in st.slots.iter().enumerate() {
-                let Slot::Occupied { seq, entry } = slot else {
+                let Some(seq) = slot.occupied() else {
                     continue;
                 };
-                if *seq < first || *seq > last {
+                if seq < first || seq > last {
                     continue;
                 }
-                match &entry.payload {
-                    Payload::Marker(mk) => {
+                match st.marker_at(i) {
+                    Some((_, mk)) => {
                         let extra = u8::from(mk.open && mk.closed_at.is_none());
                         match colours.iter_mut().find(|(g, _)| *g == mk.group) {
                             Some((_, c)) => *c += 1 + extra,
                             None => colours.push((mk.group, 1 + extra)),
                         }
                     }
-                    _ => plain.push(i),
+                    None => plain.push(i),
                 }
             }
             // Markers of the groups wholly inside the range go too.
@@ -232,16 +251,9 @@ impl<C> ResourceList<C> {
                 .map(|(g, _)| g)
                 .collect();
             if !wholly.is_empty() {
-                plain.extend(st.slots.iter().enumerate().filter_map(|(i, s)| match s {
-                    Slot::Occupied {
-                        entry:
-                            Entry {
-                                payload: Payload::Marker(mk),
-                                ..
-                            },
-                        ..
-                    } if wholly.contains(&mk.group) => Some(i),
-                    _ => None,
+                plain.extend((0..st.slots.len()).filter(|&i| {
+                    st.marker_at(i)
+                        .is_some_and(|(_, mk)| wholly.contains(&mk.group))
                 }));
             }
             // Take from the top down: emptying the list (which resets the slot table) can only
@@ -276,25 +288,16 @@ impl<C> ResourceList<C> {
 }
 
 /// The open marker of the group `key`, if it is still on the list.
-fn open_marker<'s, C>(slots: &'s mut Slots<Slot<C>>, key: &Key) -> Option<&'s mut Marker> {
-    match slots.get_mut(key.index as usize) {
-        Some(Slot::Occupied {
-            seq,
-            entry:
-                Entry {
-                    payload: Payload::Marker(m),
-                    ..
-                },
-        }) if *seq == key.seq && m.open => Some(m),
+fn open_marker<C>(st: &State<C>, key: &Key) -> Option<Marker> {
+    match st.marker_at(key.index as usize) {
+        Some((seq, m)) if seq == key.seq && m.open => Some(m),
         _ => None,
     }
 }
 
 /// The slot holding the entry `seq`, by a scan.
-fn find_seq<C>(slots: &Slots<Slot<C>>, want: u64) -> Option<usize> {
-    slots
-        .iter()
-        .position(|s| matches!(s, Slot::Occupied { seq, .. } if *seq == want))
+fn find_seq<C>(st: &State<C>, want: u64) -> Option<usize> {
+    st.slots.iter().position(|s| s.occupied() == Some(want))
 }
 
 #[cfg(all(test, not(loom)))]

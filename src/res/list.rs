@@ -1,6 +1,7 @@
 //! The resource list: entries in slots, released newest first, exactly once.
 
 use std::any::Any;
+use std::marker::PhantomData;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr::NonNull;
 use std::sync::OnceLock;
@@ -9,6 +10,8 @@ use crate::error::{Error, Result};
 use crate::res::action::Action;
 use crate::res::alloc::Block;
 use crate::res::arena::Arena;
+use crate::res::erased::{EntryVTable, SiteTable, Word};
+use crate::res::group::Marker;
 use crate::res::handle::Managed;
 use crate::res::info::{EntryInfo, EntryKind};
 use crate::res::lock::{ListGuard, ListLock};
@@ -27,7 +30,7 @@ pub(crate) enum Payload<C> {
     /// A managed allocation, dropped and freed at release.
     Block(Block),
     /// A group marker (see `group.rs`); releasing it does nothing.
-    Marker(crate::res::group::Marker),
+    Marker(Marker),
 }
 
 /// One entry of a list.
@@ -76,6 +79,54 @@ impl<C> Entry<C> {
         }
     }
 
+    /// Splits the entry into what a slot stores: the vtable, `aux` and the word (see
+    /// [`erased`](crate::res::erased)); the site is interned by the caller.
+    #[inline(always)]
+    fn into_raw(self) -> (Site, &'static EntryVTable, u32, Word) {
+        let site = self.site;
+        let (vt, aux, word) = match self.payload {
+            Payload::Action(a) => {
+                let (vt, word) = a.into_raw();
+                (vt, 0, word)
+            }
+            Payload::Block(b) => b.into_raw(),
+            Payload::Marker(m) => {
+                let (vt, v) = m.into_raw();
+                (vt, (v >> 32) as u32, Word::from_bits(v as u32))
+            }
+        };
+        (site, vt, aux, word)
+    }
+
+    /// The entry `seq` whose parts [`into_raw`](Self::into_raw) returned.
+    ///
+    /// # Safety
+    ///
+    /// `(vt, aux, word)` must come from [`into_raw`](Self::into_raw) of an `Entry<C>` (same
+    /// `C`) with sequence number `seq`, and not be used again.
+    #[inline(always)]
+    unsafe fn from_raw(
+        seq: u64,
+        site: Site,
+        vt: &'static EntryVTable,
+        aux: u32,
+        word: Word,
+    ) -> Self {
+        let payload = match vt.kind {
+            // SAFETY: the parts of an `Action<C>` (the caller's promise; the kind says which).
+            EntryKind::Action => Payload::Action(unsafe { Action::from_raw(vt, word) }),
+            // SAFETY: the parts of a `Block`, as above.
+            EntryKind::Alloc => Payload::Block(unsafe { Block::from_raw(vt, aux, word) }),
+            // SAFETY: a marker's word holds a plain value (`into_raw`).
+            _ => Payload::Marker(Marker::from_raw(
+                seq,
+                vt,
+                (u64::from(aux) << 32) | u64::from(unsafe { word.bits() }),
+            )),
+        };
+        Entry { site, payload }
+    }
+
     /// Whether releasing or discarding runs no user code, so it may happen under the lock.
     fn is_inert(&self) -> bool {
         match &self.payload {
@@ -106,24 +157,103 @@ const BATCH: usize = 32;
 /// Inert entries a bulk release may release under one lock when nothing traces them.
 const IN_PLACE_MAX: usize = 256;
 
-pub(super) enum Slot<C> {
-    Vacant {
-        next_free: u32,
-    },
-    Occupied {
-        seq: u64,
-        entry: Entry<C>,
-    },
-    /// Taken off by a bulk release that will release it shortly (an inert entry in its
-    /// current batch). Vacant for every other purpose, but an explicit release of it is not an
-    /// error: it is being done.
-    Claimed {
-        seq: u64,
-    },
+/// One slot of the table: 24 bytes.
+///
+/// # Invariants
+///
+/// * Vacant: `seq == 0`; `aux` is the next vacant slot of the free list (or [`NO_SLOT`]).
+/// * Claimed (taken off by a bulk release that will release it shortly, an inert entry in its
+///   current batch; vacant for every other purpose, but an explicit release of it is not an
+///   error: it is being done): `seq` is the entry's sequence number with [`CLAIMED`] set.
+/// * Occupied: `0 < seq < CLAIMED`; `site` is an index of the list's [`SiteTable`], whose
+///   vtable, with `aux` and `word`, are the parts of an entry of the list
+///   ([`Entry::into_raw`]), owned by the slot. A slot has no destructor: an occupied slot is
+///   emptied only through [`State::unpack`], which hands its entry back.
+pub(super) struct Slot {
+    seq: u64,
+    site: u32,
+    aux: u32,
+    word: Word,
 }
 
-pub(super) struct State<C> {
-    pub(super) slots: Slots<Slot<C>>,
+/// The bit of `Slot::seq` that marks a claimed slot. Sequence numbers stay below it (2^63
+/// entries are never added to one list).
+const CLAIMED: u64 = 1 << 63;
+
+// SAFETY: an occupied slot owns an entry's payload: `Send` closures and blocks of `Send + Sync`
+// values or bytes (see `Action` and `Block`); a slot is only reached through the list's lock.
+unsafe impl Send for Slot {}
+// SAFETY: `&Slot` gives access to no payload (only to the sequence number and indices).
+unsafe impl Sync for Slot {}
+
+const _: () = assert!(std::mem::size_of::<Slot>() == 24 || usize::BITS != 64);
+
+impl Slot {
+    #[inline(always)]
+    const fn vacant(next_free: u32) -> Self {
+        Slot {
+            seq: 0,
+            site: 0,
+            aux: next_free,
+            word: Word::uninit(),
+        }
+    }
+
+    #[inline(always)]
+    const fn claimed(seq: u64) -> Self {
+        Slot {
+            seq: seq | CLAIMED,
+            site: 0,
+            aux: 0,
+            word: Word::uninit(),
+        }
+    }
+
+    /// The entry's sequence number, if the slot is occupied.
+    #[inline(always)]
+    pub(super) fn occupied(&self) -> Option<u64> {
+        (self.seq.wrapping_sub(1) < CLAIMED - 1).then_some(self.seq)
+    }
+
+    /// The site index of an occupied slot.
+    #[inline(always)]
+    pub(super) fn site(&self) -> u32 {
+        self.site
+    }
+
+    /// The `aux` of an occupied slot.
+    #[inline(always)]
+    pub(super) fn aux(&self) -> u32 {
+        self.aux
+    }
+
+    /// The word of an occupied slot.
+    #[inline(always)]
+    pub(super) fn word(&self) -> Word {
+        self.word
+    }
+
+    /// Replaces the payload parts of an occupied slot, keeping its sequence number. The old
+    /// parts must have been taken over by the caller (they are overwritten, not dropped).
+    #[inline]
+    pub(super) fn replace_payload(&mut self, site: u32, aux: u32, word: Word) {
+        debug_assert!(self.occupied().is_some());
+        self.site = site;
+        self.aux = aux;
+        self.word = word;
+    }
+
+    /// The sequence number of the claimed entry, if the slot is claimed.
+    #[inline(always)]
+    fn claimed_seq(&self) -> Option<u64> {
+        (self.seq & CLAIMED != 0).then_some(self.seq & !CLAIMED)
+    }
+}
+
+pub(crate) struct State<C> {
+    pub(super) slots: Slots<Slot>,
+    /// The call sites (name, location, entry type) the slots refer to.
+    pub(super) sites: SiteTable,
     free_head: u32,
     next_seq: u64,
     live: usize,
@@ -132,12 +262,116 @@ pub(super) struct State<C> {
     /// Bulk releases in progress. While one runs, slots are not reused, so entries added during
     /// the release are appended above everything that existed when it began.
     releasing: usize,
-    /// Memory of small managed allocations. Declared after `slots` so that entries still on
-    /// the list are dropped before it.
+    /// Memory of small managed allocations. Entries still on the list when it is dropped are
+    /// unpacked and dropped by [`ResourceList`]'s `Drop`, before the arena.
     pub(super) arena: Arena,
+    _ctx: PhantomData<fn(&C)>,
 }
 
 impl<C> State<C> {
+    /// Packs `entry` into an occupied slot with sequence number `seq`. Fails (handing the
+    /// entry back) only if the site table cannot grow.
+    #[inline(always)]
+    fn pack(&mut self, seq: u64, entry: Entry<C>) -> Result<Slot, Entry<C>> {
+        debug_assert!(seq != 0 && seq < CLAIMED);
+        let (s, vt, aux, word) = entry.into_raw();
+        let Some(site) = self.sites.intern(s.name(), s.location(), vt) else {
+            // SAFETY: the parts just taken from the entry, not used again.
+            return Err(unsafe { Entry::from_raw(seq, s, vt, aux, word) });
+        };
+        // INVARIANT: an occupied slot owning the entry's parts, its site interned.
+        Ok(Slot {
+            seq,
+            site,
+            aux,
+            word,
+        })
+    }
+
+    /// The entry an occupied slot owned, and its sequence number.
+    ///
+    /// # Safety
+    ///
+    /// `slot` must be an occupied slot of this list, taken out of the table (or a bitwise copy
+    /// whose original is never unpacked again).
+    #[inline(always)]
+    pub(super) unsafe fn unpack(&self, slot: Slot) -> (u64, Entry<C>) {
+        debug_assert!(slot.occupied().is_some());
+        let meta = self.sites.get(slot.site);
+        let site = Site::new(meta.name, meta.location);
+        // SAFETY: an occupied slot's parts (the caller), packed by `pack` from an `Entry<C>`.
+        let entry = unsafe { Entry::from_raw(slot.seq, site, meta.vtable, slot.aux, slot.word) };
+        (slot.seq, entry)
+    }
+
+    /// Releases the entry of an inert slot (a block whose elements need no dropping, or a
+    /// marker) without making an [`Entry`] of it: frees or recycles its memory.
+    ///
+    /// # Safety
+    ///
+    /// `slot` must be an occupied slot of this list, taken out of the table, whose vtable's
+    /// `needs_drop` is false.
+    #[inline(always)]
+    unsafe fn discard_inert(&mut self, slot: Slot) {
+        let vt = self.sites.get(slot.site).vtable;
+        debug_assert!(!vt.needs_drop);
+        if vt.kind == EntryKind::Alloc {
+            // SAFETY: the parts of a block (the kind says so), owned by the slot (the caller).
+            let block = unsafe { Block::from_raw(vt, slot.aux, slot.word) };
+            if let Some((p, size)) = block.dispose() {
+                // SAFETY: as in `ResourceList::recycle`: an arena block of this list, now free.
+                unsafe { self.arena.recycle(p, size) };
+            }
+        }
+    }
+
+    /// A read-only view of the entry in an occupied slot, for its kind, size, site and type.
+    /// The view must not be released, discarded or dropped (`ManuallyDrop`).
+    #[inline]
+    pub(super) fn peek(&self, slot: &Slot) -> std::mem::ManuallyDrop<Entry<C>> {
+        // SAFETY: `slot` is occupied (the callers check); the copy is never dropped or consumed
+        // (`ManuallyDrop`, and every consuming method takes the entry by value, which safe code
+        // cannot get out of the `ManuallyDrop` without `into_inner`, never called on a view).
+        std::mem::ManuallyDrop::new(
+            unsafe {
+                self.unpack(Slot {
+                    seq: slot.seq,
+                    site: slot.site,
+                    aux: slot.aux,
+                    word: slot.word,
+                })
+            }
+            .1,
+        )
+    }
+
+    /// The sequence number and the marker in slot `index`, if it holds a group marker.
+    pub(super) fn marker_at(&self, index: usize) -> Option<(u64, Marker)> {
+        let slot = self.slots.get(index)?;
+        let seq = slot.occupied()?;
+        let vt = self.sites.get(slot.site).vtable;
+        if !matches!(vt.kind, EntryKind::GroupOpen | EntryKind::GroupClose) {
+            return None;
+        }
+        // SAFETY: a marker's word holds a plain value (`Entry::into_raw`).
+        let lo = unsafe { slot.word.bits() };
+        let v = (u64::from(slot.aux) << 32) | u64::from(lo);
+        Some((seq, Marker::from_raw(seq, vt, v)))
+    }
+
+    /// Records in the open marker in slot `index` that its group was closed by the marker
+    /// `close`.
+    pub(super) fn set_closed_at(&mut self, index: usize, close: u64) {
+        debug_assert!(
+            matches!(self.marker_at(index), Some((_, m)) if m.kind() == EntryKind::GroupOpen)
+        );
+        if let Some(slot) = self.slots.get_mut(index) {
+            // INVARIANT: an open marker's parts: the close marker's seq, split.
+            slot.aux = (close >> 32) as u32;
+            slot.word = Word::from_bits(close as u32);
+        }
+    }
+
     /// Empties the slot at `index` if it holds the entry `seq`.
     pub(super) fn take(&mut self, index: usize, seq: Option<u64>) -> Option<(u64, Entry<C>)> {
         let next_free = if self.releasing == 0 {
@@ -145,19 +379,14 @@ impl<C> State<C> {
         } else {
             NO_SLOT
         };
-        let slot = match self.slots.get_mut(index) {
-            Some(slot @ Slot::Occupied { .. }) => slot,
-            _ => return None,
-        };
-        if let (Some(want), Slot::Occupied { seq: s, .. }) = (seq, &*slot)
-            && *s != want
-        {
+        let slot = self.slots.get_mut(index)?;
+        let s = slot.occupied()?;
+        if seq.is_some_and(|want| want != s) {
             return None;
         }
-        let old = std::mem::replace(slot, Slot::Vacant { next_free });
-        let Slot::Occupied { seq, entry } = old else {
-            unreachable!("checked above")
-        };
+        let old = std::mem::replace(slot, Slot::vacant(next_free));
+        // SAFETY: an occupied slot, taken out of the table.
+        let (seq, entry) = unsafe { self.unpack(old) };
         if self.releasing == 0 {
             self.free_head = index as u32;
         }
@@ -181,10 +410,8 @@ impl<C> State<C> {
     fn rebuild_free_list(&mut self) {
         self.free_head = NO_SLOT;
         for (i, slot) in self.slots.iter_mut().enumerate() {
-            if !matches!(slot, Slot::Occupied { .. }) {
-                *slot = Slot::Vacant {
-                    next_free: self.free_head,
-                };
+            if slot.occupied().is_none() {
+                *slot = Slot::vacant(self.free_head);
                 self.free_head = i as u32;
             }
         }
@@ -196,14 +423,14 @@ impl<C> State<C> {
     fn pop_above(&mut self, floor: usize, min_seq: u64) -> Option<(u64, Entry<C>)> {
         while self.slots.len() > floor {
             let top = self.slots.len() - 1;
-            match self.slots.last() {
-                Some(Slot::Occupied { seq, .. }) if *seq < min_seq => return None,
-                Some(Slot::Occupied { .. }) => {
+            match self.slots.last().and_then(Slot::occupied) {
+                Some(seq) if seq < min_seq => return None,
+                Some(_) => {
                     let taken = self.take(top, None);
                     self.slots.pop();
                     return taken;
                 }
-                _ => {
+                None => {
                     self.slots.pop();
                 }
             }
@@ -278,27 +505,29 @@ impl<C> State<C> {
                 break;
             }
             let inert = match self.slots.last() {
-                Some(Slot::Occupied { entry, .. }) => entry.is_inert(),
-                Some(Slot::Vacant { .. }) => true,
-                Some(Slot::Claimed { .. }) | None => break,
+                Some(slot) if slot.occupied().is_some() => {
+                    !self.sites.get(slot.site).vtable.needs_drop
+                }
+                Some(slot) if slot.claimed_seq().is_none() => true, // vacant
+                _ => break,
             };
-            let popped = self.slots.pop();
+            let popped = self.slots.pop().expect("not empty");
             if below {
                 *floor = len - 1;
                 *walk = Walk::Down { cursor: len - 1 };
             }
-            let Some(Slot::Occupied { seq, entry }) = popped else {
+            if popped.occupied().is_none() {
                 continue; // a vacant slot: nothing to release
-            };
+            }
             self.live -= 1;
-            if !inert {
-                return (released, Some((seq, entry)));
+            if inert {
+                // SAFETY: an occupied slot taken out of the table, whose vtable runs no code.
+                unsafe { self.discard_inert(popped) };
+                released += 1;
+                continue;
             }
-            if let Some((p, size)) = entry.discard() {
-                // SAFETY: as in `ResourceList::recycle`: an arena block of this list, now free.
-                unsafe { self.arena.recycle(p, size) };
-            }
-            released += 1;
+            // SAFETY: an occupied slot, taken out of the table.
+            return (released, Some(unsafe { self.unpack(popped) }));
         }
         (released, None)
     }
@@ -310,10 +539,7 @@ impl<C> State<C> {
             .iter()
             .take(floor)
             .enumerate()
-            .filter_map(|(i, s)| match s {
-                Slot::Occupied { seq, .. } => Some((*seq, i)),
-                Slot::Vacant { .. } | Slot::Claimed { .. } => None,
-            })
+            .filter_map(|(i, s)| Some((s.occupied()?, i)))
             .max()
             .map(|(_, i)| i)
     }
@@ -403,13 +629,10 @@ fn too_many<C>(entry: Entry<C>) -> (Error, Entry<C>) {
     )
 }
 
-/// The error of a slot table that could not grow, with the entry of the slot not pushed.
+/// The error of a slot or site table that could not grow, with the entry not added.
 #[cold]
-fn slot_oom<C>(slot: Slot<C>) -> (Error, Entry<C>) {
-    match slot {
-        Slot::Occupied { entry, .. } => (Error::oom(std::alloc::Layout::new::<Slot<C>>()), entry),
-        Slot::Vacant { .. } | Slot::Claimed { .. } => unreachable!("an occupied slot was pushed"),
-    }
+fn slot_oom<C>(entry: Entry<C>) -> (Error, Entry<C>) {
+    (Error::oom(std::alloc::Layout::new::<Slot>()), entry)
 }
 
 /// Unique identities for lists, so that a handle of one list is recognised on another.
@@ -455,6 +678,8 @@ impl<C> ResourceList<C> {
             tail_seq: AtomicU64::new(0),
             state: ListLock::new(State {
                 slots: Slots::new(),
+                sites: SiteTable::new(),
+                _ctx: PhantomData,
                 free_head: NO_SLOT,
                 next_seq: 1,
                 live: 0,
@@ -503,29 +728,34 @@ impl<C> ResourceList<C> {
         entry: Entry<C>,
     ) -> Result<Key, (Error, Entry<C>)> {
         let seq = st.next_seq;
-        let index = if st.free_head != NO_SLOT && st.releasing == 0 {
+        let reuse = st.free_head != NO_SLOT && st.releasing == 0;
+        if !reuse && st.slots.len() >= NO_SLOT as usize {
+            return Err(too_many(entry));
+        }
+        let packed = match st.pack(seq, entry) {
+            Ok(packed) => packed,
+            Err(entry) => return Err(slot_oom(entry)),
+        };
+        let index = if reuse {
             let index = st.free_head as usize;
             let len = st.slots.len();
             let slot = st
                 .slots
                 .get_mut(index)
                 .expect("free list links existing slots");
-            let Slot::Vacant { next_free } = *slot else {
-                unreachable!("free list links vacant slots only")
-            };
-            *slot = Slot::Occupied { seq, entry };
+            debug_assert!(slot.seq == 0, "free list links vacant slots only");
+            let next_free = slot.aux;
+            *slot = packed;
             st.free_head = next_free;
             if index + 1 != len {
                 st.reordered = true;
             }
             index
         } else {
-            if st.slots.len() >= NO_SLOT as usize {
-                return Err(too_many(entry));
-            }
-            match st.slots.try_push(Slot::Occupied { seq, entry }) {
+            match st.slots.try_push(packed) {
                 Ok(index) => index,
-                Err(slot) => return Err(slot_oom(slot)),
+                // SAFETY: the occupied slot just packed, never stored.
+                Err(slot) => return Err(slot_oom(unsafe { st.unpack(slot) }.1)),
             }
         };
         st.next_seq += 1;
@@ -566,7 +796,7 @@ impl<C> ResourceList<C> {
         }
         let st = self.state.lock();
         match st.slots.get(key.index as usize) {
-            Some(Slot::Occupied { seq, .. }) if *seq == key.seq => Ok(()),
+            Some(slot) if slot.occupied() == Some(key.seq) => Ok(()),
             _ => Err(Error::NotOnList),
         }
     }
@@ -683,7 +913,7 @@ impl<C> ResourceList<C> {
             return match st.slots.get(key.index as usize) {
                 // In a bulk release's current batch: it is being released right now, and it
                 // runs no user code, so there is nothing left for this caller to wait for.
-                Some(Slot::Claimed { seq }) if *seq == key.seq => Ok(None),
+                Some(slot) if slot.claimed_seq() == Some(key.seq) => Ok(None),
                 _ => Err(Error::NotOnList),
             };
         };
@@ -782,10 +1012,12 @@ impl<C> ResourceList<C> {
             } else {
                 let mut order = Vec::new();
                 if order.try_reserve_exact(st.live).is_ok() {
-                    order.extend(st.slots.iter().enumerate().filter_map(|(i, s)| match s {
-                        Slot::Occupied { seq, .. } => Some((*seq, i as u32)),
-                        Slot::Vacant { .. } | Slot::Claimed { .. } => None,
-                    }));
+                    order.extend(
+                        st.slots
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(i, s)| Some((s.occupied()?, i as u32))),
+                    );
                     order.sort_unstable_by(|a, b| b.cmp(a));
                     Walk::Sorted { order, next: 0 }
                 } else {
@@ -850,7 +1082,7 @@ impl<C> ResourceList<C> {
                         continue;
                     }
                     if let Some(slot) = index.and_then(|i| st.slots.get_mut(i)) {
-                        *slot = Slot::Claimed { seq };
+                        *slot = Slot::claimed(seq);
                     }
                     batch[n] = Some((seq, entry));
                     n += 1;
@@ -998,9 +1230,11 @@ impl<C> ResourceList<C> {
         let mut v: Vec<EntryInfo> = st
             .slots
             .iter()
-            .filter_map(|s| match s {
-                Slot::Occupied { seq, entry } => Some(EntryInfo::new(
-                    *seq,
+            .filter_map(|s| {
+                let seq = s.occupied()?;
+                let entry = st.peek(s);
+                Some(EntryInfo::new(
+                    seq,
                     entry.site,
                     entry.kind(),
                     entry.size(),
@@ -1008,8 +1242,7 @@ impl<C> ResourceList<C> {
                         Payload::Block(b) => Some(b.type_name()),
                         Payload::Action(_) | Payload::Marker(_) => None,
                     },
-                )),
-                Slot::Vacant { .. } | Slot::Claimed { .. } => None,
+                ))
             })
             .collect();
         v.sort_unstable_by_key(|e| std::cmp::Reverse(e.seq()));
@@ -1026,13 +1259,12 @@ impl<C> Drop for ResourceList<C> {
         if st.live == 0 {
             return;
         }
-        let mut entries: Vec<(u64, Entry<C>)> = st
-            .slots
+        let mut slots = std::mem::replace(&mut st.slots, Slots::new());
+        let mut entries: Vec<(u64, Entry<C>)> = slots
             .drain_all()
-            .filter_map(|s| match s {
-                Slot::Occupied { seq, entry } => Some((seq, entry)),
-                Slot::Vacant { .. } | Slot::Claimed { .. } => None,
-            })
+            .filter(|s| s.occupied().is_some())
+            // SAFETY: occupied slots, taken out of the table.
+            .map(|s| unsafe { st.unpack(s) })
             .collect();
         entries.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
         for (seq, e) in entries {

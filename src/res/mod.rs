@@ -8,8 +8,10 @@
 //!
 //! * early release and removal are O(1): a handle names its slot and the entry's sequence
 //!   number, where the kernel scans the list (`drmm_kfree`, `devm_release_action`);
-//! * small closures are stored inline and a managed allocation is a single allocator call
-//!   with no header in front of the user's data;
+//! * an entry's bookkeeping is one 24-byte slot (sequence number, call-site index, one word of
+//!   payload: a one-word closure is stored inline, larger ones are boxed), where the kernel puts
+//!   a 40-byte header in front of the data; a managed allocation has no header at all (small
+//!   ones come from the list's arena, larger ones are a single allocator call);
 //! * an entry added while the list is being released is released too (the kernel's
 //!   `drm_managed_release` skips it);
 //! * a panicking action does not stop the release: the others still run and the panic is
@@ -18,6 +20,7 @@
 mod action;
 mod alloc;
 mod arena;
+mod erased;
 pub(crate) mod group;
 pub(crate) mod handle;
 mod info;

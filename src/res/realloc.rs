@@ -1,11 +1,15 @@
 //! Resizing a managed byte allocation in place in the release order (`devm_krealloc`).
 
-use std::mem::MaybeUninit;
+use std::mem::{ManuallyDrop, MaybeUninit};
 use std::ptr::NonNull;
 
 use crate::error::{Error, Result};
+use crate::res::alloc::Block;
+use crate::res::erased::SiteMeta;
 use crate::res::handle::Managed;
-use crate::res::list::{Payload, ResourceList, Slot, State};
+use crate::res::info::EntryKind;
+use crate::res::list::{ResourceList, State};
+use crate::res::site::Site;
 use crate::trace::{self, Op};
 
 /// Element types of byte handles: `u8` and `MaybeUninit<u8>` (same layout).
@@ -37,35 +41,55 @@ impl<C> ResourceList<C> {
         let key = handle.key;
         let (site, old_size, old) = {
             let mut st = self.state.lock();
-            let State { slots, arena, .. } = &mut *st;
-            let Some(Slot::Occupied { seq, entry }) = slots.get_mut(key.index as usize) else {
+            let State {
+                slots,
+                sites,
+                arena,
+                ..
+            } = &mut *st;
+            let Some(slot) = slots.get_mut(key.index as usize) else {
                 return Err(Error::NotOnList);
             };
-            if *seq != key.seq {
+            if slot.occupied() != Some(key.seq) {
                 return Err(Error::NotOnList);
             }
-            let Payload::Block(block) = &entry.payload else {
+            let meta = *sites.get(slot.site());
+            if meta.vtable.kind != EntryKind::Alloc {
                 return Err(Error::NotOnList);
-            };
+            }
+            // SAFETY: the parts of the occupied slot's block, viewed without taking them: the
+            // view is never dropped (`ManuallyDrop`) unless it replaces them below.
+            let block =
+                ManuallyDrop::new(unsafe { Block::from_raw(meta.vtable, slot.aux(), slot.word()) });
             let (new, ptr) = block.resized_bytes(arena, new_len, zero_tail)?;
             let old_size = block.size();
-            let old = std::mem::replace(&mut entry.payload, Payload::Block(new));
+            let (vt, aux, word) = new.into_raw();
+            let Some(site_index) = sites.intern(meta.name, meta.location, vt) else {
+                // SAFETY: the parts just taken from `new`, not used again.
+                drop(unsafe { Block::from_raw(vt, aux, word) });
+                return Err(Error::oom(std::alloc::Layout::new::<SiteMeta>()));
+            };
+            // INVARIANT: the slot now owns the new block (same seq, same place); the old block's
+            // parts are owned by `block`, taken out of the `ManuallyDrop` below.
+            slot.replace_payload(site_index, aux, word);
             // `E` has the layout of `u8`; the slice metadata (the length) is kept by the cast.
             handle.ptr = NonNull::new(ptr.as_ptr() as *mut [E]).expect("non-null");
-            (entry.site, old_size, old)
+            (
+                Site::new(meta.name, meta.location),
+                old_size,
+                ManuallyDrop::into_inner(block),
+            )
         };
         trace::entry(
             Op::Replace,
             self,
             key.seq,
             &site,
-            crate::EntryKind::Alloc,
+            EntryKind::Alloc,
             old_size,
         );
-        if let Payload::Block(old) = old {
-            // The old value is dropped outside the lock; its arena block, if any, is reused.
-            self.recycle(old.dispose());
-        }
+        // The old value is dropped outside the lock; its arena block, if any, is reused.
+        self.recycle(old.dispose());
         Ok(())
     }
 }

@@ -1,0 +1,333 @@
+//! The type-erased parts of an entry: one payload word and one vtable per entry type.
+//!
+//! A slot of the list is 24 bytes: the entry's sequence number, a `u32` index into the list's
+//! table of call sites ([`SiteMeta`]: name, location and [`EntryVTable`]), a `u32` of auxiliary
+//! data and one [`Word`]. What the auxiliary data and the word hold is decided by the vtable:
+//!
+//! | entry | vtable | `aux` | `word` |
+//! |---|---|---|---|
+//! | action of closure type `F` | one per `F` | 0 | `F` itself if it fits one word, else a pointer to a heap `F` |
+//! | typed block of `U` | one per `U` | element count, or [`BIG`] | data pointer, or pointer to a [`BigHeader`] |
+//! | byte block | one per alignment class | byte count, or [`BIG`] | as above |
+//! | group open marker | [`OPEN_VTABLE`] | high 32 bits of the close marker's seq | its low 32 bits (0: still open) |
+//! | group close marker | [`CLOSE_VTABLE`] | high 32 bits of the group's seq | its low 32 bits |
+//!
+//! No enum tag is needed: the vtable's [`kind`](EntryVTable::kind) tells the cases apart.
+
+use std::mem::MaybeUninit;
+use std::panic::Location;
+use std::ptr::NonNull;
+
+use crate::res::info::EntryKind;
+
+/// `aux` of a block whose length does not fit in a `u32` (then `word` points to a
+/// [`BigHeader`]).
+pub(crate) const BIG: u32 = u32::MAX;
+
+/// The out-of-line description of a block of [`BIG`] length.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BigHeader {
+    pub(crate) ptr: NonNull<u8>,
+    pub(crate) len: usize,
+}
+
+/// One word of an entry's payload, kept with its pointer provenance.
+///
+/// # Invariants
+///
+/// A `Word` by itself owns nothing and says nothing about its contents: it is always paired
+/// with an [`EntryVTable`] (and, for blocks and markers, an `aux` value) by whoever holds it (an
+/// [`Action`](crate::res::action::Action), a [`Block`](crate::res::alloc::Block), a marker or
+/// an occupied slot), and the pair's owner owns what the word holds, as listed in the table of
+/// the [module documentation](self). In particular:
+///
+/// * an inline closure is stored at the start of the word, which has the size and alignment
+///   of a pointer; its bytes may include uninitialised padding and pointers (hence
+///   `MaybeUninit<*mut ()>`, which copies every byte, provenance included);
+/// * a pointer (boxed closure, block data, [`BigHeader`]) is stored as `*mut ()` with its
+///   provenance, never through an integer;
+/// * a marker's value is stored as an address without provenance and read back as one;
+/// * the word of a vacant or claimed slot is unused and may be uninitialised.
+///
+/// Copying a `Word` does not copy ownership: exactly one holder may drop or consume what it
+/// holds.
+#[derive(Clone, Copy)]
+pub(crate) struct Word(MaybeUninit<*mut ()>);
+
+impl Word {
+    /// An unused word.
+    #[inline(always)]
+    pub(crate) const fn uninit() -> Self {
+        Word(MaybeUninit::uninit())
+    }
+
+    /// A word holding the pointer `p`.
+    #[inline(always)]
+    pub(crate) fn from_ptr<T>(p: *mut T) -> Self {
+        Word(MaybeUninit::new(p.cast()))
+    }
+
+    /// A word holding the plain value `v` (no provenance).
+    #[inline(always)]
+    pub(crate) fn from_bits(v: u32) -> Self {
+        Word(MaybeUninit::new(std::ptr::without_provenance_mut(
+            v as usize,
+        )))
+    }
+
+    /// The pointer stored by [`from_ptr`](Self::from_ptr).
+    ///
+    /// # Safety
+    ///
+    /// The word must have been made by [`from_ptr`](Self::from_ptr) (or written with a pointer
+    /// through [`as_mut_ptr`](Self::as_mut_ptr)).
+    #[inline(always)]
+    pub(crate) unsafe fn ptr<T>(self) -> *mut T {
+        // SAFETY: the caller promises an initialised pointer.
+        unsafe { self.0.assume_init() }.cast()
+    }
+
+    /// The value stored by [`from_bits`](Self::from_bits).
+    ///
+    /// # Safety
+    ///
+    /// The word must have been made by [`from_bits`](Self::from_bits).
+    #[inline(always)]
+    pub(crate) unsafe fn bits(self) -> u32 {
+        // SAFETY: the caller promises an initialised value.
+        unsafe { self.0.assume_init() }.addr() as u32
+    }
+
+    /// The word's storage, for a closure stored inline.
+    #[inline(always)]
+    pub(crate) fn as_mut_ptr(&mut self) -> *mut MaybeUninit<*mut ()> {
+        &mut self.0
+    }
+}
+
+/// How to handle one type of entry.
+///
+/// Every field is meaningful for one kind only; the others hold no-ops. One `'static` vtable
+/// exists per closure type (actions), per element type (typed blocks), per alignment class
+/// (byte blocks), and one per marker kind.
+pub(crate) struct EntryVTable {
+    /// Action, allocation, or marker.
+    pub(crate) kind: EntryKind,
+    /// Actions: `size_of::<F>()` (the trace's size). Blocks: the size of one element.
+    pub(crate) size: usize,
+    /// Blocks: the alignment of the block's layout.
+    pub(crate) align: usize,
+    /// Blocks: the element type's name.
+    pub(crate) type_name: fn() -> &'static str,
+    /// Whether releasing or discarding the entry runs code (user code must run outside the
+    /// list's lock): actions always; blocks whose elements need dropping.
+    pub(crate) needs_drop: bool,
+    /// Actions: moves the closure out of the word and calls it with the context.
+    pub(crate) call: unsafe fn(*mut Word, NonNull<()>),
+    /// Actions: drops the closure without calling it.
+    pub(crate) drop_action: unsafe fn(*mut Word),
+    /// Blocks: drops `len` elements in place (a no-op for bytes).
+    pub(crate) drop_elems: unsafe fn(*mut u8, usize),
+}
+
+/// # Safety
+///
+/// Always safe. (Unsafe only to fit the vtable's signature.)
+pub(crate) unsafe fn no_call(_: *mut Word, _: NonNull<()>) {}
+/// # Safety
+///
+/// Always safe. (Unsafe only to fit the vtable's signature.)
+pub(crate) unsafe fn no_drop_action(_: *mut Word) {}
+/// # Safety
+///
+/// Always safe. (Unsafe only to fit the vtable's signature.)
+pub(crate) unsafe fn no_drop_elems(_: *mut u8, _: usize) {}
+
+fn no_type_name() -> &'static str {
+    ""
+}
+
+const fn marker_vtable(kind: EntryKind) -> EntryVTable {
+    EntryVTable {
+        kind,
+        size: 0,
+        align: 1,
+        type_name: no_type_name,
+        needs_drop: false,
+        call: no_call,
+        drop_action: no_drop_action,
+        drop_elems: no_drop_elems,
+    }
+}
+
+/// The vtable of group open markers.
+pub(crate) static OPEN_VTABLE: EntryVTable = marker_vtable(EntryKind::GroupOpen);
+/// The vtable of group close markers.
+pub(crate) static CLOSE_VTABLE: EntryVTable = marker_vtable(EntryKind::GroupClose);
+
+/// A call site and entry type: what the slots of a list refer to by index.
+#[derive(Clone, Copy)]
+pub(crate) struct SiteMeta {
+    pub(crate) name: &'static str,
+    pub(crate) location: &'static Location<'static>,
+    pub(crate) vtable: &'static EntryVTable,
+}
+
+impl SiteMeta {
+    #[inline(always)]
+    fn same(
+        &self,
+        name: &'static str,
+        location: &'static Location<'static>,
+        vt: &'static EntryVTable,
+    ) -> bool {
+        std::ptr::eq(self.name, name)
+            && std::ptr::eq(self.location, location)
+            && std::ptr::eq(self.vtable, vt)
+    }
+
+    fn key(&self) -> (usize, usize, usize, usize) {
+        key(self.name, self.location, self.vtable)
+    }
+}
+
+fn key(
+    name: &'static str,
+    location: &'static Location<'static>,
+    vt: &'static EntryVTable,
+) -> (usize, usize, usize, usize) {
+    (
+        name.as_ptr().addr(),
+        name.len(),
+        std::ptr::from_ref(location).addr(),
+        std::ptr::from_ref(vt).addr(),
+    )
+}
+
+/// Entries of the direct-mapped cache in front of a [`SiteTable`].
+const CACHE: usize = 16;
+/// Above this many sites a miss of the cache is looked up in a hash map, not by a scan.
+const SCAN_MAX: usize = 32;
+
+/// The call sites of one list, each interned once, referred to by `u32` index.
+///
+/// # Invariants
+///
+/// `cache[h]` is 0 or one more than an index of `metas`; `map`, when present, maps the key of
+/// every site of `metas` to its index. Sites are never removed: an index, once handed out,
+/// stays valid for the table's life.
+#[derive(Default)]
+pub(crate) struct SiteTable {
+    metas: Vec<SiteMeta>,
+    cache: [u32; CACHE],
+    map: Option<std::collections::HashMap<(usize, usize, usize, usize), u32>>,
+}
+
+impl SiteTable {
+    pub(crate) const fn new() -> Self {
+        SiteTable {
+            metas: Vec::new(),
+            cache: [0; CACHE],
+            map: None,
+        }
+    }
+
+    /// The site with index `i`.
+    #[inline(always)]
+    pub(crate) fn get(&self, i: u32) -> &SiteMeta {
+        &self.metas[i as usize]
+    }
+
+    /// The index of the site `(name, location, vt)`, added if new; `None` if the table could
+    /// not grow.
+    #[inline(always)]
+    pub(crate) fn intern(
+        &mut self,
+        name: &'static str,
+        location: &'static Location<'static>,
+        vt: &'static EntryVTable,
+    ) -> Option<u32> {
+        let h = ((std::ptr::from_ref(location).addr() >> 3) ^ (std::ptr::from_ref(vt).addr() >> 4))
+            % CACHE;
+        let c = self.cache[h];
+        if c != 0 && self.metas[c as usize - 1].same(name, location, vt) {
+            return Some(c - 1);
+        }
+        let i = self.intern_slow(name, location, vt)?;
+        self.cache[h] = i + 1;
+        Some(i)
+    }
+
+    #[cold]
+    fn intern_slow(
+        &mut self,
+        name: &'static str,
+        location: &'static Location<'static>,
+        vt: &'static EntryVTable,
+    ) -> Option<u32> {
+        let found = match &self.map {
+            Some(map) => map.get(&key(name, location, vt)).copied(),
+            None => self
+                .metas
+                .iter()
+                .position(|m| m.same(name, location, vt))
+                .map(|i| i as u32),
+        };
+        if found.is_some() {
+            return found;
+        }
+        let i = u32::try_from(self.metas.len())
+            .ok()
+            .filter(|&i| i < u32::MAX)?;
+        self.metas.try_reserve(1).ok()?;
+        if self.map.is_none() && self.metas.len() >= SCAN_MAX {
+            let mut map = std::collections::HashMap::new();
+            map.try_reserve(self.metas.len() * 2).ok()?;
+            map.extend(
+                self.metas
+                    .iter()
+                    .enumerate()
+                    .map(|(j, m)| (m.key(), j as u32)),
+            );
+            self.map = Some(map);
+        }
+        if let Some(map) = &mut self.map {
+            map.try_reserve(1).ok()?;
+            map.insert(key(name, location, vt), i);
+        }
+        self.metas.push(SiteMeta {
+            name,
+            location,
+            vtable: vt,
+        });
+        Some(i)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interning_is_stable_through_cache_scan_and_map() {
+        let mut t = SiteTable::new();
+        // 100 distinct names (distinct pointers) without leaking anything.
+        static ALL: &str = concat!(
+            "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+            "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+        );
+        let names: Vec<&'static str> = (0..100).map(|i| &ALL[i..=i]).collect();
+        let loc = Location::caller();
+        let first: Vec<u32> = names
+            .iter()
+            .map(|n| t.intern(n, loc, &OPEN_VTABLE).unwrap())
+            .collect();
+        assert_eq!(first, (0..100).collect::<Vec<_>>());
+        for (i, n) in names.iter().enumerate().rev() {
+            assert_eq!(t.intern(n, loc, &OPEN_VTABLE), Some(i as u32));
+            assert_eq!(t.intern(n, loc, &CLOSE_VTABLE), Some(100 + (99 - i) as u32));
+            assert!(std::ptr::eq(t.get(i as u32).name, *n));
+        }
+        assert!(t.map.is_some());
+    }
+}
