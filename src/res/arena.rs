@@ -17,8 +17,10 @@ pub(crate) const MAX_POOLED: usize = 256;
 /// Alignment of every pooled block (and the size granularity).
 pub(crate) const POOL_ALIGN: usize = 16;
 const CLASSES: usize = MAX_POOLED / POOL_ALIGN;
-/// The first chunk's size: a small device costs one small chunk.
+/// The first chunk's usable size: a small device costs one small chunk.
 const FIRST_CHUNK: usize = 1024;
+/// Bytes at the start of every chunk taken by its [`ChunkHeader`].
+const HEADER: usize = POOL_ALIGN;
 /// Chunks stop doubling here: below glibc's mmap threshold (128 KiB by default), so chunks are
 /// recycled heap memory rather than fresh mappings page-faulted in on every use.
 const MAX_CHUNK: usize = 64 * 1024;
@@ -40,16 +42,30 @@ struct FreeBlock {
     next: Option<NonNull<FreeBlock>>,
 }
 
+/// The start of every chunk: the chunks form a list, newest first, with no directory to
+/// allocate.
+struct ChunkHeader {
+    /// The chunk allocated before this one.
+    prev: Option<NonNull<ChunkHeader>>,
+    /// This chunk's size in bytes, header included (allocated with alignment [`POOL_ALIGN`]).
+    size: usize,
+}
+
+const _: () = assert!(std::mem::size_of::<ChunkHeader>() <= HEADER);
+
 /// Chunks of memory and the free lists carved from them.
 ///
 /// # Invariants
 ///
-/// Every pointer in `chunks` was allocated with its layout and is freed only in `Drop`.
-/// `[cursor, end)` is unused memory inside the last chunk (empty when there is no chunk), with
-/// `cursor` aligned to [`POOL_ALIGN`]. Every block on `free[c]` lies inside a chunk, is aligned
-/// to [`POOL_ALIGN`], has room for class `c`'s size, and is owned by nobody else.
+/// `last` starts the list of chunks (linked through their headers' `prev`); every chunk was
+/// allocated with the global allocator and `Layout::from_size_align(header.size, POOL_ALIGN)`,
+/// starts with its initialised [`ChunkHeader`], and is freed only in `Drop`.
+/// `[cursor, end)` is unused memory inside the last chunk, past its header (empty when there is
+/// no chunk), with `cursor` aligned to [`POOL_ALIGN`]. Every block on `free[c]` lies inside a
+/// chunk past its header, is aligned to [`POOL_ALIGN`], has room for class `c`'s size, and is
+/// owned by nobody else.
 pub(crate) struct Arena {
-    chunks: Vec<(NonNull<u8>, Layout)>,
+    last: Option<NonNull<ChunkHeader>>,
     cursor: *mut u8,
     end: *mut u8,
     free: [Option<NonNull<FreeBlock>>; CLASSES],
@@ -64,7 +80,7 @@ unsafe impl Sync for Arena {}
 impl Arena {
     pub(crate) const fn new() -> Self {
         Arena {
-            chunks: Vec::new(),
+            last: None,
             cursor: std::ptr::null_mut(),
             end: std::ptr::null_mut(),
             free: [None; CLASSES],
@@ -94,26 +110,45 @@ impl Arena {
         NonNull::new(p).ok_or(Error::oom(layout))
     }
 
+    /// The usable size of the last chunk (0 when there is none).
+    fn last_usable(&self) -> usize {
+        match self.last {
+            // SAFETY: by the invariant the chunk starts with its initialised header.
+            Some(h) => unsafe { h.as_ref() }.size - HEADER,
+            None => 0,
+        }
+    }
+
     #[cold]
     fn grow(&mut self, at_least: usize) -> Result<()> {
-        let next = match self.chunks.last() {
-            Some((_, l)) => (l.size() * 2).min(MAX_CHUNK),
-            None => FIRST_CHUNK,
+        let usable = match self.last_usable() {
+            0 => FIRST_CHUNK,
+            n => (n * 2).min(MAX_CHUNK - HEADER),
         }
         .max(at_least);
+        let size = usable + HEADER;
         let layout =
-            Layout::from_size_align(next, POOL_ALIGN).map_err(|_| Error::SizeOverflow {
+            Layout::from_size_align(size, POOL_ALIGN).map_err(|_| Error::SizeOverflow {
                 what: "arena chunk",
             })?;
-        self.chunks.try_reserve(1).map_err(|_| Error::oom(layout))?;
         // SAFETY: `layout` has a non-zero size.
         let p = NonNull::new(unsafe { alloc::alloc(layout) }).ok_or(Error::oom(layout))?;
-        self.chunks.push((p, layout));
+        let header = p.cast::<ChunkHeader>();
+        // SAFETY: a fresh allocation, aligned to POOL_ALIGN, with room for the header.
+        unsafe {
+            header.write(ChunkHeader {
+                prev: self.last,
+                size,
+            })
+        };
+        // INVARIANT: the new chunk heads the list; its header is initialised.
+        self.last = Some(header);
         // The rest of the previous chunk (less than one block) is abandoned.
-        // INVARIANT: a fresh chunk, aligned to POOL_ALIGN, entirely unused.
-        self.cursor = p.as_ptr();
+        // INVARIANT: the fresh chunk past its header, aligned to POOL_ALIGN, entirely unused.
+        // SAFETY: HEADER < size: inside the chunk.
+        self.cursor = unsafe { p.as_ptr().add(HEADER) };
         // SAFETY: one past the end of the chunk just allocated.
-        self.end = unsafe { p.as_ptr().add(next) };
+        self.end = unsafe { p.as_ptr().add(size) };
         Ok(())
     }
 
@@ -140,15 +175,42 @@ impl Arena {
 
     /// Bytes held from the system allocator.
     pub(crate) fn reserved(&self) -> usize {
-        self.chunks.iter().map(|(_, l)| l.size()).sum()
+        let mut total = 0;
+        let mut next = self.last;
+        while let Some(h) = next {
+            // SAFETY: by the invariant every chunk of the list starts with its header.
+            let h = unsafe { h.as_ref() };
+            total += h.size;
+            next = h.prev;
+        }
+        total
+    }
+
+    /// Number of chunks.
+    fn chunks(&self) -> usize {
+        let mut n = 0;
+        let mut next = self.last;
+        while let Some(h) = next {
+            // SAFETY: by the invariant every chunk of the list starts with its header.
+            next = unsafe { h.as_ref() }.prev;
+            n += 1;
+        }
+        n
     }
 }
 
 impl Drop for Arena {
     fn drop(&mut self) {
-        for (p, layout) in self.chunks.drain(..) {
-            // SAFETY: allocated in `grow` with exactly this layout, freed once, here.
-            unsafe { alloc::dealloc(p.as_ptr(), layout) };
+        let mut next = self.last.take();
+        while let Some(h) = next {
+            // SAFETY: by the invariant the chunk starts with its initialised header.
+            let ChunkHeader { prev, size } = unsafe { h.as_ptr().read() };
+            next = prev;
+            // SAFETY: `grow` checked this size and alignment with `Layout::from_size_align`.
+            let layout = unsafe { Layout::from_size_align_unchecked(size, POOL_ALIGN) };
+            // SAFETY: allocated in `grow` with exactly this layout (the invariant), freed once,
+            // here: the list no longer reaches it.
+            unsafe { alloc::dealloc(h.as_ptr().cast(), layout) };
         }
     }
 }
@@ -156,7 +218,7 @@ impl Drop for Arena {
 impl std::fmt::Debug for Arena {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Arena")
-            .field("chunks", &self.chunks.len())
+            .field("chunks", &self.chunks())
             .field("reserved", &self.reserved())
             .finish()
     }
