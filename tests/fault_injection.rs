@@ -130,9 +130,12 @@ fn scenario(c: &Counts) {
         dev.add_action_named("a", move |_| drop(v))
     });
     let runs = c.or_reset_runs.clone();
+    // Captures enough to need a box of its own, so its registration can fail too.
+    let big = [7u8; 256];
     note("drmm_add_action_or_reset");
     let or_reset = alloc::armed(|| {
         dev.add_action_or_reset_named("or_reset", move |_| {
+            assert_eq!(big[255], 7);
             runs.fetch_add(1, Ordering::SeqCst);
         })
     });
@@ -172,14 +175,19 @@ fn scenario(c: &Counts) {
         Ok(()) => {
             let _ = pdev.with_bound(|b| {
                 let runs = c.or_reset_runs.clone();
+                let before = c.or_reset_runs.load(Ordering::SeqCst);
+                let big = [7u8; 256];
                 note("devm_add_action_or_reset");
                 let r = alloc::armed(|| {
                     b.add_action_or_reset_named("devm or_reset", move || {
+                        assert_eq!(big[255], 7);
                         runs.fetch_add(1, Ordering::SeqCst);
                     })
                 });
                 if alloc::take_fired() {
                     assert!(r.is_err());
+                    let after = c.or_reset_runs.load(Ordering::SeqCst);
+                    assert_eq!(after, before + 1, "devm or_reset ran at once");
                     alloc::disarmed(|| {
                         c.failed_in.lock().unwrap().push("devm_add_action_or_reset")
                     });
