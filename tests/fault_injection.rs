@@ -130,9 +130,12 @@ fn scenario(c: &Counts) {
         dev.add_action_named("a", move |_| drop(v))
     });
     let runs = c.or_reset_runs.clone();
+    // Captures enough to need a box of its own, so its registration can fail too.
+    let big = [7u8; 256];
     note("drmm_add_action_or_reset");
     let or_reset = alloc::armed(|| {
         dev.add_action_or_reset_named("or_reset", move |_| {
+            assert_eq!(big[255], 7);
             runs.fetch_add(1, Ordering::SeqCst);
         })
     });
@@ -172,14 +175,19 @@ fn scenario(c: &Counts) {
         Ok(()) => {
             let _ = pdev.with_bound(|b| {
                 let runs = c.or_reset_runs.clone();
+                let before = c.or_reset_runs.load(Ordering::SeqCst);
+                let big = [7u8; 256];
                 note("devm_add_action_or_reset");
                 let r = alloc::armed(|| {
                     b.add_action_or_reset_named("devm or_reset", move || {
+                        assert_eq!(big[255], 7);
                         runs.fetch_add(1, Ordering::SeqCst);
                     })
                 });
                 if alloc::take_fired() {
                     assert!(r.is_err());
+                    let after = c.or_reset_runs.load(Ordering::SeqCst);
+                    assert_eq!(after, before + 1, "devm or_reset ran at once");
                     alloc::disarmed(|| {
                         c.failed_in.lock().unwrap().push("devm_add_action_or_reset")
                     });
@@ -386,8 +394,20 @@ impl Driver for PanicDriver {
 #[test]
 fn panic_at_every_position_of_an_unbind() {
     let n = if cfg!(miri) { 2 } else { 6 };
-    let prev = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    // Silence the injected panics only: a failed check must still be reported.
+    let prev = Arc::new(std::panic::take_hook());
+    let hook = prev.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        let p = info.payload();
+        let msg = p
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| p.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if !msg.contains("injected panic") {
+            hook(info);
+        }
+    }));
     let mut cases = 0;
     for panic_at in 0..=n {
         for drm_panic_at in 0..=n {
@@ -432,6 +452,7 @@ fn panic_at_every_position_of_an_unbind() {
             cases += 1;
         }
     }
-    std::panic::set_hook(prev);
+    drop(std::panic::take_hook());
+    drop(prev);
     eprintln!("panic injection: {cases} unbinds with panics at every position");
 }
