@@ -123,10 +123,25 @@ pub(crate) struct EntryVTable {
     /// list's lock): actions always; blocks whose elements need dropping.
     pub(crate) needs_drop: bool,
     /// Actions: moves the closure out of the word and calls it with the context.
+    ///
+    /// # Safety
+    ///
+    /// The word must hold a live closure of the type this vtable was made for (it is consumed:
+    /// the word must not be used again), and the pointer must be a valid `&C` of the context
+    /// type it was made for, for the duration of the call.
     pub(crate) call: unsafe fn(*mut Word, NonNull<()>),
     /// Actions: drops the closure without calling it.
+    ///
+    /// # Safety
+    ///
+    /// As for `call`: a live closure of this vtable's type, consumed.
     pub(crate) drop_action: unsafe fn(*mut Word),
     /// Blocks: drops `len` elements in place (a no-op for bytes).
+    ///
+    /// # Safety
+    ///
+    /// The pointer must address `len` initialised, aligned elements of this vtable's element
+    /// type that are not used afterwards.
     pub(crate) drop_elems: unsafe fn(*mut u8, usize),
 }
 

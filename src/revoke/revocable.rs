@@ -442,6 +442,9 @@ impl<T: Send + Sync> sealed::Sealed for Revocable<T> {
         self.begin_revoke()
     }
 
+    /// # Safety
+    ///
+    /// As [`Revoke`]'s `finish`: `begin` returned `true` and a grace period has completed.
     unsafe fn finish(&self) {
         // SAFETY: the caller upholds `finish_revoke`'s contract (same wording as ours).
         unsafe { self.finish_revoke() }
