@@ -1,8 +1,9 @@
-//! Managed memory: one heap block per managed allocation, owned by its list entry.
+//! Managed memory: one block per managed allocation, owned by its list entry.
 //!
 //! The kernel puts a 40-byte header in front of every `drmm_kmalloc` block. Here the block is
 //! exactly the user's data (what `Box` would allocate) and the bookkeeping lives in the list's
-//! slot, so a managed allocation costs one allocator call, like `Box`.
+//! slot. Small blocks come from the list's arena (no allocator call at all, see `arena.rs`);
+//! larger or more aligned ones cost one allocator call, like `Box`.
 
 use std::alloc::{self, Layout};
 use std::mem;
