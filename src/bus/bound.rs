@@ -249,7 +249,8 @@ impl<'a> Bound<'a> {
     #[doc(alias = "devm_kzalloc_obj")]
     #[track_caller]
     pub fn alloc<U: Send + Sync + 'static>(&self, value: U) -> Result<Managed<U>> {
-        ops::alloc_value(self.list(), Site::caller(std::any::type_name::<U>()), value)
+        self.list()
+            .alloc_value(Site::caller(std::any::type_name::<U>()), value)
     }
 
     /// `size` uninitialised bytes aligned to 16 (`devm_kmalloc`). A zero size is a real,
@@ -410,7 +411,7 @@ impl<'a> Bound<'a> {
     #[doc(alias = "devm_kmemdup_array")]
     #[track_caller]
     pub fn kmemdup<U: Copy + Send + Sync + 'static>(&self, src: &[U]) -> Result<Managed<[U]>> {
-        ops::alloc_copied(self.list(), Site::caller("devm_kmemdup"), src)
+        self.list().alloc_copy(Site::caller("devm_kmemdup"), src)
     }
 
     /// A devres string formatted from `args` (`devm_kasprintf`); use with `format_args!`.

@@ -164,7 +164,8 @@ impl<T> LogicalDevice<T> {
     #[doc(alias = "drmm_mutex_init")]
     #[track_caller]
     pub fn alloc<U: Send + Sync + 'static>(&self, value: U) -> Result<Managed<U>> {
-        ops::alloc_value(&self.list, Site::caller(std::any::type_name::<U>()), value)
+        self.list
+            .alloc_value(Site::caller(std::any::type_name::<U>()), value)
     }
 
     /// A managed copy of `src` (`drmm_kmemdup`'s idea, for any `Copy` element type).
@@ -186,7 +187,7 @@ impl<T> LogicalDevice<T> {
     #[doc(alias = "drmm_kmemdup")]
     #[track_caller]
     pub fn kmemdup<U: Copy + Send + Sync + 'static>(&self, src: &[U]) -> Result<Managed<[U]>> {
-        ops::alloc_copied(&self.list, Site::caller("kmemdup"), src)
+        self.list.alloc_copy(Site::caller("kmemdup"), src)
     }
 
     /// A managed copy of `s` (`drmm_kstrdup`). Rust strings carry their length, so no NUL is

@@ -83,24 +83,6 @@ where
     })
 }
 
-/// Moves `value` into a managed allocation named after its type.
-pub(crate) fn alloc_value<C, U: Send + Sync + 'static>(
-    list: &ResourceList<C>,
-    site: Site,
-    value: U,
-) -> Result<Managed<U>> {
-    list.alloc_value(site, value)
-}
-
-/// A managed copy of `src`.
-pub(crate) fn alloc_copied<C, U: Copy + Send + Sync + 'static>(
-    list: &ResourceList<C>,
-    site: Site,
-    src: &[U],
-) -> Result<Managed<[U]>> {
-    list.alloc_copy(site, src)
-}
-
 /// A managed copy of the string `s` (no NUL: Rust strings carry their length).
 pub(crate) fn alloc_str<C>(list: &ResourceList<C>, site: Site, s: &str) -> Result<Managed<str>> {
     let bytes = list.alloc_copy(site, s.as_bytes())?;
