@@ -43,6 +43,27 @@ use crate::sync::{AtomicBool, AtomicUsize};
 ///
 /// Reached through a [`Device<T>`] (which derefs to it) or, inside a release action, through
 /// the `&LogicalDevice<T>` the action receives. All the drmm API lives here.
+///
+/// # No resurrection
+///
+/// Nothing turns a `&LogicalDevice<T>` into a new strong reference, so a release action cannot
+/// keep the device it is releasing alive:
+///
+/// ```compile_fail
+/// let dev = drmm::Device::new(());
+/// let _ = dev.add_action_named("resurrect", |d| {
+///     let again: drmm::Device<()> = d.clone(); // no: `&LogicalDevice` is all there is
+///     drop(again);
+/// });
+/// ```
+///
+/// ```compile_fail
+/// let dev = drmm::Device::new(());
+/// let _ = dev.add_action_named("resurrect", |d| {
+///     let again = drmm::Device::from(d); // no conversion exists either
+///     drop(again);
+/// });
+/// ```
 pub struct LogicalDevice<T> {
     list: ResourceList<LogicalDevice<T>>,
     data: OnceLock<T>,
