@@ -400,3 +400,22 @@ fn forgetting_a_devres_is_safe_and_the_unbind_still_drops_the_value_once() {
     assert_eq!(dropped.load(Ordering::SeqCst), 1);
     assert_eq!(dev.resource_count(), 0);
 }
+
+#[test]
+fn access_after_the_binding_ended_is_revoked() {
+    struct Plain;
+    impl Driver for Plain {
+        type Data = ();
+        fn probe(&self, _: &mut Bound<'_>) -> drmm::Result<()> {
+            Ok(())
+        }
+    }
+    let bus = Bus::new("platform");
+    let dev = bus.add_device("gpu.0");
+    dev.bind(std::sync::Arc::new(Plain)).unwrap();
+    let regs = dev.with_bound(|b| Devres::new(b, 7u32)).unwrap().unwrap();
+    dev.unbind().unwrap();
+    // Same device, a later scope without a driver: the proof is right, the value is gone.
+    let r = dev.with_driverless(|b| regs.access(b).map(|v| *v)).unwrap();
+    assert_eq!(r.unwrap_err(), Error::Revoked);
+}
