@@ -6,6 +6,7 @@ use std::panic::{self, AssertUnwindSafe};
 use super::{Bound, BusDevice};
 use crate::error::{Error, Result};
 use crate::res::Key;
+use crate::res::fallible::{Shared, try_box};
 use crate::revoke::grace::Domain;
 use crate::revoke::{Revocable, RevocableGuard, Revoke, revoke_all};
 use crate::sync::{Arc, AtomicBool, Condvar, Mutex, Ordering, lock};
@@ -42,12 +43,21 @@ impl Default for Registry {
 }
 
 impl Registry {
-    fn register(&self, item: Box<dyn Registered>) -> u64 {
+    /// Records `item`; [`Error::OutOfMemory`] if the record cannot grow (`item` is dropped).
+    fn register(&self, item: Box<dyn Registered>) -> Result<u64> {
         let mut items = lock(&self.items);
+        if items.live.try_reserve(1).is_err() {
+            // The size of the record that did not fit (the vector asked for more).
+            let layout = std::alloc::Layout::new::<(u64, Box<dyn Registered>)>();
+            return Err(Error::OutOfMemory {
+                size: layout.size(),
+                align: layout.align(),
+            });
+        }
         items.next_id += 1;
         let id = items.next_id;
         items.live.push((id, item));
-        id
+        Ok(id)
     }
 
     fn unregister(&self, id: u64) {
@@ -58,19 +68,17 @@ impl Registry {
     /// grace period for all of them; waits for nothing else. Returns the first panic of a
     /// value's drop.
     pub(super) fn revoke_all_newest_first(&self) -> Option<crate::res::list::PanicPayload> {
-        let taken = std::mem::take(&mut lock(&self.items).live);
-        let mine: Vec<_> = taken
-            .into_iter()
-            .rev()
-            .filter_map(|(_, item)| item.claim().then_some(item))
-            .collect();
+        // Filtered in place, newest first by iterating backwards: a release path must not
+        // allocate (it could only abort).
+        let mut mine = std::mem::take(&mut lock(&self.items).live);
+        mine.retain(|(_, item)| item.claim());
         if mine.is_empty() {
             return None;
         }
         let revoked = panic::catch_unwind(AssertUnwindSafe(|| {
-            revoke_all(mine.iter().map(|i| i.revocable()));
+            revoke_all(mine.iter().rev().map(|(_, i)| i.revocable()));
         }));
-        for item in &mine {
+        for (_, item) in &mine {
             item.complete();
         }
         revoked.err()
@@ -118,8 +126,8 @@ impl<T> Inner<T> {
 }
 
 /// The registry's reference to an `Inner<T>` (a box around the shared pointer, so that the
-/// registry can hold values of every `T` without unsized `Arc`s, which loom's `Arc` lacks).
-struct Holder<T>(Arc<Inner<T>>);
+/// registry can hold values of every `T` without unsized shared pointers).
+struct Holder<T>(Shared<Inner<T>>);
 
 impl<T: Send + Sync> Registered for Holder<T> {
     fn revocable(&self) -> &dyn Revoke {
@@ -192,7 +200,7 @@ fn wait<'a, U>(cv: &Condvar, g: crate::sync::MutexGuard<'a, U>) -> crate::sync::
 /// ```
 #[doc(alias = "devm_add_action")]
 pub struct Devres<T: Send + Sync + 'static> {
-    inner: Arc<Inner<T>>,
+    inner: Shared<Inner<T>>,
     dev: BusDevice,
     key: Key,
     id: u64,
@@ -225,13 +233,14 @@ impl<T: Send + Sync + 'static> Devres<T> {
     pub fn new(bound: &Bound<'_>, value: T) -> Result<Self> {
         let dev = bound.device();
         let registry = &dev.core().revocables;
-        let inner = Arc::new(Inner {
+        // Every allocation is fallible: `Shared` and `try_box` instead of `Arc` and `Box`.
+        let inner = Shared::try_new(Inner {
             data: Revocable::new_in(value, registry.domain.clone()),
             claimed: AtomicBool::new(false),
             done: Mutex::new(false),
             revoked: Condvar::new(),
-        });
-        let id = registry.register(Box::new(Holder(inner.clone())));
+        })?;
+        let id = registry.register(try_box(Holder(inner.clone()))?)?;
         let theirs = inner.clone();
         // Registration comes last, so that nothing is registered if anything before failed
         // (the Rust-for-Linux fix "leaking call to devm_add_action()").

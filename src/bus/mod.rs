@@ -46,6 +46,7 @@ mod bound;
 mod devres;
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Weak};
@@ -54,6 +55,7 @@ pub use bound::Bound;
 pub use devres::Devres;
 
 use crate::error::{Error, Result};
+use crate::res::fallible::try_box_uninit;
 use crate::res::kref::{FinalRelease, Kref};
 use crate::res::list::{PanicPayload, panic_message};
 use crate::res::scope::ScopedList;
@@ -156,7 +158,7 @@ pub struct Bus {
 }
 
 struct BusInner {
-    name: Box<str>,
+    name: Cow<'static, str>,
     devices: Mutex<Vec<BusDevice>>,
 }
 
@@ -171,7 +173,7 @@ impl Bus {
     /// assert_eq!(bus.find("gpu.0").map(|d| d.name().to_string()), Some("gpu.0".into()));
     /// assert!(!dev.is_bound());
     /// ```
-    pub fn new(name: impl Into<Box<str>>) -> Self {
+    pub fn new(name: impl Into<Cow<'static, str>>) -> Self {
         Bus {
             inner: Arc::new(BusInner {
                 name: name.into(),
@@ -188,7 +190,7 @@ impl Bus {
     /// Adds a device named `name` (`device_add`): present, with no driver bound.
     #[doc(alias = "device_add")]
     #[doc(alias = "device_register")]
-    pub fn add_device(&self, name: impl Into<Box<str>>) -> BusDevice {
+    pub fn add_device(&self, name: impl Into<Cow<'static, str>>) -> BusDevice {
         let dev = BusDevice {
             inner: Kref::new(Core {
                 devres: ScopedList::new(ResourceList::new(Some(name.into()), "busdev")),
@@ -361,18 +363,20 @@ impl BusDevice {
         if scope.slot().is_some() {
             return Err(Error::AlreadyBound);
         }
-        let driver_name: Box<str> = Driver::name(&*driver).into();
-        let driver_name = &*driver_name;
+        // The binding's boxes are allocated before probe: once probe has succeeded, nothing
+        // may fail (there is no undoing a probe but a full unbind).
+        let binding = try_box_uninit::<Binding>()?;
+        let data_box = try_box_uninit::<D::Data>()?;
         let mut bound = Bound::new(self, scope);
         let probed = panic::catch_unwind(AssertUnwindSafe(|| driver.probe(&mut bound)));
         match probed {
             Ok(Ok(data)) => {
-                *bound.scope_mut().slot_mut() = Some(Box::new(Binding {
-                    driver,
-                    data: Box::new(data),
-                }));
-                self.core().bound.store(true, Ordering::Release);
+                let driver_name = Driver::name(&*driver);
                 tracing::debug!(target: "drmm", driver = driver_name, "{}: bound to {}", self.name(), driver_name);
+                let data = Box::write(data_box, data);
+                let binding = Box::write(binding, Binding { driver, data });
+                *bound.scope_mut().slot_mut() = Some(binding);
+                self.core().bound.store(true, Ordering::Release);
                 trace::lifecycle(self.name(), "BIND");
                 Ok(())
             }

@@ -28,11 +28,13 @@ mod gate;
 pub use crate::revoke::GateGuard;
 pub use file::File;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::ops::Deref;
 use std::sync::OnceLock;
 
 use crate::bus::Bound;
+use crate::res::fallible::or_abort;
 use crate::res::kref::{FinalRelease, Kref};
 use crate::res::list::PanicPayload;
 use crate::res::{EntryInfo, Key, ResourceList, ResourceOwner};
@@ -112,6 +114,8 @@ pub struct Device<T: Send + Sync + 'static> {
 impl<T: Send + Sync + 'static> Device<T> {
     /// A new device holding `data`, with one reference, named `dev<id>` in traces.
     ///
+    /// Aborts if memory runs out, as `Box::new` does; [`try_new`](Self::try_new) reports it.
+    ///
     /// # Examples
     ///
     /// ```
@@ -120,10 +124,14 @@ impl<T: Send + Sync + 'static> Device<T> {
     /// ```
     #[doc(alias = "drm_dev_alloc")]
     pub fn new(data: T) -> Self {
-        Self::build(None, data)
+        or_abort(Self::build(None, data))
     }
 
     /// A new device holding `data`, named `name` in traces and reports.
+    ///
+    /// Names are `Cow<'static, str>`: a string literal is kept as it is (no allocation), a
+    /// `String` is moved in; pass a borrowed `&str` as `s.to_owned()`. Aborts if memory runs
+    /// out, as `Box::new` does; [`try_new_with`](Self::try_new_with) reports it.
     ///
     /// # Examples
     ///
@@ -131,28 +139,48 @@ impl<T: Send + Sync + 'static> Device<T> {
     /// let dev = drmm::Device::with_name("card0", ());
     /// assert_eq!(dev.name(), "card0");
     /// ```
-    pub fn with_name(name: impl Into<Box<str>>, data: T) -> Self {
-        Self::build(Some(name.into()), data)
+    pub fn with_name(name: impl Into<Cow<'static, str>>, data: T) -> Self {
+        or_abort(Self::build(Some(name.into()), data))
     }
 
-    fn build(name: Option<Box<str>>, data: T) -> Self {
-        let dev = Self::empty(name);
+    /// [`new`](Self::new), reporting allocation failure instead of aborting (`drm_dev_alloc`
+    /// returns `-ENOMEM`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfMemory`](crate::Error::OutOfMemory); `data` is dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::try_new(7u8)?;
+    /// assert_eq!(*dev.data(), 7);
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
+    pub fn try_new(data: T) -> crate::Result<Self> {
+        Self::build(None, data)
+    }
+
+    fn build(name: Option<Cow<'static, str>>, data: T) -> crate::Result<Self> {
+        let dev = Self::empty(name)?;
         if dev.data.set(data).is_err() {
             unreachable!("fresh device has no data");
         }
-        dev
+        Ok(dev)
     }
 
-    fn empty(name: Option<Box<str>>) -> Self {
-        Device {
-            inner: Kref::new(LogicalDevice {
+    /// A device with no data yet. Its allocations (the device itself, the gate's reader
+    /// counters) are the only ones a new device makes: the list allocates on first use.
+    fn empty(name: Option<Cow<'static, str>>) -> crate::Result<Self> {
+        Ok(Device {
+            inner: Kref::try_new(LogicalDevice {
                 list: ResourceList::new(name, "dev"),
                 data: OnceLock::new(),
-                gate: Gate::new(),
+                gate: Gate::try_new()?,
                 registered: AtomicBool::new(false),
                 open_files: AtomicUsize::new(0),
-            }),
-        }
+            })?,
+        })
     }
 
     /// Creates a device whose driver data is built by `init`, which can already register drmm
@@ -166,7 +194,8 @@ impl<T: Send + Sync + 'static> Device<T> {
     ///
     /// # Errors
     ///
-    /// Whatever `init` returns.
+    /// Whatever `init` returns; [`Error::OutOfMemory`](crate::Error::OutOfMemory) (converted
+    /// into `E`) if the device could not be allocated, before `init` runs.
     ///
     /// # Examples
     ///
@@ -181,11 +210,11 @@ impl<T: Send + Sync + 'static> Device<T> {
     /// ```
     #[doc(alias = "devm_drm_dev_alloc")]
     #[doc(alias = "drm_dev_init")]
-    pub fn try_new_with<E>(
-        name: impl Into<Box<str>>,
+    pub fn try_new_with<E: From<crate::Error>>(
+        name: impl Into<Cow<'static, str>>,
         init: impl FnOnce(&LogicalDevice<T>) -> Result<T, E>,
     ) -> Result<Self, E> {
-        let dev = Self::empty(Some(name.into()));
+        let dev = Self::empty(Some(name.into()))?;
         let data = init(&dev)?;
         if dev.data.set(data).is_err() {
             unreachable!("only set once, here");
@@ -240,8 +269,12 @@ impl<T: Send + Sync + 'static> Device<T> {
     #[doc(alias = "devm_drm_dev_alloc")]
     #[doc(alias = "__devm_drm_dev_alloc")]
     #[track_caller]
-    pub fn new_on(parent: &Bound<'_>, name: impl Into<Box<str>>, data: T) -> crate::Result<Self> {
-        Self::build(Some(name.into()), data).tie_to(parent)
+    pub fn new_on(
+        parent: &Bound<'_>,
+        name: impl Into<Cow<'static, str>>,
+        data: T,
+    ) -> crate::Result<Self> {
+        Self::build(Some(name.into()), data)?.tie_to(parent)
     }
 
     /// [`new_on`](Self::new_on) with driver data built by `init`, which can register drmm
@@ -254,7 +287,7 @@ impl<T: Send + Sync + 'static> Device<T> {
     #[track_caller]
     pub fn try_new_on(
         parent: &Bound<'_>,
-        name: impl Into<Box<str>>,
+        name: impl Into<Cow<'static, str>>,
         init: impl FnOnce(&LogicalDevice<T>) -> crate::Result<T>,
     ) -> crate::Result<Self> {
         Self::try_new_with(name, init)?.tie_to(parent)

@@ -10,6 +10,7 @@ use std::ops::Deref;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr::NonNull;
 
+use crate::res::fallible::try_box;
 use crate::res::list::{PanicPayload, PanicSink};
 use crate::sync::{AtomicUsize, Ordering, fence};
 
@@ -52,13 +53,27 @@ unsafe impl<D: FinalRelease + Send + Sync> Sync for Kref<D> {}
 const MAX_REFS: usize = isize::MAX as usize;
 
 impl<D: FinalRelease> Kref<D> {
-    /// Moves `value` into a new allocation with one reference.
+    /// Moves `value` into a new allocation with one reference; aborts if the allocator fails
+    /// (as `Arc::new`).
     pub(crate) fn new(value: D) -> Self {
-        let inner = Box::new(Inner {
+        Self::from_box(Box::new(Inner {
             refs: AtomicUsize::new(1),
             value,
-        });
-        // INVARIANT: a fresh allocation of `Inner<D>` (Box uses the same layout), one reference.
+        }))
+    }
+
+    /// [`new`](Self::new), or [`Error::OutOfMemory`](crate::Error::OutOfMemory) (then
+    /// `value` is dropped).
+    pub(crate) fn try_new(value: D) -> crate::Result<Self> {
+        try_box(Inner {
+            refs: AtomicUsize::new(1),
+            value,
+        })
+        .map(Self::from_box)
+    }
+
+    fn from_box(inner: Box<Inner<D>>) -> Self {
+        // INVARIANT: a fresh allocation of `Inner<D>` with `Box`'s layout, one reference.
         Kref {
             ptr: NonNull::from(Box::leak(inner)),
         }
@@ -100,8 +115,9 @@ impl<D: FinalRelease> Kref<D> {
         let dropped = panic::catch_unwind(AssertUnwindSafe(|| unsafe {
             std::ptr::drop_in_place(value)
         }));
-        // SAFETY: allocated by `Box::new` in `new` with this layout; `refs` needs no drop and
-        // `value` was dropped (or its drop unwound, which drops the remaining fields too).
+        // SAFETY: allocated as a `Box<Inner<D>>` (`from_box`), so with this layout; `refs`
+        // needs no drop and `value` was dropped (or its drop unwound, which drops the remaining
+        // fields too).
         unsafe { alloc::dealloc(ptr.cast(), Layout::new::<Inner<D>>()) };
         let first = first.or(dropped.err());
         PanicSink::resume(first, &owner);

@@ -1,6 +1,8 @@
 //! The resource list: entries in slots, released newest first, exactly once.
 
 use std::any::Any;
+use std::borrow::Cow;
+use std::fmt;
 use std::marker::PhantomData;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr::NonNull;
@@ -642,6 +644,43 @@ static NEXT_LIST_ID: AtomicU64Static = AtomicU64Static::new(1);
 // an identity, not a synchronisation point, so it uses std's atomic even under loom.
 type AtomicU64Static = std::sync::atomic::AtomicU64;
 
+/// `"{prefix}{id}"` in a fixed buffer: a `u64` has at most 20 digits and prefixes are short.
+struct NumberedName {
+    len: u8,
+    buf: [u8; 32],
+}
+
+impl NumberedName {
+    fn new(prefix: &str, id: u64) -> Self {
+        struct Fill<'a>(&'a mut NumberedName);
+        impl fmt::Write for Fill<'_> {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                let start = usize::from(self.0.len);
+                let dst = self
+                    .0
+                    .buf
+                    .get_mut(start..start + s.len())
+                    .ok_or(fmt::Error)?;
+                dst.copy_from_slice(s.as_bytes());
+                self.0.len += s.len() as u8; // at most 32: `get_mut` checked it
+                Ok(())
+            }
+        }
+        let mut name = NumberedName {
+            len: 0,
+            buf: [0; 32],
+        };
+        // Only a prefix longer than 12 bytes can fail to fit; the name is then cut short.
+        let _ = fmt::Write::write_fmt(&mut Fill(&mut name), format_args!("{prefix}{id}"));
+        name
+    }
+
+    fn as_str(&self) -> &str {
+        // Whole `str` pieces only were copied in, so the prefix is valid UTF-8.
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
 /// A list of managed resources, released newest first, each exactly once.
 ///
 /// `C` is what release actions receive: the list's owner (a logical device, a bus device).
@@ -652,10 +691,11 @@ type AtomicU64Static = std::sync::atomic::AtomicU64;
 /// occupied slots; the free list links exactly the vacant slots when no bulk release is running.
 pub(crate) struct ResourceList<C> {
     id: u64,
-    name: Option<Box<str>>,
+    name: Option<Cow<'static, str>>,
     /// `"{prefix}{id}"`, made on first use for a list with no name (most lists are never
     /// named in a trace, and formatting every device's name cost as much as creating it).
-    default_name: OnceLock<Box<str>>,
+    /// Inline, so that naming the owner in a trace never allocates.
+    default_name: OnceLock<NumberedName>,
     prefix: &'static str,
     /// Set once a bulk (or group) release has begun; from then on a handle read checks its slot.
     pub(super) bulk: AtomicBool,
@@ -667,7 +707,7 @@ pub(crate) struct ResourceList<C> {
 
 impl<C> ResourceList<C> {
     /// An empty list whose traces name `owner`, or `"{prefix}{id}"` when no name is given.
-    pub(crate) fn new(owner: Option<Box<str>>, prefix: &'static str) -> Self {
+    pub(crate) fn new(owner: Option<Cow<'static, str>>, prefix: &'static str) -> Self {
         let id = NEXT_LIST_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         ResourceList {
             id,
@@ -701,7 +741,8 @@ impl<C> ResourceList<C> {
             Some(n) => n,
             None => self
                 .default_name
-                .get_or_init(|| format!("{}{}", self.prefix, self.id).into()),
+                .get_or_init(|| NumberedName::new(self.prefix, self.id))
+                .as_str(),
         }
     }
 

@@ -21,6 +21,7 @@ mod action;
 mod alloc;
 mod arena;
 mod erased;
+pub(crate) mod fallible;
 pub(crate) mod group;
 pub(crate) mod handle;
 mod info;

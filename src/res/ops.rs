@@ -93,14 +93,99 @@ pub(crate) fn alloc_str<C>(list: &ResourceList<C>, site: Site, s: &str) -> Resul
 }
 
 /// A managed string formatted from `args` (`kasprintf`).
+///
+/// Formats twice, as the kernel's `kvasprintf`: once to measure, once into the managed block,
+/// so that the only allocation is the block itself and its failure is an error (a `String`
+/// would abort). If the second pass comes out longer than the first (a `Display` that is not
+/// deterministic), the string is cut at the last character that fits and a warning is logged;
+/// if shorter, the string is what was written.
+///
+/// # Panics
+///
+/// If a formatting trait implementation returns an error, as `format!` does; the block is
+/// freed first.
 pub(crate) fn alloc_fmt<C>(
     list: &ResourceList<C>,
     site: Site,
     args: fmt::Arguments<'_>,
 ) -> Result<Managed<str>> {
-    match args.as_str() {
-        Some(s) => alloc_str(list, site, s),
-        None => alloc_str(list, site, &fmt::format(args)),
+    if let Some(s) = args.as_str() {
+        return alloc_str(list, site, s);
+    }
+    let mut measure = Measure(0);
+    if fmt::write(&mut measure, args).is_err() {
+        panic!("a formatting trait implementation returned an error");
+    }
+    let bytes = list.alloc_bytes(site, measure.0, DEFAULT_ALIGN, false)?;
+    // INVARIANT: a block just made for us, not yet reachable by anyone else; nothing written.
+    let mut fill = Fill {
+        dst: bytes.ptr,
+        len: 0,
+        cut: false,
+    };
+    if fmt::write(&mut fill, args).is_err() {
+        let _ = list.remove(&bytes.key);
+        panic!("a formatting trait implementation returned an error");
+    }
+    if fill.cut || fill.len != measure.0 {
+        tracing::warn!(
+            target: "drmm",
+            measured = measure.0,
+            written = fill.len,
+            "{}: kasprintf: the arguments formatted to a different length the second time",
+            list.owner()
+        );
+    }
+    // `fill.len` bytes were written as whole UTF-8 characters (`Fill`'s invariant); `[u8]` and
+    // `str` have the same metadata (the length), so the pointer cast keeps it.
+    let written = NonNull::slice_from_raw_parts(bytes.ptr.cast::<u8>(), fill.len);
+    let ptr = NonNull::new(written.as_ptr() as *mut str).expect("non-null");
+    Ok(Managed::new(bytes.key, ptr))
+}
+
+/// Counts the bytes a formatting produces.
+struct Measure(usize);
+
+impl fmt::Write for Measure {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0 = self.0.checked_add(s.len()).ok_or(fmt::Error)?;
+        Ok(())
+    }
+}
+
+/// Writes a formatting into a fresh managed block.
+///
+/// # Invariants
+///
+/// `dst` is valid for writes of its length in bytes and owned by the writer's caller;
+/// `dst[..len]` holds whole UTF-8 characters; `len <= dst.len()`.
+struct Fill {
+    dst: NonNull<[u8]>,
+    len: usize,
+    /// Set when a piece did not fit: the rest is dropped.
+    cut: bool,
+}
+
+impl fmt::Write for Fill {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if self.cut {
+            return Ok(());
+        }
+        let room = self.dst.len() - self.len;
+        let mut n = s.len().min(room);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        self.cut = n < s.len();
+        // SAFETY: `len <= dst.len()` (type invariant), so the offset stays inside the block.
+        let at = unsafe { self.dst.cast::<u8>().as_ptr().add(self.len) };
+        // SAFETY: `len + n <= dst.len()` (n <= room), so the destination range lies inside the
+        // block, which the type invariant makes writable by us alone; `s` cannot overlap a
+        // block nobody else has seen yet.
+        unsafe { std::ptr::copy_nonoverlapping(s.as_ptr(), at, n) };
+        // INVARIANT: `n` stops at a character boundary of `s`, so whole characters were added.
+        self.len += n;
+        Ok(())
     }
 }
 

@@ -76,6 +76,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 
+use crate::error::Error;
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, fence, lock};
 
 /// More readers than this in one counter can only come from leaked guards; the counter would
@@ -352,15 +353,41 @@ impl Domain {
     /// assert_eq!(domain.grace_periods(), 0);
     /// ```
     pub fn new() -> Self {
-        let shards: Box<[Shard]> = (0..shard_count()).map(|_| Shard::new()).collect();
-        // INVARIANT: `shard_count` returns a power of two and no guard exists yet.
-        Domain {
-            shards,
+        crate::res::fallible::or_abort(Self::try_new())
+    }
+
+    /// [`new`](Self::new), reporting allocation failure instead of aborting.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfMemory`] if the shard array cannot be allocated.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let domain = drmm::revoke::grace::Domain::try_new()?;
+    /// assert_eq!(domain.grace_periods(), 0);
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
+    pub fn try_new() -> Result<Self, Error> {
+        let n = shard_count();
+        let mut shards = Vec::new();
+        shards
+            .try_reserve_exact(n)
+            .map_err(|_| Error::OutOfMemory {
+                size: n * std::mem::size_of::<Shard>(),
+                align: std::mem::align_of::<Shard>(),
+            })?;
+        shards.extend((0..n).map(|_| Shard::new()));
+        // INVARIANT: `shard_count` returns a power of two and no guard exists yet. The vector
+        // is full (length = capacity), so boxing it does not reallocate.
+        Ok(Domain {
+            shards: shards.into_boxed_slice(),
             phase: AtomicUsize::new(0),
             gp_lock: Mutex::new(()),
             grace_periods: AtomicU64::new(0),
             id: held::next_id(),
-        }
+        })
     }
 
     /// Enters a read-side section, which lasts until the returned guard is dropped.
@@ -582,10 +609,19 @@ impl Gate {
     /// assert!(!gate.is_closed());
     /// ```
     pub fn new() -> Self {
-        Gate {
-            domain: Domain::new(),
+        crate::res::fallible::or_abort(Self::try_new())
+    }
+
+    /// [`new`](Self::new), reporting allocation failure instead of aborting.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfMemory`] if the reader counters cannot be allocated.
+    pub fn try_new() -> Result<Self, Error> {
+        Ok(Gate {
+            domain: Domain::try_new()?,
             closed: AtomicBool::new(false),
-        }
+        })
     }
 
     /// Enters the gate: `Some(guard)` while it is open, `None` once
