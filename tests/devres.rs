@@ -419,3 +419,69 @@ fn access_after_the_binding_ended_is_revoked() {
     let r = dev.with_driverless(|b| regs.access(b).map(|v| *v)).unwrap();
     assert_eq!(r.unwrap_err(), Error::Revoked);
 }
+
+/// A `Display` that writes `"é"` one more time on every call, or fails on call `fail_at`.
+struct Unsteady {
+    calls: std::cell::Cell<usize>,
+    fail_at: Option<usize>,
+}
+
+impl std::fmt::Display for Unsteady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.calls.get() + 1;
+        self.calls.set(n);
+        if self.fail_at == Some(n) {
+            return Err(std::fmt::Error);
+        }
+        for _ in 0..n {
+            f.write_str("é")?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn kasprintf_formats_into_the_managed_block_and_cuts_a_growing_display_at_a_character() {
+    let bus = Bus::new("b");
+    let dev = bus.add_device("d");
+    dev.with_driverless(|b| {
+        // Measured as "é!" (3 bytes), written as "éé!": the second "é" does not fit in the one
+        // byte left and is not split; the rest is dropped.
+        let u = Unsteady {
+            calls: Default::default(),
+            fail_at: None,
+        };
+        let s = b.kasprintf(format_args!("{u}!")).unwrap();
+        assert_eq!(s.get(b).unwrap(), "é");
+        assert_eq!(u.calls.get(), 2, "formatted twice: measure, then fill");
+        let plain = b.kasprintf(format_args!("{}-{}", "irq", 7)).unwrap();
+        assert_eq!(plain.get(b).unwrap(), "irq-7");
+        let empty = b.kasprintf(format_args!("{}", "")).unwrap();
+        assert_eq!(empty.get(b).unwrap(), "");
+    })
+    .unwrap();
+}
+
+#[test]
+fn kasprintf_panics_like_format_when_a_display_fails_and_keeps_nothing() {
+    let bus = Bus::new("b");
+    let dev = bus.add_device("d");
+    dev.with_driverless(|b| {
+        for fail_at in [1, 2] {
+            let before = b.resource_count();
+            let u = Unsteady {
+                calls: Default::default(),
+                fail_at: Some(fail_at),
+            };
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                b.kasprintf(format_args!("{u}"))
+            }));
+            assert!(
+                r.is_err(),
+                "a failing Display panics (fail at call {fail_at})"
+            );
+            assert_eq!(b.resource_count(), before, "the block was not kept");
+        }
+    })
+    .unwrap();
+}
