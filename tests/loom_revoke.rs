@@ -229,3 +229,45 @@ fn straggler_is_waited_for_by_the_next_grace_period() {
         assert_eq!(domain.grace_periods(), 2);
     });
 }
+
+/// A thread on its own shard leaves each section with a plain store, not a read-modify-write:
+/// two sections in a row (the second one's increment follows the first one's store), racing
+/// with a thread on the shared shard and a writer's two grace periods, must still be waited
+/// for. Thread 1 owns shard 1 (of two), thread 2 has no shard of its own.
+#[test]
+fn owned_shard_sections_in_a_row_against_grace_periods() {
+    loom::model(|| {
+        let domain = Arc::new(Domain::new());
+        let live = Arc::new(loom::sync::atomic::AtomicBool::new(true));
+        let data = Arc::new(UnsafeCell::new(1usize));
+
+        let readers: Vec<_> = [2usize, 1]
+            .into_iter()
+            .map(|sections| {
+                let (domain, live, data) = (domain.clone(), live.clone(), data.clone());
+                thread::spawn(move || {
+                    for _ in 0..sections {
+                        let _section = domain.read();
+                        if live.load(Ordering::SeqCst) {
+                            data.with(|p| {
+                                // SAFETY: the writer waits for this section before writing.
+                                assert_eq!(unsafe { *p }, 1);
+                            });
+                        }
+                    }
+                })
+            })
+            .collect();
+
+        domain.synchronize();
+        live.store(false, Ordering::SeqCst);
+        domain.synchronize();
+        data.with_mut(|p| {
+            // SAFETY: every section that could have seen `live` has ended.
+            unsafe { *p = 2 };
+        });
+        for r in readers {
+            r.join().unwrap();
+        }
+    });
+}

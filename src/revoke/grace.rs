@@ -16,13 +16,23 @@
 //!
 //! # Design
 //!
-//! A domain owns a small array of *shards*, each on its own 128-byte cache line, and each shard
-//! holds two reader counters, one per *phase*. A thread picks its shard once (a thread-local slot
-//! index, reused after the thread exits), so two threads reading the same domain concurrently
-//! normally touch different cache lines. Entering a section is one load of the current phase and
-//! one atomic increment of `shard.count[phase]`; leaving is one atomic decrement of the very
-//! counter that was incremented (the guard remembers it). A counter is therefore never negative,
-//! and whether a given reader is still inside can be decided by looking at its own shard alone.
+//! A domain owns a small array of *shards*, 128 bytes apart, and each shard holds two reader
+//! counters, one per *phase*. Every thread has a *slot*: a small integer, unique among the live
+//! threads, reused after a thread exits. A domain with `n` shards plus one gives shard `i < n`
+//! to the thread whose slot is `i` alone, and makes the threads with larger slots share the
+//! last one, so two threads reading the same domain concurrently normally touch different
+//! cache lines. Entering a section is one load of the current phase and one atomic increment
+//! of `shard.count[phase]`; leaving decrements the very counter that was incremented (the
+//! guard remembers it). A counter is therefore never negative, and whether a given reader is
+//! still inside can be decided by looking at its own shard alone.
+//!
+//! Leaving a section on a shard the thread owns alone is a plain `Release` store of the
+//! decremented value, not an atomic read-modify-write: nobody else writes that counter, so no
+//! update can be lost, and on x86 a `Release` store is an ordinary store while a
+//! read-modify-write is a locked instruction (most of the cost of a section). A slot is given
+//! back at thread exit only if no section the thread entered on its own shard is still open
+//! (one could be, in a thread-local destructor that runs later); otherwise it is never reused.
+//! Sections entered after the slot was given back use the shared shard.
 //!
 //! [`Domain::synchronize`] (serialised by a mutex) works like classic SRCU:
 //!
@@ -84,20 +94,27 @@ use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, fence, lo
 /// (the same policy as `Arc`'s reference count).
 const MAX_READERS: usize = isize::MAX as usize;
 
-/// One cache line worth of reader counters.
+/// The reader counters of one shard, padded to 128 bytes.
 ///
-/// Aligned to 128 bytes rather than 64 because adjacent-line prefetchers on x86 pull lines in
-/// pairs, and some ARM cores have 128-byte lines.
-#[repr(align(128))]
+/// Consecutive shards' counters are 128 bytes apart, so they never share a cache line, nor an
+/// aligned pair of lines (adjacent-line prefetchers on x86 pull lines in pairs, and some ARM
+/// cores have 128-byte lines). Padding rather than `align(128)` keeps the shard array an
+/// ordinary allocation: over-aligned requests take the allocator's slow path, and a domain is
+/// made with every device.
 struct Shard {
     /// Readers currently inside, per phase.
     count: [AtomicUsize; 2],
+    _pad: [u8; SHARD_PAD],
 }
+
+/// Bytes of padding after a shard's counters.
+const SHARD_PAD: usize = 128 - 2 * std::mem::size_of::<AtomicUsize>();
 
 impl Shard {
     fn new() -> Self {
         Shard {
             count: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            _pad: [0; SHARD_PAD],
         }
     }
 }
@@ -139,22 +156,34 @@ mod slot {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     /// Marks "no slot yet".
     const NONE: usize = usize::MAX;
+    /// Marks "slot given back" (the thread is exiting): larger than any domain's shard count,
+    /// so the thread's remaining sections use the shared shard.
+    const GONE: usize = usize::MAX - 1;
 
     thread_local! {
         static SLOT: Cell<usize> = const { Cell::new(NONE) };
+        /// Sections open on this thread's own shards (in any domain).
+        static OWN_OPEN: Cell<usize> = const { Cell::new(0) };
         static GIVE_BACK: GiveBack = const { GiveBack };
     }
 
-    /// Returns the thread's slot to [`FREE`] when the thread exits.
+    /// Returns the thread's slot to [`FREE`] when the thread exits, unless a section on one of
+    /// its own shards is still open: the next owner of the slot would then write the same
+    /// counter with plain stores, so the slot is never reused instead.
     struct GiveBack;
 
     impl Drop for GiveBack {
         fn drop(&mut self) {
-            let slot = SLOT.with(Cell::get);
-            if slot != NONE {
-                FREE.lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .push(slot);
+            let slot = SLOT.with(|s| s.replace(GONE));
+            if slot >= GONE || OWN_OPEN.with(Cell::get) != 0 {
+                return;
+            }
+            let mut free = FREE
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Without memory for the record the slot is simply not reused.
+            if free.try_reserve(1).is_ok() {
+                free.push(slot);
             }
         }
     }
@@ -166,6 +195,19 @@ mod slot {
         if slot != NONE { slot } else { assign() }
     }
 
+    /// Counts a section opened on the thread's own shard.
+    #[inline]
+    pub(super) fn own_opened() {
+        OWN_OPEN.with(|n| n.set(n.get() + 1));
+    }
+
+    /// Counts a section on the thread's own shard closed.
+    #[inline]
+    pub(super) fn own_closed() {
+        // `try_with`: the guard may be dropped by a thread-local destructor after this one.
+        let _ = OWN_OPEN.try_with(|n| n.set(n.get().wrapping_sub(1)));
+    }
+
     #[cold]
     fn assign() -> usize {
         let reused = FREE
@@ -173,6 +215,7 @@ mod slot {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .pop();
         let slot = reused.unwrap_or_else(|| NEXT.fetch_add(1, Ordering::Relaxed) & (NONE >> 1));
+        // INVARIANT (of the domains' shard ownership): `slot` is in use by no live thread.
         SLOT.with(|s| s.set(slot));
         // Registers the destructor that gives the slot back. It fails only while this thread's
         // thread-locals are being torn down; the slot is then simply never reused.
@@ -187,6 +230,11 @@ mod slot {
 /// `Debug` (`ThreadId(n)`).
 #[cfg(loom)]
 mod slot {
+    /// Threads of a model never exit with sections open: nothing to count.
+    pub(super) fn own_opened() {}
+
+    pub(super) fn own_closed() {}
+
     pub(super) fn current() -> usize {
         let id = format!("{:?}", loom::thread::current().id());
         id.bytes().filter(u8::is_ascii_digit).fold(0usize, |n, d| {
@@ -301,7 +349,11 @@ impl Backoff {
 ///
 /// # Invariants
 ///
-/// * `shards.len()` is a non-zero power of two.
+/// * `shards.len()` is `n + 1` for a power of two `n`: shard `i < n` is *owned* by the live
+///   thread whose slot is `i`, shard `n` is shared.
+/// * An owned shard's counters are written only by its owner while any section is open on it
+///   (slots are unique among live threads, and a slot is given back only when no section on
+///   an owned shard of its thread is open).
 /// * `shards[i].count[p]` equals the number of [`ReadGuard`]s alive (or leaked) that entered
 ///   through that counter; it never underflows because each guard decrements exactly the
 ///   counter it incremented, exactly once.
@@ -370,7 +422,8 @@ impl Domain {
     /// # Ok::<(), drmm::Error>(())
     /// ```
     pub fn try_new() -> Result<Self, Error> {
-        let n = shard_count();
+        // The owned shards and the shared one.
+        let n = shard_count() + 1;
         let mut shards = Vec::new();
         shards
             .try_reserve_exact(n)
@@ -379,8 +432,8 @@ impl Domain {
                 align: std::mem::align_of::<Shard>(),
             })?;
         shards.extend((0..n).map(|_| Shard::new()));
-        // INVARIANT: `shard_count` returns a power of two and no guard exists yet. The vector
-        // is full (length = capacity), so boxing it does not reallocate.
+        // INVARIANT: `shard_count` returns a power of two, plus the shared shard; no guard
+        // exists yet. The vector is full (length = capacity), so boxing it does not reallocate.
         Ok(Domain {
             shards: shards.into_boxed_slice(),
             phase: AtomicUsize::new(0),
@@ -413,19 +466,28 @@ impl Domain {
     #[doc(alias = "srcu_read_lock")]
     #[inline]
     pub fn read(&self) -> ReadGuard<'_> {
-        let shard = &self.shards[slot::current() & (self.shards.len() - 1)];
+        let shared = self.shards.len() - 1;
+        let slot = slot::current();
+        let owned = slot < shared;
+        let shard = &self.shards[if owned { slot } else { shared }];
         let phase = self.phase.load(Ordering::SeqCst) & 1;
         let counter = &shard.count[phase];
-        // SeqCst: the reader's half of the Dekker pairing described in the module docs.
+        // SeqCst: the reader's half of the Dekker pairing described in the module docs. A
+        // read-modify-write even on an owned shard: the full barrier is needed here anyway.
         let prev = counter.fetch_add(1, Ordering::SeqCst);
         if prev >= MAX_READERS {
             too_many_readers();
         }
+        if owned {
+            slot::own_opened();
+        }
         reader_model_fence();
         held::push(self.id);
-        // INVARIANT: the guard holds exactly the counter it incremented.
+        // INVARIANT: the guard holds exactly the counter it incremented, and whether the shard
+        // is this thread's own.
         ReadGuard {
             counter,
+            owned,
             id: self.id,
             _not_send: PhantomData,
         }
@@ -547,11 +609,14 @@ fn too_many_readers() -> ! {
 /// # Invariants
 ///
 /// `counter` is the shard counter of the domain that was incremented when this guard was
-/// created; it is decremented exactly once, by `Drop`.
+/// created; it is decremented exactly once, by `Drop`. If `owned`, it belongs to a shard owned
+/// by the thread that created the guard (which is the thread that drops it: the guard is not
+/// `Send`), and stays owned until the guard is dropped.
 #[doc(alias = "srcu_read_unlock")]
 #[must_use = "the read section ends as soon as the guard is dropped"]
 pub struct ReadGuard<'a> {
     counter: &'a AtomicUsize,
+    owned: bool,
     id: u64,
     _not_send: PhantomData<*const ()>,
 }
@@ -562,7 +627,16 @@ impl Drop for ReadGuard<'_> {
         held::pop(self.id);
         // Release: everything done inside the section happens before a writer that observes the
         // decrement (its scan loads are SeqCst, hence acquire).
-        self.counter.fetch_sub(1, Ordering::Release);
+        if self.owned {
+            // Only this thread writes an owned counter (type invariant), so loading and storing
+            // cannot lose an update; a writer that reads the stored value, or one written by a
+            // later read-modify-write of this thread, synchronizes with this store.
+            let inside = self.counter.load(Ordering::Relaxed);
+            self.counter.store(inside - 1, Ordering::Release);
+            slot::own_closed();
+        } else {
+            self.counter.fetch_sub(1, Ordering::Release);
+        }
     }
 }
 
@@ -761,10 +835,10 @@ mod tests {
     }
 
     #[test]
-    fn shards_are_padded_and_power_of_two() {
-        assert_eq!(std::mem::align_of::<Shard>(), 128);
+    fn shards_are_padded_and_power_of_two_plus_the_shared_one() {
+        assert_eq!(std::mem::size_of::<Shard>(), 128);
         let d = Domain::new();
-        assert!(d.shards.len().is_power_of_two());
+        assert!((d.shards.len() - 1).is_power_of_two());
     }
 
     #[test]
