@@ -1,5 +1,6 @@
 //! [`Revocable<T>`]: a value that becomes unreachable, then is dropped, when revoked.
 
+use std::any::Any;
 use std::fmt;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -468,6 +469,12 @@ impl<T: Send + Sync> Revoke for Revocable<T> {
 /// Returns how many values this call revoked (values already revoked, or revoked concurrently by
 /// someone else, are skipped, as [`Revocable::revoke`] would return `false` for them).
 ///
+/// Never fails for lack of memory: the batch is kept in memory asked for fallibly. When it cannot
+/// grow, the values collected so far are finished (one grace period per domain, dropped in
+/// order) and collection starts over; a value that still finds no room is revoked on its own, as
+/// [`Revocable::revoke`] would. Values are dropped in iteration order either way; only the number
+/// of grace periods grows.
+///
 /// # Panics
 ///
 /// In debug builds, panics before revoking anything if the calling thread is inside a read
@@ -498,26 +505,49 @@ where
 {
     let iter = items.into_iter();
     let mut batch = Batch {
-        items: Vec::with_capacity(iter.size_hint().0),
+        items: Vec::new(),
         domains: Vec::new(),
+        first_panic: None,
     };
+    // Best effort: room for every item the iterator promises, so that the loop below does not
+    // ask again. Failing here only means asking item by item.
+    let _ = batch.items.try_reserve(iter.size_hint().0);
+    let mut revoked = 0;
     for item in iter {
         let domain = item.revoke_domain();
         domain.assert_not_reading();
-        if item.begin() {
-            if !batch.domains.iter().any(|d| std::ptr::eq(*d, domain)) {
-                batch.domains.push(domain);
+        // Room is made before `begin`, so that an item this call revokes is at every moment
+        // either recorded in the batch or being finished right here.
+        let room = match batch.room_for(domain) {
+            Some(known) => Some(known),
+            None => {
+                batch.flush();
+                batch.room_for(domain)
             }
-            batch.items.push(item);
+        };
+        if !item.begin() {
+            continue;
+        }
+        revoked += 1;
+        match room {
+            Some(known) => batch.record(item, domain, known),
+            None => {
+                // No memory even for an empty batch: revoke this one on its own. The batch is
+                // empty (just flushed), so the values are still dropped in iteration order.
+                domain.synchronize();
+                // SAFETY: `begin` returned `true` to this call just above, and the grace period
+                // of the item's domain that just completed began after it.
+                let dropped = catch_unwind(AssertUnwindSafe(|| unsafe { item.finish() }));
+                batch.note(dropped);
+            }
         }
     }
-    let revoked = batch.items.len();
     drop(batch);
     revoked
 }
 
-/// The second half of [`revoke_all`], run by `Drop` so that it also happens when the caller's
-/// iterator panics half-way.
+/// The second half of [`revoke_all`], run by [`flush`](Self::flush) when the batch cannot grow
+/// and by `Drop`, so that it also happens when the caller's iterator panics half-way.
 ///
 /// # Invariants
 ///
@@ -526,27 +556,74 @@ where
 struct Batch<'a, R: Revoke + ?Sized> {
     items: Vec<&'a R>,
     domains: Vec<&'a Domain>,
+    /// The first panic of a dropped value, resumed when the batch is dropped.
+    first_panic: Option<Box<dyn Any + Send + 'static>>,
+}
+
+impl<'a, R: Revoke + ?Sized> Batch<'a, R> {
+    /// Makes room, without aborting on allocation failure, for one more item of `domain`.
+    /// `None` if there is none; otherwise whether `domain` is already recorded.
+    fn room_for(&mut self, domain: &Domain) -> Option<bool> {
+        let known = self.domains.iter().any(|d| std::ptr::eq(*d, domain));
+        self.items.try_reserve(1).ok()?;
+        if !known {
+            self.domains.try_reserve(1).ok()?;
+        }
+        Some(known)
+    }
+
+    /// Records `item`, for which `begin` just returned `true` to the caller, in the room that
+    /// [`room_for`](Self::room_for) made (`known` is what it returned): no allocation.
+    fn record(&mut self, item: &'a R, domain: &'a Domain, known: bool) {
+        debug_assert!(self.items.len() < self.items.capacity());
+        // INVARIANT: the caller owns the drop of `item` and hands it to the batch; its domain is
+        // recorded (already, or now).
+        if !known {
+            debug_assert!(self.domains.len() < self.domains.capacity());
+            self.domains.push(domain);
+        }
+        self.items.push(item);
+    }
+
+    /// Keeps the first panic of a dropped value, logs the others.
+    fn note(&mut self, dropped: std::thread::Result<()>) {
+        if let Err(payload) = dropped {
+            if self.first_panic.is_none() {
+                self.first_panic = Some(payload);
+            } else {
+                tracing::error!(target: "drmm", "another revoked value panicked while dropping");
+            }
+        }
+    }
+
+    /// Waits for one grace period of each recorded domain, then drops every recorded value in
+    /// order, and empties the batch (keeping its memory for the next items).
+    fn flush(&mut self) {
+        // Taken out first: should a grace period panic (a read section of a batch domain held
+        // by this thread, debug builds), the batch is already empty and its `Drop` has nothing
+        // left to wait for. The values are then never dropped, as with `Revocable::revoke`.
+        let mut items = std::mem::take(&mut self.items);
+        let mut domains = std::mem::take(&mut self.domains);
+        for domain in &domains {
+            domain.synchronize();
+        }
+        for item in items.drain(..) {
+            // SAFETY: by the type invariant this batch owns the drop of `item`, and the grace
+            // period of its domain just completed after `begin` cleared its flag.
+            let dropped = catch_unwind(AssertUnwindSafe(|| unsafe { item.finish() }));
+            self.note(dropped);
+        }
+        domains.clear();
+        // INVARIANT: both are empty.
+        self.items = items;
+        self.domains = domains;
+    }
 }
 
 impl<R: Revoke + ?Sized> Drop for Batch<'_, R> {
     fn drop(&mut self) {
-        for domain in &self.domains {
-            domain.synchronize();
-        }
-        let mut first_panic = None;
-        for item in self.items.drain(..) {
-            // SAFETY: by the type invariant this batch owns the drop of `item`, and the grace
-            // period of its domain just completed after `begin` cleared its flag.
-            let dropped = catch_unwind(AssertUnwindSafe(|| unsafe { item.finish() }));
-            if let Err(payload) = dropped {
-                if first_panic.is_none() {
-                    first_panic = Some(payload);
-                } else {
-                    tracing::error!(target: "drmm", "another revoked value panicked while dropping");
-                }
-            }
-        }
-        if let Some(payload) = first_panic {
+        self.flush();
+        if let Some(payload) = self.first_panic.take() {
             if std::thread::panicking() {
                 tracing::error!(target: "drmm", "revoked value panicked while dropping during unwinding");
             } else {
