@@ -469,11 +469,11 @@ impl<T: Send + Sync> Revoke for Revocable<T> {
 /// Returns how many values this call revoked (values already revoked, or revoked concurrently by
 /// someone else, are skipped, as [`Revocable::revoke`] would return `false` for them).
 ///
-/// Never fails for lack of memory: the batch is kept in memory asked for fallibly. When it cannot
-/// grow, the values collected so far are finished (one grace period per domain, dropped in
-/// order) and collection starts over; a value that still finds no room is revoked on its own, as
-/// [`Revocable::revoke`] would. Values are dropped in iteration order either way; only the number
-/// of grace periods grows.
+/// Never fails for lack of memory: a batch of up to 16 values on up to 8 domains needs none,
+/// and a larger one asks for it fallibly. When the batch cannot grow, the values collected so
+/// far are finished (one grace period per domain, dropped in order) and collection starts
+/// over. Values are dropped in iteration order either way; only the number of grace periods
+/// grows.
 ///
 /// # Panics
 ///
@@ -505,46 +505,96 @@ where
 {
     let iter = items.into_iter();
     let mut batch = Batch {
-        items: Vec::new(),
-        domains: Vec::new(),
+        items: SmallList::new(),
+        domains: SmallList::new(),
         first_panic: None,
     };
     // Best effort: room for every item the iterator promises, so that the loop below does not
     // ask again. Failing here only means asking item by item.
-    let _ = batch.items.try_reserve(iter.size_hint().0);
+    batch.items.try_reserve(iter.size_hint().0);
     let mut revoked = 0;
     for item in iter {
         let domain = item.revoke_domain();
         domain.assert_not_reading();
         // Room is made before `begin`, so that an item this call revokes is at every moment
-        // either recorded in the batch or being finished right here.
-        let room = match batch.room_for(domain) {
-            Some(known) => Some(known),
+        // recorded in the batch.
+        let known = match batch.room_for(domain) {
+            Some(known) => known,
             None => {
+                // The heap part cannot grow: finish what is collected (in order, so drops stay
+                // in iteration order). The batch is then empty, with inline room.
                 batch.flush();
-                batch.room_for(domain)
+                false
             }
         };
-        if !item.begin() {
-            continue;
-        }
-        revoked += 1;
-        match room {
-            Some(known) => batch.record(item, domain, known),
-            None => {
-                // No memory even for an empty batch: revoke this one on its own. The batch is
-                // empty (just flushed), so the values are still dropped in iteration order.
-                domain.synchronize();
-                // SAFETY: `begin` returned `true` to this call just above, and the grace period
-                // of the item's domain that just completed began after it.
-                let dropped = catch_unwind(AssertUnwindSafe(|| unsafe { item.finish() }));
-                batch.note(dropped);
-            }
+        if item.begin() {
+            revoked += 1;
+            batch.record(item, domain, known);
         }
     }
     drop(batch);
     revoked
 }
+
+/// A list of up to `N` copies kept inline, and more in heap memory asked for fallibly: a batch
+/// of an ordinary size (an unbind revokes a handful of values) allocates nothing at all.
+struct SmallList<T: Copy, const N: usize> {
+    inline: [Option<T>; N],
+    /// How many of `inline` are `Some` (the first ones).
+    inline_len: usize,
+    /// The elements after the first `N`.
+    heap: Vec<T>,
+}
+
+impl<T: Copy, const N: usize> SmallList<T, N> {
+    fn new() -> Self {
+        SmallList {
+            inline: [None; N],
+            inline_len: 0,
+            heap: Vec::new(),
+        }
+    }
+
+    /// The elements, in the order they were pushed.
+    fn iter(&self) -> impl Iterator<Item = T> + '_ {
+        self.inline[..self.inline_len]
+            .iter()
+            .flatten()
+            .chain(&self.heap)
+            .copied()
+    }
+
+    /// Tries to make room for `additional` more elements; on failure, makes none.
+    fn try_reserve(&mut self, additional: usize) -> bool {
+        let free_inline = N - self.inline_len;
+        additional <= free_inline || self.heap.try_reserve(additional - free_inline).is_ok()
+    }
+
+    /// Appends `value` in room made by [`try_reserve`](Self::try_reserve): never allocates.
+    fn push_reserved(&mut self, value: T) {
+        if self.inline_len < N {
+            self.inline[self.inline_len] = Some(value);
+            self.inline_len += 1;
+        } else {
+            debug_assert!(self.heap.len() < self.heap.capacity(), "no room was made");
+            self.heap.push(value);
+        }
+    }
+
+    /// Empties the list, keeping its heap memory.
+    fn clear(&mut self) {
+        self.inline[..self.inline_len].fill(None);
+        self.inline_len = 0;
+        self.heap.clear();
+    }
+}
+
+/// How many items a batch holds without heap memory.
+const INLINE_ITEMS: usize = 16;
+/// How many domains a batch holds without heap memory.
+const INLINE_DOMAINS: usize = 8;
+// An emptied batch always has room for one more item of a new domain.
+const _: () = assert!(INLINE_ITEMS >= 1 && INLINE_DOMAINS >= 1);
 
 /// The second half of [`revoke_all`], run by [`flush`](Self::flush) when the batch cannot grow
 /// and by `Drop`, so that it also happens when the caller's iterator panics half-way.
@@ -554,8 +604,8 @@ where
 /// `begin` returned `true` for every item, to this batch, and every item's domain is in
 /// `domains`.
 struct Batch<'a, R: Revoke + ?Sized> {
-    items: Vec<&'a R>,
-    domains: Vec<&'a Domain>,
+    items: SmallList<&'a R, INLINE_ITEMS>,
+    domains: SmallList<&'a Domain, INLINE_DOMAINS>,
     /// The first panic of a dropped value, resumed when the batch is dropped.
     first_panic: Option<Box<dyn Any + Send + 'static>>,
 }
@@ -564,25 +614,20 @@ impl<'a, R: Revoke + ?Sized> Batch<'a, R> {
     /// Makes room, without aborting on allocation failure, for one more item of `domain`.
     /// `None` if there is none; otherwise whether `domain` is already recorded.
     fn room_for(&mut self, domain: &Domain) -> Option<bool> {
-        let known = self.domains.iter().any(|d| std::ptr::eq(*d, domain));
-        self.items.try_reserve(1).ok()?;
-        if !known {
-            self.domains.try_reserve(1).ok()?;
-        }
-        Some(known)
+        let known = self.domains.iter().any(|d| std::ptr::eq(d, domain));
+        (self.items.try_reserve(1) && (known || self.domains.try_reserve(1))).then_some(known)
     }
 
     /// Records `item`, for which `begin` just returned `true` to the caller, in the room that
-    /// [`room_for`](Self::room_for) made (`known` is what it returned): no allocation.
+    /// [`room_for`](Self::room_for) made (`known` is what it returned), or in an empty batch
+    /// (`known` false): no allocation.
     fn record(&mut self, item: &'a R, domain: &'a Domain, known: bool) {
-        debug_assert!(self.items.len() < self.items.capacity());
         // INVARIANT: the caller owns the drop of `item` and hands it to the batch; its domain is
         // recorded (already, or now).
         if !known {
-            debug_assert!(self.domains.len() < self.domains.capacity());
-            self.domains.push(domain);
+            self.domains.push_reserved(domain);
         }
-        self.items.push(item);
+        self.items.push_reserved(item);
     }
 
     /// Keeps the first panic of a dropped value, logs the others.
@@ -602,17 +647,19 @@ impl<'a, R: Revoke + ?Sized> Batch<'a, R> {
         // Taken out first: should a grace period panic (a read section of a batch domain held
         // by this thread, debug builds), the batch is already empty and its `Drop` has nothing
         // left to wait for. The values are then never dropped, as with `Revocable::revoke`.
-        let mut items = std::mem::take(&mut self.items);
-        let mut domains = std::mem::take(&mut self.domains);
-        for domain in &domains {
+        let mut items = std::mem::replace(&mut self.items, SmallList::new());
+        let mut domains = std::mem::replace(&mut self.domains, SmallList::new());
+        for domain in domains.iter() {
             domain.synchronize();
         }
-        for item in items.drain(..) {
-            // SAFETY: by the type invariant this batch owns the drop of `item`, and the grace
-            // period of its domain just completed after `begin` cleared its flag.
+        for item in items.iter() {
+            // SAFETY: by the type invariant this batch owns the drop of `item` (and each item
+            // is recorded once, as `begin` returns `true` once), and the grace period of its
+            // domain just completed after `begin` cleared its flag.
             let dropped = catch_unwind(AssertUnwindSafe(|| unsafe { item.finish() }));
             self.note(dropped);
         }
+        items.clear();
         domains.clear();
         // INVARIANT: both are empty.
         self.items = items;
