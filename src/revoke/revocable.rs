@@ -539,8 +539,10 @@ where
 /// A list of up to `N` copies kept inline, and more in heap memory asked for fallibly: a batch
 /// of an ordinary size (an unbind revokes a handful of values) allocates nothing at all.
 struct SmallList<T: Copy, const N: usize> {
-    inline: [Option<T>; N],
-    /// How many of `inline` are `Some` (the first ones).
+    /// Room for the first `N` elements, made at the first push (filled with copies of the
+    /// first element, so that no slot is ever empty).
+    inline: Option<[T; N]>,
+    /// How many of `inline` are elements (the first ones).
     inline_len: usize,
     /// The elements after the first `N`.
     heap: Vec<T>,
@@ -549,31 +551,42 @@ struct SmallList<T: Copy, const N: usize> {
 impl<T: Copy, const N: usize> SmallList<T, N> {
     fn new() -> Self {
         SmallList {
-            inline: [None; N],
+            inline: None,
             inline_len: 0,
             heap: Vec::new(),
         }
     }
 
-    /// The elements, in the order they were pushed.
-    fn iter(&self) -> impl Iterator<Item = T> + '_ {
-        self.inline[..self.inline_len]
+    /// The first `len` inline elements.
+    #[inline]
+    fn inline(&self, len: usize) -> &[T] {
+        self.inline.as_ref().map_or(&[], |a| &a[..len])
+    }
+
+    /// Whether `f` holds for one of the elements.
+    #[inline]
+    fn any(&self, f: impl Fn(T) -> bool) -> bool {
+        self.inline(self.inline_len)
             .iter()
-            .flatten()
             .chain(&self.heap)
-            .copied()
+            .any(|&v| f(v))
     }
 
     /// Tries to make room for `additional` more elements; on failure, makes none.
+    #[inline]
     fn try_reserve(&mut self, additional: usize) -> bool {
         let free_inline = N - self.inline_len;
         additional <= free_inline || self.heap.try_reserve(additional - free_inline).is_ok()
     }
 
     /// Appends `value` in room made by [`try_reserve`](Self::try_reserve): never allocates.
+    #[inline]
     fn push_reserved(&mut self, value: T) {
         if self.inline_len < N {
-            self.inline[self.inline_len] = Some(value);
+            match &mut self.inline {
+                Some(a) => a[self.inline_len] = value,
+                None => self.inline = Some([value; N]),
+            }
             self.inline_len += 1;
         } else {
             debug_assert!(self.heap.len() < self.heap.capacity(), "no room was made");
@@ -581,12 +594,36 @@ impl<T: Copy, const N: usize> SmallList<T, N> {
         }
     }
 
-    /// Empties the list, keeping its heap memory.
-    fn clear(&mut self) {
-        self.inline[..self.inline_len].fill(None);
-        self.inline_len = 0;
-        self.heap.clear();
+    /// Empties the list at once and hands back what it held, to be read with
+    /// [`detached`](Self::detached) and given back with [`reattach`](Self::reattach) (which
+    /// keeps the heap memory). Until then the list is empty.
+    fn detach(&mut self) -> Detached<T> {
+        Detached {
+            inline_len: std::mem::take(&mut self.inline_len),
+            heap: std::mem::take(&mut self.heap),
+        }
     }
+
+    /// The elements of `d`, which [`detach`](Self::detach) of this list returned, in order.
+    fn detached<'s>(&'s self, d: &'s Detached<T>) -> impl Iterator<Item = T> + 's {
+        self.inline(d.inline_len).iter().chain(&d.heap).copied()
+    }
+
+    /// Takes back the heap memory of `d`, emptied, if the list has none (it has not grown
+    /// since it was detached).
+    fn reattach(&mut self, d: Detached<T>) {
+        if self.heap.capacity() == 0 {
+            let mut heap = d.heap;
+            heap.clear();
+            self.heap = heap;
+        }
+    }
+}
+
+/// What [`SmallList::detach`] took out of a list.
+struct Detached<T> {
+    inline_len: usize,
+    heap: Vec<T>,
 }
 
 /// How many items a batch holds without heap memory.
@@ -614,7 +651,7 @@ impl<'a, R: Revoke + ?Sized> Batch<'a, R> {
     /// Makes room, without aborting on allocation failure, for one more item of `domain`.
     /// `None` if there is none; otherwise whether `domain` is already recorded.
     fn room_for(&mut self, domain: &Domain) -> Option<bool> {
-        let known = self.domains.iter().any(|d| std::ptr::eq(d, domain));
+        let known = self.domains.any(|d| std::ptr::eq(d, domain));
         (self.items.try_reserve(1) && (known || self.domains.try_reserve(1))).then_some(known)
     }
 
@@ -630,40 +667,38 @@ impl<'a, R: Revoke + ?Sized> Batch<'a, R> {
         self.items.push_reserved(item);
     }
 
-    /// Keeps the first panic of a dropped value, logs the others.
-    fn note(&mut self, dropped: std::thread::Result<()>) {
-        if let Err(payload) = dropped {
-            if self.first_panic.is_none() {
-                self.first_panic = Some(payload);
-            } else {
-                tracing::error!(target: "drmm", "another revoked value panicked while dropping");
-            }
-        }
-    }
-
     /// Waits for one grace period of each recorded domain, then drops every recorded value in
     /// order, and empties the batch (keeping its memory for the next items).
     fn flush(&mut self) {
-        // Taken out first: should a grace period panic (a read section of a batch domain held
+        // Detached first: should a grace period panic (a read section of a batch domain held
         // by this thread, debug builds), the batch is already empty and its `Drop` has nothing
         // left to wait for. The values are then never dropped, as with `Revocable::revoke`.
-        let mut items = std::mem::replace(&mut self.items, SmallList::new());
-        let mut domains = std::mem::replace(&mut self.domains, SmallList::new());
-        for domain in domains.iter() {
+        let domains = self.domains.detach();
+        let items = self.items.detach();
+        for domain in self.domains.detached(&domains) {
             domain.synchronize();
         }
-        for item in items.iter() {
+        for item in self.items.detached(&items) {
             // SAFETY: by the type invariant this batch owns the drop of `item` (and each item
             // is recorded once, as `begin` returns `true` once), and the grace period of its
             // domain just completed after `begin` cleared its flag.
             let dropped = catch_unwind(AssertUnwindSafe(|| unsafe { item.finish() }));
-            self.note(dropped);
+            note(&mut self.first_panic, dropped);
         }
-        items.clear();
-        domains.clear();
         // INVARIANT: both are empty.
-        self.items = items;
-        self.domains = domains;
+        self.items.reattach(items);
+        self.domains.reattach(domains);
+    }
+}
+
+/// Keeps the first panic of a dropped value in `first`, logs the others.
+fn note(first: &mut Option<Box<dyn Any + Send + 'static>>, dropped: std::thread::Result<()>) {
+    if let Err(payload) = dropped {
+        if first.is_none() {
+            *first = Some(payload);
+        } else {
+            tracing::error!(target: "drmm", "another revoked value panicked while dropping");
+        }
     }
 }
 
