@@ -20,7 +20,7 @@ use std::fmt;
 use crate::error::{Error, Result};
 use crate::res::erased::{CLOSE_VTABLE, EntryVTable, OPEN_VTABLE};
 use crate::res::info::EntryKind;
-use crate::res::list::{Entry, Key, PanicPayload, PanicSink, Payload, ResourceList, State};
+use crate::res::list::{Entry, Key, PanicPayload, PanicSink, Payload, ResourceList, Slot, State};
 use crate::res::site::Site;
 use crate::sync::Ordering;
 use crate::trace::{self, Op};
@@ -178,17 +178,15 @@ impl<C> ResourceList<C> {
             let Some(m) = open_marker(&st, &group.key) else {
                 return Err(Error::NotOnList);
             };
-            let closed_at = m.closed_at;
-            let mut taken = Vec::with_capacity(2);
-            taken.extend(st.take(group.key.index as usize, Some(group.key.seq)));
-            if let Some(close) = closed_at
-                && let Some(i) = find_seq(&st, close)
-            {
-                taken.extend(st.take(i, Some(close)));
-            }
-            taken
+            let open = st.take(group.key.index as usize, Some(group.key.seq));
+            let close = m.closed_at.and_then(|close| {
+                let i = find_seq(&st, close)?;
+                st.take(i, Some(close))
+            });
+            // A fixed array: removing a group allocates nothing.
+            [open, close]
         };
-        for (seq, e) in taken {
+        for (seq, e) in taken.into_iter().flatten() {
             trace::entry(Op::Rem, self, seq, &e.site, e.kind(), 0);
         }
         Ok(())
@@ -199,6 +197,9 @@ impl<C> ResourceList<C> {
     /// (`devres_release_group`). Entries added while this runs are not part of it.
     ///
     /// Panics of release actions are caught; the first is returned, the others logged.
+    ///
+    /// Allocation failure does not stop it: the range is then released one entry at a time
+    /// (see [`release_range_one_by_one`](Self::release_range_one_by_one)), in the same order.
     ///
     /// # Errors
     ///
@@ -212,79 +213,206 @@ impl<C> ResourceList<C> {
     /// [`check_live`](Self::check_live) may be alive, or be created on another thread, while
     /// this runs.
     pub(crate) unsafe fn release_group(&self, group: Group, ctx: &C) -> Result<GroupRelease> {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { self.release_group_with(group, ctx, Plan::Fast) }
+    }
+
+    /// [`release_group`](Self::release_group), forced onto one of its two ways by tests.
+    ///
+    /// # Safety
+    ///
+    /// As for [`release_group`](Self::release_group).
+    unsafe fn release_group_with(&self, group: Group, ctx: &C, plan: Plan) -> Result<GroupRelease> {
         self.check_list(&group.key)?;
-        let mut todo = {
+        let (range, taken) = 'locked: {
             let mut st = self.state.lock();
             let Some(m) = open_marker(&st, &group.key) else {
                 return Err(Error::NotOnList);
             };
-            let (first, last) = (group.key.seq, m.closed_at.unwrap_or(u64::MAX));
             // Entries taken off from now on may still be referenced through stale handles:
             // from here on, handle reads check their slot.
             self.bulk.store(true, Ordering::Release);
-            // Colour pass: for each group with a marker in range, count its markers in range,
-            // plus one if the group is still open. Two means wholly inside.
-            let mut colours: Vec<(u64, u8)> = Vec::new();
-            let mut plain: Vec<usize> = Vec::new();
-            for (i, slot) in st.slots.iter().enumerate() {
-                let Some(seq) = slot.occupied() else {
-                    continue;
-                };
-                if seq < first || seq > last {
-                    continue;
-                }
-                match st.marker_at(i) {
-                    Some((_, mk)) => {
-                        let extra = u8::from(mk.open && mk.closed_at.is_none());
-                        match colours.iter_mut().find(|(g, _)| *g == mk.group) {
-                            Some((_, c)) => *c += 1 + extra,
-                            None => colours.push((mk.group, 1 + extra)),
-                        }
-                    }
-                    None => plain.push(i),
-                }
-            }
-            // Markers of the groups wholly inside the range go too.
-            let wholly: Vec<u64> = colours
-                .into_iter()
-                .filter(|&(_, c)| c >= 2)
-                .map(|(g, _)| g)
-                .collect();
-            if !wholly.is_empty() {
-                plain.extend((0..st.slots.len()).filter(|&i| {
-                    st.marker_at(i)
-                        .is_some_and(|(_, mk)| wholly.contains(&mk.group))
-                }));
-            }
-            // Take from the top down: emptying the list (which resets the slot table) can only
-            // happen at the last take.
-            plain.sort_unstable_by(|a, b| b.cmp(a));
-            let mut todo: Vec<(u64, Entry<C>)> = Vec::with_capacity(plain.len());
-            for i in plain {
-                todo.extend(st.take(i, None));
-            }
-            todo
+            let range = Range {
+                first: group.key.seq,
+                last: m.closed_at.unwrap_or(u64::MAX),
+                newest: u64::MAX,
+            };
+            let newest = match plan {
+                Plan::Fast => match take_range(&mut st, &range) {
+                    Ok(todo) => break 'locked (range, Some(todo)),
+                    Err(newest) => newest,
+                },
+                Plan::OneByOne => newest_seq(&st),
+            };
+            (range.capped(newest), None)
         };
-        todo.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
         let mut sink = PanicSink::default();
-        let mut released = 0;
-        for (seq, entry) in todo {
-            if !matches!(entry.payload, Payload::Marker(_)) {
-                released += 1;
+        let released = match taken {
+            Some(mut todo) => {
+                todo.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
+                todo.into_iter()
+                    .map(|(seq, entry)| self.release_taken(seq, entry, ctx, &mut sink))
+                    .sum()
             }
-            trace::entry(Op::Rel, self, seq, &entry.site, entry.kind(), entry.size());
-            let site = entry.site;
-            if let Err(p) =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| entry.release(ctx)))
-            {
-                sink.record(p, self.owner(), &site);
-            }
-        }
+            None => self.release_range_one_by_one(&range, ctx, &mut sink),
+        };
         Ok(GroupRelease {
             released,
             panic: sink.into_first(),
         })
     }
+
+    /// The way of [`release_group`](Self::release_group) that needs no memory, taken when
+    /// the buffer of the entries to release cannot be allocated: finds and takes off the
+    /// newest entry of `range` not yet released, under the lock, releases it without the
+    /// lock, and again, until none is left. Returns the number of non-marker entries released.
+    ///
+    /// Observable difference with the usual way, which takes the whole range off at once
+    /// before releasing anything: the range's entries stay on the list until their turn. So
+    /// while an older one waits, a release action (or another thread) can still reach it: an
+    /// explicit release or removal of it succeeds (and it is not released again here), a nested
+    /// group whose markers wait can still be closed (its close marker, newer than the range,
+    /// then stays on the list), removed or released, and the list's length and snapshot
+    /// still show it. Which entries and markers are released, and their order, are the same.
+    fn release_range_one_by_one(&self, range: &Range, ctx: &C, sink: &mut PanicSink) -> usize {
+        let mut below = range.last.saturating_add(1);
+        let mut released = 0;
+        loop {
+            let next = {
+                let mut st = self.state.lock();
+                let newest = st
+                    .slots
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, slot)| {
+                        let seq = range.releases(&st, i, slot)?;
+                        (seq < below).then_some((seq, i))
+                    })
+                    .max();
+                newest.and_then(|(seq, i)| st.take(i, Some(seq)))
+            };
+            let Some((seq, entry)) = next else {
+                return released;
+            };
+            below = seq;
+            released += self.release_taken(seq, entry, ctx, sink);
+        }
+    }
+
+    /// Releases one entry a group release took off, catching its panic, and gives its arena
+    /// block back. Returns 1 if it is not a marker (the count the kernel returns), 0 otherwise.
+    fn release_taken(&self, seq: u64, entry: Entry<C>, ctx: &C, sink: &mut PanicSink) -> usize {
+        let counted = usize::from(!matches!(entry.payload, Payload::Marker(_)));
+        trace::entry(Op::Rel, self, seq, &entry.site, entry.kind(), entry.size());
+        let site = entry.site;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| entry.release(ctx))) {
+            Ok(freed) => self.recycle(freed),
+            Err(p) => sink.record(p, self.owner(), &site),
+        }
+        counted
+    }
+}
+
+/// Which way [`ResourceList::release_group`] goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Plan {
+    /// Take the whole range off at once when a buffer for it can be allocated, else
+    /// [`OneByOne`](Plan::OneByOne).
+    Fast,
+    /// One entry at a time, allocating nothing (what allocation failure falls back to).
+    #[cfg_attr(not(test), allow(dead_code))] // Chosen directly only by the tests.
+    OneByOne,
+}
+
+/// The entries a group release covers, fixed when it begins.
+#[derive(Debug)]
+struct Range {
+    /// The released group's open marker.
+    first: u64,
+    /// The newest sequence number in range: the group's close marker, or, for a group still
+    /// open, the newest entry on the list when the release began (entries added during the
+    /// release are not part of it).
+    last: u64,
+    /// The newest sequence number on the list when the release began.
+    newest: u64,
+}
+
+impl Range {
+    /// The range with its end fixed where the list's newest entry is now, `newest`: what a
+    /// release that leaves the range's entries on the list must use, so that entries added
+    /// meanwhile are not part of it. (A range whose entries are all taken off at once needs
+    /// no cap: nothing newer exists while they are chosen.)
+    fn capped(self, newest: u64) -> Self {
+        Range {
+            first: self.first,
+            last: self.last.min(newest),
+            newest,
+        }
+    }
+
+    /// The sequence number of the entry in slot `i` (`slot`) if the release takes it: it is
+    /// in range, and it is not a marker, or the marker of a group wholly inside the range.
+    ///
+    /// This is the kernel's colour rule (a group is wholly inside when its markers in range,
+    /// plus one if it is still open, count two) decided from one marker, without a table:
+    /// markers leave the list in pairs, so an open marker in range is wholly inside when its
+    /// group was still open when the release began (not closed, or closed by a marker newer
+    /// than `newest`) or when its close marker is in range too; a close marker in range is
+    /// wholly inside when its open marker, which is older, is in range too.
+    #[inline]
+    fn releases<C>(&self, st: &State<C>, i: usize, slot: &Slot) -> Option<u64> {
+        let seq = slot.occupied()?;
+        if seq < self.first || seq > self.last {
+            return None;
+        }
+        let kind = st.sites.get(slot.site()).vtable.kind;
+        if !matches!(kind, EntryKind::GroupOpen | EntryKind::GroupClose) {
+            return Some(seq);
+        }
+        let (_, mk) = st.marker_at(i)?;
+        let wholly = if mk.open {
+            mk.closed_at
+                .is_none_or(|close| close <= self.last || close > self.newest)
+        } else {
+            mk.group >= self.first
+        };
+        wholly.then_some(seq)
+    }
+}
+
+/// Takes every entry `range` releases off the list, into a buffer allocated fallibly. If the
+/// buffer cannot be allocated, nothing is taken and the newest sequence number on the list is
+/// returned as the error.
+fn take_range<C>(
+    st: &mut State<C>,
+    range: &Range,
+) -> std::result::Result<Vec<(u64, Entry<C>)>, u64> {
+    let (count, newest) = st
+        .slots
+        .iter()
+        .enumerate()
+        .fold((0, 0), |(count, newest), (i, slot)| {
+            (
+                count + usize::from(range.releases(st, i, slot).is_some()),
+                newest.max(slot.occupied().unwrap_or(0)),
+            )
+        });
+    let mut todo = Vec::new();
+    if todo.try_reserve_exact(count).is_err() {
+        return Err(newest);
+    }
+    // From the top down: emptying the list (which resets the slot table) can only happen at
+    // the last take.
+    for i in (0..st.slots.len()).rev() {
+        let Some(seq) = st.slots.get(i).and_then(|slot| range.releases(st, i, slot)) else {
+            continue;
+        };
+        if let Some(taken) = st.take(i, Some(seq)) {
+            debug_assert!(todo.len() < todo.capacity());
+            todo.push(taken);
+        }
+    }
+    Ok(todo)
 }
 
 /// The open marker of the group `key`, if it is still on the list.
@@ -293,6 +421,15 @@ fn open_marker<C>(st: &State<C>, key: &Key) -> Option<Marker> {
         Some((seq, m)) if seq == key.seq && m.open => Some(m),
         _ => None,
     }
+}
+
+/// The newest sequence number on the list (0 if it is empty).
+fn newest_seq<C>(st: &State<C>) -> u64 {
+    st.slots
+        .iter()
+        .filter_map(Slot::occupied)
+        .max()
+        .unwrap_or(0)
 }
 
 /// The slot holding the entry `seq`, by a scan.
@@ -422,5 +559,193 @@ mod tests {
             l.close_group(&g2, Site::caller("grp>")),
             Err(Error::ForeignHandle { .. })
         ));
+    }
+    /// Releases `g` the way `plan` says; the released count and the first panic's message.
+    fn rel_with(l: &ResourceList<()>, g: Group, plan: Plan) -> (usize, Option<String>) {
+        // SAFETY: no handle of these lists is read in these tests.
+        let r = unsafe { l.release_group_with(g, &(), plan) }.unwrap();
+        let panic = r
+            .panic
+            .map(|p| crate::res::list::panic_message(&*p).to_owned());
+        (r.released, panic)
+    }
+
+    /// Adds an action that runs `f` with the list (which it keeps alive until it runs).
+    fn act_with(
+        l: &Arc<ResourceList<()>>,
+        log: &Log,
+        name: &'static str,
+        f: impl FnOnce(&ResourceList<()>) + Send + 'static,
+    ) {
+        let (list, log) = (l.clone(), log.clone());
+        let a = Action::new(move |_: &()| {
+            log.lock().unwrap().push(name);
+            f(&list);
+        })
+        .ok()
+        .unwrap();
+        l.push(Entry {
+            site: Site::caller(name),
+            payload: Payload::Action(a),
+        })
+        .ok()
+        .unwrap();
+    }
+
+    /// What a release did: the released count, the first panic, the release order and what
+    /// is left on the list, newest first.
+    type Outcome = (usize, Option<String>, Vec<&'static str>, Vec<&'static str>);
+
+    /// Builds a list with `build`, releases the group it returns with `plan`.
+    fn outcome(plan: Plan, build: impl Fn(&Arc<ResourceList<()>>, &Log) -> Group) -> Outcome {
+        let (l, log) = (Arc::new(list()), Log::default());
+        let g = build(&l, &log);
+        let (released, panic) = rel_with(&l, g, plan);
+        let order = log.lock().unwrap().clone();
+        (released, panic, order, kinds(&l))
+    }
+
+    /// Both ways give the same outcome; returns it.
+    fn same_both_ways(build: impl Fn(&Arc<ResourceList<()>>, &Log) -> Group) -> Outcome {
+        let fast = outcome(Plan::Fast, &build);
+        let one_by_one = outcome(Plan::OneByOne, &build);
+        assert_eq!(
+            fast, one_by_one,
+            "fast (left) and one by one (right) differ"
+        );
+        fast
+    }
+
+    #[test]
+    fn both_ways_agree_on_nested_overlapping_open_and_closed_groups() {
+        let (released, panic, order, left) = same_both_ways(|l, log| {
+            act(l, log, "before");
+            let straddle_in = l.open_group(Site::caller("in<")).unwrap();
+            act(l, log, "s1");
+            let g = l.open_group(Site::caller("grp<")).unwrap();
+            act(l, log, "a");
+            l.close_group(&straddle_in, Site::caller("in>")).unwrap();
+            let inner = l.open_group(Site::caller("inner<")).unwrap();
+            act(l, log, "b");
+            l.close_group(&inner, Site::caller("inner>")).unwrap();
+            let straddle_out = l.open_group(Site::caller("out<")).unwrap();
+            let unclosed = l.open_group(Site::caller("open<")).unwrap();
+            act(l, log, "c");
+            l.close_group(&g, Site::caller("grp>")).unwrap();
+            act(l, log, "s2");
+            l.close_group(&straddle_out, Site::caller("out>")).unwrap();
+            act(l, log, "after");
+            drop(unclosed);
+            g
+        });
+        assert_eq!((released, panic), (3, None));
+        assert_eq!(order, ["c", "b", "a"]);
+        // The groups straddling either end keep their markers; nested ones go.
+        assert_eq!(
+            left,
+            ["after", "out>", "s2", "out<", "in>", "s1", "in<", "before"]
+        );
+    }
+
+    #[test]
+    fn both_ways_agree_on_an_open_group_and_on_panics() {
+        let (released, panic, order, left) = same_both_ways(|l, log| {
+            act(l, log, "before");
+            let g = l.open_group(Site::caller("grp<")).unwrap();
+            act(l, log, "a");
+            act_with(l, log, "p1", |_| panic!("first"));
+            let nested = l.open_group(Site::caller("nested<")).unwrap();
+            act(l, log, "b");
+            act_with(l, log, "p2", |_| panic!("second"));
+            act(l, log, "c");
+            drop(nested);
+            g
+        });
+        assert_eq!((released, panic.as_deref()), (5, Some("second")));
+        assert_eq!(order, ["c", "p2", "b", "p1", "a"]);
+        assert_eq!(left, ["before"]);
+    }
+
+    #[test]
+    fn entries_added_during_the_release_are_not_part_of_it() {
+        // The group is open: its range would reach whatever is added, were it not fixed when
+        // the release begins.
+        let (released, _, order, left) = same_both_ways(|l, log| {
+            let g = l.open_group(Site::caller("grp<")).unwrap();
+            act(l, log, "a");
+            act_with(l, log, "adds", |l| {
+                let log = Log::default();
+                act(l, &log, "added");
+                let _ = l.open_group(Site::caller("added<")).unwrap();
+            });
+            act(l, log, "b");
+            g
+        });
+        assert_eq!(released, 3);
+        assert_eq!(order, ["b", "adds", "a"]);
+        assert_eq!(left, ["added<", "added"]);
+    }
+
+    #[test]
+    fn one_by_one_leaves_waiting_entries_reachable() {
+        // The documented difference: while an older entry of the range waits for its turn, an
+        // action can still release it explicitly (then it is not released again) and close a
+        // nested group that was open when the release began (which still goes with it; the
+        // new close marker stays).
+        let build = |l: &Arc<ResourceList<()>>, log: &Log| {
+            let g = l.open_group(Site::caller("grp<")).unwrap();
+            let early = act(l, log, "early");
+            let nested = l.open_group(Site::caller("nested<")).unwrap();
+            act(l, log, "n");
+            act_with(l, log, "reaches", move |l| {
+                let r = l.release(&early, &());
+                let c = l.close_group(&nested, Site::caller("nested>"));
+                match (r, c) {
+                    (Ok(()), Ok(())) => {}
+                    (Err(Error::NotOnList), Err(Error::NotOnList)) => panic!("taken already"),
+                    other => panic!("unexpected {other:?}"),
+                }
+            });
+            g
+        };
+        let fast = outcome(Plan::Fast, build);
+        assert_eq!(fast.1.as_deref(), Some("taken already"));
+        assert_eq!(fast.2, ["reaches", "n", "early"]);
+        assert!(fast.3.is_empty());
+        let one_by_one = outcome(Plan::OneByOne, build);
+        assert_eq!(one_by_one.1, None);
+        assert_eq!(
+            one_by_one.0, 2,
+            "`early` was released by the action, not by the group"
+        );
+        assert_eq!(one_by_one.2, ["reaches", "early", "n"]);
+        assert_eq!(one_by_one.3, ["nested>"]);
+    }
+
+    #[test]
+    fn remove_group_of_an_open_group_takes_its_one_marker() {
+        let (l, log) = (list(), Log::default());
+        let g = l.open_group(Site::caller("grp<")).unwrap();
+        act(&l, &log, "a");
+        l.remove_group(g).unwrap();
+        assert_eq!(kinds(&l), ["a"]);
+    }
+    #[test]
+    fn a_group_release_gives_arena_blocks_back() {
+        for plan in [Plan::Fast, Plan::OneByOne] {
+            let l = list();
+            let mut reserved = None;
+            // Without reuse, each round would need 3 KiB more of the arena.
+            for round in 0..4 {
+                let g = l.open_group(Site::caller("grp<")).unwrap();
+                for _ in 0..64 {
+                    let _ = l.alloc_bytes(Site::caller("b"), 48, 16, true).unwrap();
+                }
+                let now = l.state.lock().arena.reserved();
+                assert!(now > 0, "small blocks come from the arena");
+                assert_eq!(*reserved.get_or_insert(now), now, "{plan:?}, round {round}");
+                assert_eq!(rel_with(&l, g, plan), (64, None));
+            }
+        }
     }
 }

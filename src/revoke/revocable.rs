@@ -1,5 +1,6 @@
 //! [`Revocable<T>`]: a value that becomes unreachable, then is dropped, when revoked.
 
+use std::any::Any;
 use std::fmt;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -468,6 +469,12 @@ impl<T: Send + Sync> Revoke for Revocable<T> {
 /// Returns how many values this call revoked (values already revoked, or revoked concurrently by
 /// someone else, are skipped, as [`Revocable::revoke`] would return `false` for them).
 ///
+/// Never fails for lack of memory: a batch of up to 16 values on up to 8 domains needs none,
+/// and a larger one asks for it fallibly. When the batch cannot grow, the values collected so
+/// far are finished (one grace period per domain, dropped in order) and collection starts
+/// over. Values are dropped in iteration order either way; only the number of grace periods
+/// grows.
+///
 /// # Panics
 ///
 /// In debug builds, panics before revoking anything if the calling thread is inside a read
@@ -498,55 +505,207 @@ where
 {
     let iter = items.into_iter();
     let mut batch = Batch {
-        items: Vec::with_capacity(iter.size_hint().0),
-        domains: Vec::new(),
+        items: SmallList::new(),
+        domains: SmallList::new(),
+        first_panic: None,
     };
+    // Best effort: room for every item the iterator promises, so that the loop below does not
+    // ask again. Failing here only means asking item by item.
+    batch.items.try_reserve(iter.size_hint().0);
+    let mut revoked = 0;
     for item in iter {
         let domain = item.revoke_domain();
         domain.assert_not_reading();
-        if item.begin() {
-            if !batch.domains.iter().any(|d| std::ptr::eq(*d, domain)) {
-                batch.domains.push(domain);
+        // Room is made before `begin`, so that an item this call revokes is at every moment
+        // recorded in the batch.
+        let known = match batch.room_for(domain) {
+            Some(known) => known,
+            None => {
+                // The heap part cannot grow: finish what is collected (in order, so drops stay
+                // in iteration order). The batch is then empty, with inline room.
+                batch.flush();
+                false
             }
-            batch.items.push(item);
+        };
+        if item.begin() {
+            revoked += 1;
+            batch.record(item, domain, known);
         }
     }
-    let revoked = batch.items.len();
     drop(batch);
     revoked
 }
 
-/// The second half of [`revoke_all`], run by `Drop` so that it also happens when the caller's
-/// iterator panics half-way.
+/// A list of up to `N` copies kept inline, and more in heap memory asked for fallibly: a batch
+/// of an ordinary size (an unbind revokes a handful of values) allocates nothing at all.
+struct SmallList<T: Copy, const N: usize> {
+    /// Room for the first `N` elements, made at the first push (filled with copies of the
+    /// first element, so that no slot is ever empty).
+    inline: Option<[T; N]>,
+    /// How many of `inline` are elements (the first ones).
+    inline_len: usize,
+    /// The elements after the first `N`.
+    heap: Vec<T>,
+}
+
+impl<T: Copy, const N: usize> SmallList<T, N> {
+    fn new() -> Self {
+        SmallList {
+            inline: None,
+            inline_len: 0,
+            heap: Vec::new(),
+        }
+    }
+
+    /// The first `len` inline elements.
+    #[inline]
+    fn inline(&self, len: usize) -> &[T] {
+        self.inline.as_ref().map_or(&[], |a| &a[..len])
+    }
+
+    /// Whether `f` holds for one of the elements.
+    #[inline]
+    fn any(&self, f: impl Fn(T) -> bool) -> bool {
+        self.inline(self.inline_len)
+            .iter()
+            .chain(&self.heap)
+            .any(|&v| f(v))
+    }
+
+    /// Tries to make room for `additional` more elements; on failure, makes none.
+    #[inline]
+    fn try_reserve(&mut self, additional: usize) -> bool {
+        let free_inline = N - self.inline_len;
+        additional <= free_inline || self.heap.try_reserve(additional - free_inline).is_ok()
+    }
+
+    /// Appends `value` in room made by [`try_reserve`](Self::try_reserve): never allocates.
+    #[inline]
+    fn push_reserved(&mut self, value: T) {
+        if self.inline_len < N {
+            match &mut self.inline {
+                Some(a) => a[self.inline_len] = value,
+                None => self.inline = Some([value; N]),
+            }
+            self.inline_len += 1;
+        } else {
+            debug_assert!(self.heap.len() < self.heap.capacity(), "no room was made");
+            self.heap.push(value);
+        }
+    }
+
+    /// Empties the list at once and hands back what it held, to be read with
+    /// [`detached`](Self::detached) and given back with [`reattach`](Self::reattach) (which
+    /// keeps the heap memory). Until then the list is empty.
+    fn detach(&mut self) -> Detached<T> {
+        Detached {
+            inline_len: std::mem::take(&mut self.inline_len),
+            heap: std::mem::take(&mut self.heap),
+        }
+    }
+
+    /// The elements of `d`, which [`detach`](Self::detach) of this list returned, in order.
+    fn detached<'s>(&'s self, d: &'s Detached<T>) -> impl Iterator<Item = T> + 's {
+        self.inline(d.inline_len).iter().chain(&d.heap).copied()
+    }
+
+    /// Takes back the heap memory of `d`, emptied, if the list has none (it has not grown
+    /// since it was detached).
+    fn reattach(&mut self, d: Detached<T>) {
+        if self.heap.capacity() == 0 {
+            let mut heap = d.heap;
+            heap.clear();
+            self.heap = heap;
+        }
+    }
+}
+
+/// What [`SmallList::detach`] took out of a list.
+struct Detached<T> {
+    inline_len: usize,
+    heap: Vec<T>,
+}
+
+/// How many items a batch holds without heap memory.
+const INLINE_ITEMS: usize = 16;
+/// How many domains a batch holds without heap memory.
+const INLINE_DOMAINS: usize = 8;
+// An emptied batch always has room for one more item of a new domain.
+const _: () = assert!(INLINE_ITEMS >= 1 && INLINE_DOMAINS >= 1);
+
+/// The second half of [`revoke_all`], run by [`flush`](Self::flush) when the batch cannot grow
+/// and by `Drop`, so that it also happens when the caller's iterator panics half-way.
 ///
 /// # Invariants
 ///
 /// `begin` returned `true` for every item, to this batch, and every item's domain is in
 /// `domains`.
 struct Batch<'a, R: Revoke + ?Sized> {
-    items: Vec<&'a R>,
-    domains: Vec<&'a Domain>,
+    items: SmallList<&'a R, INLINE_ITEMS>,
+    domains: SmallList<&'a Domain, INLINE_DOMAINS>,
+    /// The first panic of a dropped value, resumed when the batch is dropped.
+    first_panic: Option<Box<dyn Any + Send + 'static>>,
+}
+
+impl<'a, R: Revoke + ?Sized> Batch<'a, R> {
+    /// Makes room, without aborting on allocation failure, for one more item of `domain`.
+    /// `None` if there is none; otherwise whether `domain` is already recorded.
+    fn room_for(&mut self, domain: &Domain) -> Option<bool> {
+        let known = self.domains.any(|d| std::ptr::eq(d, domain));
+        (self.items.try_reserve(1) && (known || self.domains.try_reserve(1))).then_some(known)
+    }
+
+    /// Records `item`, for which `begin` just returned `true` to the caller, in the room that
+    /// [`room_for`](Self::room_for) made (`known` is what it returned), or in an empty batch
+    /// (`known` false): no allocation.
+    fn record(&mut self, item: &'a R, domain: &'a Domain, known: bool) {
+        // INVARIANT: the caller owns the drop of `item` and hands it to the batch; its domain is
+        // recorded (already, or now).
+        if !known {
+            self.domains.push_reserved(domain);
+        }
+        self.items.push_reserved(item);
+    }
+
+    /// Waits for one grace period of each recorded domain, then drops every recorded value in
+    /// order, and empties the batch (keeping its memory for the next items).
+    fn flush(&mut self) {
+        // Detached first: should a grace period panic (a read section of a batch domain held
+        // by this thread, debug builds), the batch is already empty and its `Drop` has nothing
+        // left to wait for. The values are then never dropped, as with `Revocable::revoke`.
+        let domains = self.domains.detach();
+        let items = self.items.detach();
+        for domain in self.domains.detached(&domains) {
+            domain.synchronize();
+        }
+        for item in self.items.detached(&items) {
+            // SAFETY: by the type invariant this batch owns the drop of `item` (and each item
+            // is recorded once, as `begin` returns `true` once), and the grace period of its
+            // domain just completed after `begin` cleared its flag.
+            let dropped = catch_unwind(AssertUnwindSafe(|| unsafe { item.finish() }));
+            note(&mut self.first_panic, dropped);
+        }
+        // INVARIANT: both are empty.
+        self.items.reattach(items);
+        self.domains.reattach(domains);
+    }
+}
+
+/// Keeps the first panic of a dropped value in `first`, logs the others.
+fn note(first: &mut Option<Box<dyn Any + Send + 'static>>, dropped: std::thread::Result<()>) {
+    if let Err(payload) = dropped {
+        if first.is_none() {
+            *first = Some(payload);
+        } else {
+            tracing::error!(target: "drmm", "another revoked value panicked while dropping");
+        }
+    }
 }
 
 impl<R: Revoke + ?Sized> Drop for Batch<'_, R> {
     fn drop(&mut self) {
-        for domain in &self.domains {
-            domain.synchronize();
-        }
-        let mut first_panic = None;
-        for item in self.items.drain(..) {
-            // SAFETY: by the type invariant this batch owns the drop of `item`, and the grace
-            // period of its domain just completed after `begin` cleared its flag.
-            let dropped = catch_unwind(AssertUnwindSafe(|| unsafe { item.finish() }));
-            if let Err(payload) = dropped {
-                if first_panic.is_none() {
-                    first_panic = Some(payload);
-                } else {
-                    tracing::error!(target: "drmm", "another revoked value panicked while dropping");
-                }
-            }
-        }
-        if let Some(payload) = first_panic {
+        self.flush();
+        if let Some(payload) = self.first_panic.take() {
             if std::thread::panicking() {
                 tracing::error!(target: "drmm", "revoked value panicked while dropping during unwinding");
             } else {
