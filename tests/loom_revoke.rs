@@ -271,3 +271,44 @@ fn owned_shard_sections_in_a_row_against_grace_periods() {
         }
     });
 }
+
+/// The owned shards are made by the first reader that owns one: two such readers (the main
+/// thread, slot 0, and thread 1) race to install them while a writer on a third thread clears
+/// a flag and waits for a grace period. Exactly one array survives (loom reports a leak or a
+/// double free otherwise) and both sections are waited for.
+#[test]
+fn racing_readers_install_the_owned_shards_once() {
+    loom::model(|| {
+        let domain = Arc::new(Domain::new());
+        let live = Arc::new(loom::sync::atomic::AtomicBool::new(true));
+        let data = Arc::new(UnsafeCell::new(1usize));
+        let section =
+            |domain: &Domain, live: &loom::sync::atomic::AtomicBool, data: &UnsafeCell<usize>| {
+                let _section = domain.read();
+                if live.load(Ordering::SeqCst) {
+                    data.with(|p| {
+                        // SAFETY: the writer waits for this section before writing.
+                        assert_eq!(unsafe { *p }, 1);
+                    });
+                }
+            };
+        let reader = {
+            let (domain, live, data) = (domain.clone(), live.clone(), data.clone());
+            thread::spawn(move || section(&domain, &live, &data))
+        };
+        let writer = {
+            let (domain, live, data) = (domain.clone(), live.clone(), data.clone());
+            thread::spawn(move || {
+                live.store(false, Ordering::SeqCst);
+                domain.synchronize();
+                data.with_mut(|p| {
+                    // SAFETY: every section that could have seen `live` has ended.
+                    unsafe { *p = 2 };
+                });
+            })
+        };
+        section(&domain, &live, &data);
+        reader.join().unwrap();
+        writer.join().unwrap();
+    });
+}

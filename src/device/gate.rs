@@ -15,7 +15,8 @@ impl<T> LogicalDevice<T> {
     /// # Errors
     ///
     /// [`Error::AlreadyRegistered`] (the kernel says "never call this twice");
-    /// [`Error::Unplugged`] once the device is unplugged.
+    /// [`Error::Unplugged`] once the device is unplugged; [`Error::OutOfMemory`] if the unplug
+    /// gate's per-thread counters cannot be allocated.
     ///
     /// # Examples
     ///
@@ -27,6 +28,9 @@ impl<T> LogicalDevice<T> {
     /// ```
     #[doc(alias = "drm_dev_register")]
     pub fn register(&self) -> Result<()> {
+        // Other threads can reach the device from now on: give the gate its per-thread
+        // counters here, where running out of memory can be reported.
+        self.gate.prepare()?;
         // Inside the gate, so that an unplug that starts meanwhile waits for this call and
         // its unregistration comes after it.
         let _inside = self.gate.enter().ok_or(Error::Unplugged)?;

@@ -162,21 +162,19 @@ impl<T: Send + Sync + 'static> Device<T> {
     }
 
     fn build(name: Option<Cow<'static, str>>, data: T) -> crate::Result<Self> {
-        let dev = Self::empty(name)?;
-        if dev.data.set(data).is_err() {
-            unreachable!("fresh device has no data");
-        }
-        Ok(dev)
+        // Made with its data in place: no one-time initialisation to run.
+        Self::with_data(name, OnceLock::from(data))
     }
 
-    /// A device with no data yet. Its allocations (the device itself, the gate's reader
-    /// counters) are the only ones a new device makes: the list allocates on first use.
-    fn empty(name: Option<Cow<'static, str>>) -> crate::Result<Self> {
+    /// A device holding `data` (set, or to be set once). The device itself is the only
+    /// allocation a new device makes: the list allocates on first use, the gate when a thread
+    /// first enters it.
+    fn with_data(name: Option<Cow<'static, str>>, data: OnceLock<T>) -> crate::Result<Self> {
         Ok(Device {
             inner: Kref::try_new(LogicalDevice {
                 list: ResourceList::new(name, "dev"),
-                data: OnceLock::new(),
-                gate: Gate::try_new()?,
+                data,
+                gate: Gate::new(),
                 registered: AtomicBool::new(false),
                 open_files: AtomicUsize::new(0),
             })?,
@@ -214,7 +212,7 @@ impl<T: Send + Sync + 'static> Device<T> {
         name: impl Into<Cow<'static, str>>,
         init: impl FnOnce(&LogicalDevice<T>) -> Result<T, E>,
     ) -> Result<Self, E> {
-        let dev = Self::empty(Some(name.into()))?;
+        let dev = Self::with_data(Some(name.into()), OnceLock::new())?;
         let data = init(&dev)?;
         if dev.data.set(data).is_err() {
             unreachable!("only set once, here");

@@ -16,12 +16,14 @@
 //!
 //! # Design
 //!
-//! A domain owns a small array of *shards*, 128 bytes apart, and each shard holds two reader
-//! counters, one per *phase*. Every thread has a *slot*: a small integer, unique among the live
-//! threads, reused after a thread exits. A domain with `n` shards plus one gives shard `i < n`
-//! to the thread whose slot is `i` alone, and makes the threads with larger slots share the
-//! last one, so two threads reading the same domain concurrently normally touch different
-//! cache lines. Entering a section is one load of the current phase and one atomic increment
+//! A domain has *shards*, 128 bytes apart, and each shard holds two reader counters, one per
+//! *phase*. Every thread has a *slot*: a small integer, unique among the live threads, reused
+//! after a thread exits. A domain has `n` *owned* shards, shard `i` for the thread whose slot
+//! is `i` alone, and one *shared* shard for the threads with larger slots, so two threads
+//! reading the same domain concurrently normally touch different cache lines. The owned
+//! shards are allocated when a thread that owns one first reads (most domains, one per device,
+//! never see a reader, and a device should cost one allocation); until then, or if that
+//! allocation fails, readers use the shared shard, which lives inline. Entering a section is one load of the current phase and one atomic increment
 //! of `shard.count[phase]`; leaving decrements the very counter that was incremented (the
 //! guard remembers it). A counter is therefore never negative, and whether a given reader is
 //! still inside can be decided by looking at its own shard alone.
@@ -85,9 +87,11 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::ptr;
 
 use crate::error::Error;
-use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, fence, lock};
+
+use crate::sync::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering, fence, lock};
 
 /// More readers than this in one counter can only come from leaked guards; the counter would
 /// eventually wrap and a grace period could then end with readers inside, so we stop first
@@ -349,14 +353,15 @@ impl Backoff {
 ///
 /// # Invariants
 ///
-/// * `shards.len()` is `n + 1` for a power of two `n`: shard `i < n` is *owned* by the live
-///   thread whose slot is `i`, shard `n` is shared.
+/// * `owned_count` is a power of two; `owned` is null or points to `owned_count` shards
+///   allocated as a `Box<[Shard]>`, freed only by `Drop`, and never replaced once set. Shard
+///   `i` of them is owned by the live thread whose slot is `i`.
 /// * An owned shard's counters are written only by its owner while any section is open on it
 ///   (slots are unique among live threads, and a slot is given back only when no section on
 ///   an owned shard of its thread is open).
-/// * `shards[i].count[p]` equals the number of [`ReadGuard`]s alive (or leaked) that entered
-///   through that counter; it never underflows because each guard decrements exactly the
-///   counter it incremented, exactly once.
+/// * Every counter equals the number of [`ReadGuard`]s alive (or leaked) that entered through
+///   it; it never underflows because each guard decrements exactly the counter it
+///   incremented, exactly once.
 /// * `phase` is modified only while `gp_lock` is held.
 ///
 /// # Examples
@@ -383,8 +388,13 @@ impl Backoff {
 /// ```
 #[doc(alias = "srcu_struct")]
 pub struct Domain {
-    /// Reader counters, one cache line per shard.
-    shards: Box<[Shard]>,
+    /// The counters of threads that own no shard here, and of every thread while the owned
+    /// shards do not exist.
+    shared: Shard,
+    /// The owned shards, made on first use (null before).
+    owned: AtomicPtr<Shard>,
+    /// Number of owned shards.
+    owned_count: usize,
     /// Phase new readers count themselves in (only bit 0 is used).
     phase: AtomicUsize,
     /// Serialises grace periods.
@@ -396,7 +406,8 @@ pub struct Domain {
 }
 
 impl Domain {
-    /// Creates a domain with no reader inside.
+    /// Creates a domain with no reader inside. Allocates nothing: the per-thread shards are
+    /// made when a thread first reads.
     ///
     /// # Examples
     ///
@@ -405,42 +416,82 @@ impl Domain {
     /// assert_eq!(domain.grace_periods(), 0);
     /// ```
     pub fn new() -> Self {
-        crate::res::fallible::or_abort(Self::try_new())
-    }
-
-    /// [`new`](Self::new), reporting allocation failure instead of aborting.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::OutOfMemory`] if the shard array cannot be allocated.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let domain = drmm::revoke::grace::Domain::try_new()?;
-    /// assert_eq!(domain.grace_periods(), 0);
-    /// # Ok::<(), drmm::Error>(())
-    /// ```
-    pub fn try_new() -> Result<Self, Error> {
-        // The owned shards and the shared one.
-        let n = shard_count() + 1;
-        let mut shards = Vec::new();
-        shards
-            .try_reserve_exact(n)
-            .map_err(|_| Error::OutOfMemory {
-                size: n * std::mem::size_of::<Shard>(),
-                align: std::mem::align_of::<Shard>(),
-            })?;
-        shards.extend((0..n).map(|_| Shard::new()));
-        // INVARIANT: `shard_count` returns a power of two, plus the shared shard; no guard
-        // exists yet. The vector is full (length = capacity), so boxing it does not reallocate.
-        Ok(Domain {
-            shards: shards.into_boxed_slice(),
+        // INVARIANT: `shard_count` returns a power of two; no owned shards yet, no guard.
+        Domain {
+            shared: Shard::new(),
+            owned: AtomicPtr::new(ptr::null_mut()),
+            owned_count: shard_count(),
             phase: AtomicUsize::new(0),
             gp_lock: Mutex::new(()),
             grace_periods: AtomicU64::new(0),
             id: held::next_id(),
-        })
+        }
+    }
+
+    /// The owned shard of the thread with `slot`, if the domain has one for it and the owned
+    /// shards exist or can be made now.
+    #[inline]
+    fn owned_shard(&self, slot: usize) -> Option<&Shard> {
+        if slot >= self.owned_count {
+            return None;
+        }
+        let mut shards = self.owned.load(Ordering::Acquire);
+        if shards.is_null() {
+            shards = self.make_owned()?;
+        }
+        // SAFETY: by the type invariant a non-null `owned` points to `owned_count` shards that
+        // live as long as `self`, and `slot < owned_count`.
+        let shard = unsafe { shards.add(slot) };
+        // SAFETY: as above: a live, initialised shard, only ever accessed through shared
+        // references (its counters are atomics).
+        Some(unsafe { &*shard })
+    }
+
+    /// Makes the owned shards now, so that readers never allocate (what a device does when it
+    /// is registered, that is made reachable by other threads).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfMemory`] if they cannot be allocated.
+    pub(crate) fn prepare(&self) -> Result<(), Error> {
+        if self.owned.load(Ordering::Acquire).is_null() && self.make_owned().is_none() {
+            let layout = std::alloc::Layout::new::<Shard>();
+            return Err(Error::OutOfMemory {
+                size: layout.size() * self.owned_count,
+                align: layout.align(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Allocates the owned shards and installs them (or those another thread installed
+    /// first); `None` if there is no memory for them: readers then use the shared shard.
+    #[cold]
+    #[inline(never)]
+    fn make_owned(&self) -> Option<*mut Shard> {
+        let n = self.owned_count;
+        let mut shards = Vec::new();
+        shards.try_reserve_exact(n).ok()?;
+        shards.extend((0..n).map(|_| Shard::new()));
+        // Full (length = capacity): boxing does not reallocate.
+        let mine = Box::into_raw(shards.into_boxed_slice()).cast::<Shard>();
+        // SeqCst: a writer scanning after its fence must see the shards a reader counted
+        // itself in (see `wait_drained`).
+        match self.owned.compare_exchange(
+            ptr::null_mut(),
+            mine,
+            Ordering::SeqCst,
+            Ordering::Acquire,
+        ) {
+            // INVARIANT: `n` fresh shards from a `Box<[Shard]>`, set once.
+            Ok(_) => Some(mine),
+            Err(theirs) => {
+                // SAFETY: `mine` came from `Box::into_raw` of `n` shards just above and was
+                // never shared.
+                drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(mine, n)) });
+                Some(theirs)
+            }
+        }
     }
 
     /// Enters a read-side section, which lasts until the returned guard is dropped.
@@ -466,10 +517,10 @@ impl Domain {
     #[doc(alias = "srcu_read_lock")]
     #[inline]
     pub fn read(&self) -> ReadGuard<'_> {
-        let shared = self.shards.len() - 1;
-        let slot = slot::current();
-        let owned = slot < shared;
-        let shard = &self.shards[if owned { slot } else { shared }];
+        let (shard, owned) = match self.owned_shard(slot::current()) {
+            Some(shard) => (shard, true),
+            None => (&self.shared, false),
+        };
         let phase = self.phase.load(Ordering::SeqCst) & 1;
         let counter = &shard.count[phase];
         // SeqCst: the reader's half of the Dekker pairing described in the module docs. A
@@ -562,12 +613,23 @@ impl Domain {
     }
 
     /// Waits until every shard's counter for `phase` reads zero.
+    ///
+    /// Called after a `SeqCst` fence: if a reader counted itself in the owned shards, their
+    /// installation (a `SeqCst` exchange, before the reader's increment) precedes the fence, so
+    /// the load below sees them.
     fn wait_drained(&self, phase: usize) {
-        for shard in self.shards.iter() {
+        let drain = |shard: &Shard| {
             let mut backoff = Backoff::new();
             while shard.count[phase].load(Ordering::SeqCst) != 0 {
                 backoff.snooze();
             }
+        };
+        drain(&self.shared);
+        let owned = self.owned.load(Ordering::SeqCst);
+        if !owned.is_null() {
+            // SAFETY: by the type invariant, `owned_count` shards that live as long as `self`.
+            let owned = unsafe { std::slice::from_raw_parts(owned, self.owned_count) };
+            owned.iter().for_each(drain);
         }
     }
 }
@@ -578,10 +640,21 @@ impl Default for Domain {
     }
 }
 
+impl Drop for Domain {
+    fn drop(&mut self) {
+        let owned = self.owned.load(Ordering::Acquire);
+        if !owned.is_null() {
+            // SAFETY: by the type invariant, `owned_count` shards from a `Box<[Shard]>`; no
+            // guard can be alive (they borrow the domain), so nothing uses them any more.
+            drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(owned, self.owned_count)) });
+        }
+    }
+}
+
 impl fmt::Debug for Domain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Domain")
-            .field("shards", &self.shards.len())
+            .field("owned_shards", &self.owned_count)
             .field("grace_periods", &self.grace_periods())
             .finish_non_exhaustive()
     }
@@ -683,19 +756,20 @@ impl Gate {
     /// assert!(!gate.is_closed());
     /// ```
     pub fn new() -> Self {
-        crate::res::fallible::or_abort(Self::try_new())
+        Gate {
+            domain: Domain::new(),
+            closed: AtomicBool::new(false),
+        }
     }
 
-    /// [`new`](Self::new), reporting allocation failure instead of aborting.
+    /// Makes the gate's per-thread counters now, so that entering never allocates (see
+    /// [`Domain`]).
     ///
     /// # Errors
     ///
-    /// [`Error::OutOfMemory`] if the reader counters cannot be allocated.
-    pub fn try_new() -> Result<Self, Error> {
-        Ok(Gate {
-            domain: Domain::try_new()?,
-            closed: AtomicBool::new(false),
-        })
+    /// [`Error::OutOfMemory`] if they cannot be allocated.
+    pub(crate) fn prepare(&self) -> Result<(), Error> {
+        self.domain.prepare()
     }
 
     /// Enters the gate: `Some(guard)` while it is open, `None` once
@@ -826,19 +900,42 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize as StdAtomicUsize;
 
+    fn owned(d: &Domain) -> &[Shard] {
+        let p = d.owned.load(Ordering::SeqCst);
+        if p.is_null() {
+            return &[];
+        }
+        // SAFETY: the type invariant of `Domain`.
+        unsafe { std::slice::from_raw_parts(p, d.owned_count) }
+    }
+
     fn total(d: &Domain) -> usize {
-        d.shards
-            .iter()
+        std::iter::once(&d.shared)
+            .chain(owned(d))
             .flat_map(|s| s.count.iter())
             .map(|c| c.load(Ordering::SeqCst))
             .sum()
     }
 
     #[test]
-    fn shards_are_padded_and_power_of_two_plus_the_shared_one() {
+    fn shards_are_padded_and_made_by_the_first_reader_that_owns_one() {
         assert_eq!(std::mem::size_of::<Shard>(), 128);
         let d = Domain::new();
-        assert!((d.shards.len() - 1).is_power_of_two());
+        assert!(d.owned_count.is_power_of_two());
+        assert!(owned(&d).is_empty(), "a new domain allocates nothing");
+        d.synchronize();
+        assert!(owned(&d).is_empty(), "nor does a grace period");
+        // A fresh thread gets a small slot (slots are reused densely), unless many test
+        // threads are alive at once; either way its section is counted somewhere.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let _g = d.read();
+                assert_eq!(total(&d), 1);
+                let mine = slot::current() < d.owned_count;
+                assert_eq!(!owned(&d).is_empty(), mine);
+            });
+        });
+        assert_eq!(total(&d), 0);
     }
 
     #[test]
