@@ -178,38 +178,34 @@ impl Block {
                 word: Word::from_ptr(ptr.as_ptr()),
             });
         }
-        // SAFETY: the caller's promises, passed on.
-        unsafe { Self::pack_big(ptr, len, vtable, layout) }
+        // Built from scalars on both paths (the cold one returns one pointer), so that the
+        // caller keeps the block in registers.
+        match Self::big_header(ptr, len) {
+            // INVARIANT: `aux` is BIG and `word` points to the block's own header.
+            Some(h) => Ok(Block {
+                vtable,
+                aux: BIG,
+                word: Word::from_ptr(h.as_ptr()),
+            }),
+            None => {
+                // SAFETY: the caller's promise: our memory, holding nothing to drop.
+                unsafe { free_heap(ptr, layout) };
+                Err(Error::oom(Layout::new::<BigHeader>()))
+            }
+        }
     }
 
-    /// [`pack`](Self::pack) for a length of [`BIG`] or more.
-    ///
-    /// # Safety
-    ///
-    /// As for [`pack`](Self::pack).
+    /// The out-of-line header of a block of [`BIG`] or more elements, or `None` if it could not
+    /// be allocated.
     #[cold]
-    unsafe fn pack_big(
-        ptr: NonNull<u8>,
-        len: usize,
-        vtable: &'static EntryVTable,
-        layout: Layout,
-    ) -> Result<Self> {
+    #[inline(never)]
+    fn big_header(ptr: NonNull<u8>, len: usize) -> Option<NonNull<BigHeader>> {
         let hl = Layout::new::<BigHeader>();
         // SAFETY: `BigHeader` is not zero-sized.
-        let h = unsafe { alloc::alloc(hl) }.cast::<BigHeader>();
-        if h.is_null() {
-            // SAFETY: the caller's promise: our memory, holding nothing to drop.
-            unsafe { free_heap(ptr, layout) };
-            return Err(Error::oom(hl));
-        }
+        let h = NonNull::new(unsafe { alloc::alloc(hl) }.cast::<BigHeader>())?;
         // SAFETY: `h` is a fresh allocation for one `BigHeader`.
         unsafe { h.write(BigHeader { ptr, len }) };
-        // INVARIANT: `aux` is BIG and `word` points to the block's own header.
-        Ok(Block {
-            vtable,
-            aux: BIG,
-            word: Word::from_ptr(h),
-        })
+        Some(h)
     }
 
     /// The data pointer and the number of elements.
@@ -359,6 +355,18 @@ impl Block {
         // SAFETY: the same size and alignment were checked by `Layout` when the block of `len`
         // elements was made.
         unsafe { Layout::from_size_align_unchecked(self.vtable.size * len, self.vtable.align) }
+    }
+
+    /// Whether the block with these parts ([`into_raw`](Self::into_raw)) lives in its list's
+    /// arena (the arena then owns the memory; nothing else needs freeing when the elements
+    /// need no dropping).
+    #[inline(always)]
+    pub(crate) fn in_arena(vtable: &EntryVTable, aux: u32) -> bool {
+        // A length that fits `aux` times the element size: the size of a layout that was
+        // checked when the block was made, so no overflow.
+        aux != BIG
+            && Layout::from_size_align(vtable.size * aux as usize, vtable.align)
+                .is_ok_and(is_pooled)
     }
 
     /// Whether dropping the elements runs code (then it must happen outside the list's lock).
