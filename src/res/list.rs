@@ -861,7 +861,7 @@ impl<C> ResourceList<C> {
             Ok((block, ptr)) => self.push_block_locked(st, site, block, ptr),
             Err((e, value)) => {
                 drop(st);
-                trace::add_failed(self.owner(), &site, &e);
+                let e = self.add_failed(&site, e);
                 drop(value); // outside the lock: its destructor is user code
                 Err(e)
             }
@@ -881,8 +881,7 @@ impl<C> ResourceList<C> {
             Ok((block, ptr)) => self.push_block_locked(st, site, block, ptr),
             Err(e) => {
                 drop(st);
-                trace::add_failed(self.owner(), &site, &e);
-                Err(e)
+                Err(self.add_failed(&site, e))
             }
         }
     }
@@ -898,8 +897,7 @@ impl<C> ResourceList<C> {
             Ok((block, ptr)) => self.push_block_locked(st, site, block, ptr),
             Err(e) => {
                 drop(st);
-                trace::add_failed(self.owner(), &site, &e);
-                Err(e)
+                Err(self.add_failed(&site, e))
             }
         }
     }
@@ -923,7 +921,7 @@ impl<C> ResourceList<C> {
             }
             Err((e, _)) => {
                 drop(st);
-                trace::add_failed(self.owner(), &site, &e);
+                let e = self.add_failed(&site, e);
                 // The block's value is dropped outside the lock; its arena memory stays with
                 // the arena (a failed push is rare enough not to recycle it).
                 // SAFETY: the parts taken from `block` above, still owned here.
@@ -931,6 +929,14 @@ impl<C> ResourceList<C> {
                 Err(e)
             }
         }
+    }
+
+    /// Traces a failed add (out of line, off the add paths).
+    #[cold]
+    #[inline(never)]
+    fn add_failed(&self, site: &Site, e: Error) -> Error {
+        trace::add_failed(self.owner(), site, &e);
+        e
     }
 
     /// Returns arena blocks to the arena.
