@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::res::action::Action;
 use crate::res::alloc::Block;
 use crate::res::arena::Arena;
-use crate::res::erased::{EntryVTable, SiteTable, Word};
+use crate::res::erased::{EntryVTable, SiteMeta, SiteTable, Word};
 use crate::res::group::Marker;
 use crate::res::handle::Managed;
 use crate::res::info::{EntryInfo, EntryKind};
@@ -486,7 +486,7 @@ impl<C> State<C> {
         walk: &mut Walk,
         budget: usize,
         leave_pooled: bool,
-    ) -> (usize, Option<(u64, Entry<C>)>) {
+    ) -> (usize, Option<(Slot, SiteMeta)>) {
         let mut released = 0;
         // The last site looked up and its vtable: neighbouring entries mostly share one.
         let mut last: Option<(u32, &'static EntryVTable)> = None;
@@ -531,8 +531,9 @@ impl<C> State<C> {
             // INVARIANT: the parts of an occupied slot, taken out of the table.
             let popped = Slot { seq, meta, word };
             if vt.needs_drop {
-                // SAFETY: an occupied slot, taken out of the table.
-                return (released, Some(unsafe { self.unpack(popped) }));
+                // An occupied slot, taken out of the table: the caller owns its entry.
+                let meta = *self.sites.get(popped.site());
+                return (released, Some((popped, meta)));
             }
             released += 1;
             if leave_pooled && vt.kind == EntryKind::Alloc && Block::in_arena(vt, popped.aux()) {
@@ -723,7 +724,10 @@ impl<C> ResourceList<C> {
 
     /// Adds `entry` as the newest entry. On failure (the slot table could not grow) the entry
     /// is handed back untouched.
-    #[inline]
+    ///
+    /// Always inlined (into the owner's generic add methods), so that the entry reaches the
+    /// slot in registers rather than through memory.
+    #[inline(always)]
     pub(crate) fn push(&self, entry: Entry<C>) -> Result<Key, (Error, Entry<C>)> {
         let (size, kind) = (entry.size(), entry.kind());
         let (site, vt, aux, word) = entry.into_raw();
@@ -1225,10 +1229,34 @@ impl<C> ResourceList<C> {
                 released += count;
                 (found, st.slots.len() == 0)
             };
-            let Some((seq, entry)) = found else {
+            let Some((slot, meta)) = found else {
                 return (released, emptied);
             };
-            pending = self.release_one(seq, entry, ctx, sink);
+            let site = Site::new(meta.name, meta.location);
+            if meta.vtable.kind == EntryKind::Action {
+                // The common case, an action, run without going through `Entry` (whose moves
+                // through memory between functions cost more than the call).
+                trace::entry(
+                    Op::Rel,
+                    self,
+                    slot.seq,
+                    &site,
+                    EntryKind::Action,
+                    meta.vtable.size,
+                );
+                // SAFETY: the parts of an action of this list (the kind says so), owned by the
+                // slot taken out of the table, used once, here.
+                let action = unsafe { Action::<C>::from_raw(meta.vtable, slot.word) };
+                if let Err(p) = panic::catch_unwind(AssertUnwindSafe(|| action.call(ctx))) {
+                    sink.record(p, self.owner(), &site);
+                }
+            } else {
+                // SAFETY: an occupied slot of this list taken out of the table, its site's
+                // vtable: the parts of an `Entry<C>`, used once, here.
+                let entry =
+                    unsafe { Entry::from_raw(slot.seq, site, meta.vtable, slot.aux(), slot.word) };
+                pending = self.release_one(slot.seq, entry, ctx, sink);
+            }
             released += 1;
             if trace::entry_events_enabled() {
                 self.recycle(pending);
