@@ -360,7 +360,17 @@ impl<C> State<C> {
     }
 
     /// Empties the slot at `index` if it holds the entry `seq`.
+    #[inline]
     pub(super) fn take(&mut self, index: usize, seq: Option<u64>) -> Option<(u64, Entry<C>)> {
+        let old = self.take_slot(index, seq)?;
+        // SAFETY: an occupied slot, taken out of the table.
+        Some(unsafe { self.unpack(old) })
+    }
+
+    /// Empties the slot at `index` if it holds the entry `seq`, handing back the occupied
+    /// slot (which then owns the entry: see [`unpack`](Self::unpack)).
+    #[inline(always)]
+    fn take_slot(&mut self, index: usize, seq: Option<u64>) -> Option<Slot> {
         let next_free = if self.releasing == 0 {
             self.free_head
         } else {
@@ -372,8 +382,6 @@ impl<C> State<C> {
             return None;
         }
         let old = std::mem::replace(slot, Slot::vacant(next_free));
-        // SAFETY: an occupied slot, taken out of the table.
-        let (seq, entry) = unsafe { self.unpack(old) };
         if self.releasing == 0 {
             self.free_head = index as u32;
         }
@@ -381,10 +389,11 @@ impl<C> State<C> {
         if self.live == 0 && self.releasing == 0 {
             self.reset();
         }
-        Some((seq, entry))
+        Some(old)
     }
 
     /// Forgets every vacant slot: the list is empty, so slot order is age order again.
+    #[cold]
     fn reset(&mut self) {
         debug_assert_eq!(self.live, 0);
         self.slots.clear();
@@ -965,7 +974,7 @@ impl<C> ResourceList<C> {
     fn take(&self, key: &Key, op: Op) -> Result<Option<Entry<C>>> {
         self.check_list(key)?;
         let mut st = self.state.lock();
-        let Some((_, entry)) = st.take(key.index as usize, Some(key.seq)) else {
+        let Some(slot) = st.take_slot(key.index as usize, Some(key.seq)) else {
             return match st.slots.get(key.index as usize) {
                 // In a bulk release's current batch: it is being released right now, and it
                 // runs no user code, so there is nothing left for this caller to wait for.
@@ -973,18 +982,34 @@ impl<C> ResourceList<C> {
                 _ => Err(Error::NotOnList),
             };
         };
-        if !entry.is_inert() {
+        let meta = *st.sites.get(slot.site());
+        let (site, vt) = (Site::new(meta.name, meta.location), meta.vtable);
+        if vt.needs_drop {
             drop(st);
-            trace::entry(op, self, key.seq, &entry.site, entry.kind(), entry.size());
+            // SAFETY: an occupied slot of this list taken out of the table, its site's vtable:
+            // the parts of an `Entry<C>`, used once, here.
+            let entry = unsafe { Entry::from_raw(slot.seq, site, vt, slot.aux(), slot.word) };
+            trace::entry(op, self, key.seq, &site, entry.kind(), entry.size());
             return Ok(Some(entry));
         }
-        let (site, kind, size) = (entry.site, entry.kind(), entry.size());
-        if let Some((p, size)) = entry.discard() {
-            // SAFETY: as in `recycle`: an arena block of this list, now free.
-            unsafe { st.arena.recycle(p, size) };
-        }
+        // Inert (a block whose elements need no dropping, or a marker): released right here,
+        // from the slot's parts, without building an `Entry` (which the compiler would move
+        // through memory, stalling store forwarding: the largest cost of an early free).
+        let size = if vt.kind == EntryKind::Alloc {
+            // SAFETY: the parts of a block (the kind says so) owned by the slot taken out of
+            // the table, used once, here.
+            let block = unsafe { Block::from_raw(vt, slot.aux(), slot.word) };
+            let size = block.size();
+            if let Some((p, n)) = block.dispose() {
+                // SAFETY: as in `recycle`: an arena block of this list, now free.
+                unsafe { st.arena.recycle(p, n) };
+            }
+            size
+        } else {
+            0
+        };
         drop(st);
-        trace::entry(op, self, key.seq, &site, kind, size);
+        trace::entry(op, self, key.seq, &site, vt.kind, size);
         Ok(None)
     }
 
