@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::res::action::Action;
 use crate::res::alloc::Block;
 use crate::res::arena::Arena;
-use crate::res::erased::{EntryVTable, SiteMeta, SiteTable, Word};
+use crate::res::erased::{EntryVTable, SiteTable, Word};
 use crate::res::group::Marker;
 use crate::res::handle::Managed;
 use crate::res::info::{EntryInfo, EntryKind};
@@ -495,10 +495,9 @@ impl<C> State<C> {
         walk: &mut Walk,
         budget: usize,
         leave_pooled: bool,
-    ) -> (usize, Option<(Slot, SiteMeta)>) {
+        last: &mut Option<(u32, &'static EntryVTable)>,
+    ) -> (usize, Option<(Slot, &'static EntryVTable)>) {
         let mut released = 0;
-        // The last site looked up and its vtable: neighbouring entries mostly share one.
-        let mut last: Option<(u32, &'static EntryVTable)> = None;
         while released < budget {
             let len = self.slots.len();
             if len == 0 {
@@ -514,11 +513,11 @@ impl<C> State<C> {
             let (seq, meta, word) = (top.seq, top.meta, top.word);
             let vt = if top.occupied().is_some() {
                 let site = top.site();
-                Some(match last {
+                Some(match *last {
                     Some((s, vt)) if s == site => vt,
                     _ => {
                         let vt = self.sites.get(site).vtable;
-                        last = Some((site, vt));
+                        *last = Some((site, vt));
                         vt
                     }
                 })
@@ -541,8 +540,7 @@ impl<C> State<C> {
             let popped = Slot { seq, meta, word };
             if vt.needs_drop {
                 // An occupied slot, taken out of the table: the caller owns its entry.
-                let meta = *self.sites.get(popped.site());
-                return (released, Some((popped, meta)));
+                return (released, Some((popped, vt)));
             }
             released += 1;
             if leave_pooled && vt.kind == EntryKind::Alloc && Block::in_arena(vt, popped.aux()) {
@@ -1242,6 +1240,8 @@ impl<C> ResourceList<C> {
         let budget = if exclusive { usize::MAX } else { IN_PLACE_MAX };
         let mut released = 0;
         let mut pending: Option<(NonNull<u8>, usize)> = None;
+        // The last site looked up and its vtable: neighbouring entries mostly share one.
+        let mut last = None;
         loop {
             let (found, emptied) = {
                 // SAFETY: the caller's promise covers `exclusive`.
@@ -1250,36 +1250,44 @@ impl<C> ResourceList<C> {
                     // SAFETY: as in `recycle`: an arena block of this list, now free.
                     unsafe { st.arena.recycle(p, size) };
                 }
-                let (count, found) = st.release_top_in_place(floor, walk, budget, exclusive);
+                let (count, found) =
+                    st.release_top_in_place(floor, walk, budget, exclusive, &mut last);
                 released += count;
+                // The entry's name and location, needed by an `Entry` and by a trace (an
+                // action that is not traced needs neither: it is looked up again if it panics).
+                let found = found.map(|(slot, vt)| {
+                    let meta = (vt.kind != EntryKind::Action || trace::debug_possible())
+                        .then(|| *st.sites.get(slot.site()));
+                    (slot, vt, meta)
+                });
                 (found, st.slots.len() == 0)
             };
-            let Some((slot, meta)) = found else {
+            let Some((slot, vt, meta)) = found else {
                 return (released, emptied);
             };
-            let site = Site::new(meta.name, meta.location);
-            if meta.vtable.kind == EntryKind::Action {
+            if vt.kind == EntryKind::Action {
                 // The common case, an action, run without going through `Entry` (whose moves
                 // through memory between functions cost more than the call).
-                trace::entry(
-                    Op::Rel,
-                    self,
-                    slot.seq,
-                    &site,
-                    EntryKind::Action,
-                    meta.vtable.size,
-                );
+                if let Some(meta) = meta {
+                    let site = Site::new(meta.name, meta.location);
+                    trace::entry(Op::Rel, self, slot.seq, &site, EntryKind::Action, vt.size);
+                }
                 // SAFETY: the parts of an action of this list (the kind says so), owned by the
                 // slot taken out of the table, used once, here.
-                let action = unsafe { Action::<C>::from_raw(meta.vtable, slot.word) };
+                let action = unsafe { Action::<C>::from_raw(vt, slot.word) };
                 if let Err(p) = panic::catch_unwind(AssertUnwindSafe(|| action.call(ctx))) {
-                    sink.record(p, self.owner(), &site);
+                    // SAFETY: the caller's promise covers `exclusive`.
+                    let meta = *unsafe { self.lock_for_release(exclusive) }
+                        .sites
+                        .get(slot.site());
+                    sink.record(p, self.owner(), &Site::new(meta.name, meta.location));
                 }
             } else {
+                let meta = meta.expect("looked up for every entry but an action");
+                let site = Site::new(meta.name, meta.location);
                 // SAFETY: an occupied slot of this list taken out of the table, its site's
                 // vtable: the parts of an `Entry<C>`, used once, here.
-                let entry =
-                    unsafe { Entry::from_raw(slot.seq, site, meta.vtable, slot.aux(), slot.word) };
+                let entry = unsafe { Entry::from_raw(slot.seq, site, vt, slot.aux(), slot.word) };
                 pending = self.release_one(slot.seq, entry, ctx, sink);
             }
             released += 1;

@@ -64,7 +64,7 @@ pub(crate) fn entry<C>(
     kind: EntryKind,
     size: usize,
 ) {
-    if tracing::level_enabled!(tracing::Level::DEBUG) {
+    if debug_possible() {
         entry_event(op, list, seq, site, kind, size);
     }
 }
@@ -97,6 +97,14 @@ fn entry_event<C>(
         size,
         site.location(),
     );
+}
+
+/// Whether any debug event could be recorded now: `tracing`'s global level check only (one
+/// relaxed load), the first test [`entry`] makes. False means no entry event will be
+/// recorded, so a caller may skip gathering what only the event needs.
+#[inline(always)]
+pub(crate) fn debug_possible() -> bool {
+    tracing::level_enabled!(tracing::Level::DEBUG)
 }
 
 /// Whether entry events would be recorded now (a subscriber is interested in `drmm` debug
