@@ -117,8 +117,8 @@ fn allocate(arena: &mut Arena, layout: Layout, zeroed: bool) -> Result<NonNull<u
     if is_pooled(layout) {
         let p = arena.alloc(layout)?;
         if zeroed {
-            // SAFETY: a fresh block of at least `layout.size()` bytes.
-            unsafe { p.as_ptr().write_bytes(0, layout.size()) };
+            // SAFETY: a fresh arena block: its size class's bytes, aligned to 16.
+            unsafe { zero_pooled(p, layout.size()) };
         }
         return Ok(p);
     }
@@ -137,6 +137,34 @@ fn allocate(arena: &mut Arena, layout: Layout, zeroed: bool) -> Result<NonNull<u
         unsafe { alloc::alloc(layout) }
     };
     NonNull::new(p).ok_or(Error::oom(layout))
+}
+
+/// Zeroes an arena block for `size` bytes, rounded up to its 16-byte size class: blocks of up
+/// to 64 bytes (the common `kzalloc` sizes) with a few inline stores instead of a call to
+/// `memset` (whose call and size dispatch cost as much as the rest of a small add's
+/// bookkeeping).
+///
+/// # Safety
+///
+/// `p` must be an arena block of at least `size` bytes (`0 < size <= MAX_POOLED`), which the
+/// arena sizes to a multiple of 16 bytes, aligned to 16, owned by the caller.
+#[inline(always)]
+unsafe fn zero_pooled(p: NonNull<u8>, size: usize) {
+    let p = p.as_ptr();
+    // The block holds `size.div_ceil(16) * 16` bytes (its size class) and is aligned to 16,
+    // more than the 8 that `[u64; N]` needs.
+    match size.div_ceil(16) {
+        // SAFETY: 16 bytes, as above.
+        1 => unsafe { p.cast::<[u64; 2]>().write([0; 2]) },
+        // SAFETY: as above.
+        2 => unsafe { p.cast::<[u64; 4]>().write([0; 4]) },
+        // SAFETY: as above.
+        3 => unsafe { p.cast::<[u64; 6]>().write([0; 6]) },
+        // SAFETY: as above.
+        4 => unsafe { p.cast::<[u64; 8]>().write([0; 8]) },
+        // SAFETY: the block holds at least `size` bytes.
+        _ => unsafe { p.write_bytes(0, size) },
+    }
 }
 
 /// Frees `ptr`, allocated by [`allocate`] with `layout`, if it came from the global allocator
@@ -178,38 +206,34 @@ impl Block {
                 word: Word::from_ptr(ptr.as_ptr()),
             });
         }
-        // SAFETY: the caller's promises, passed on.
-        unsafe { Self::pack_big(ptr, len, vtable, layout) }
+        // Built from scalars on both paths (the cold one returns one pointer), so that the
+        // caller keeps the block in registers.
+        match Self::big_header(ptr, len) {
+            // INVARIANT: `aux` is BIG and `word` points to the block's own header.
+            Some(h) => Ok(Block {
+                vtable,
+                aux: BIG,
+                word: Word::from_ptr(h.as_ptr()),
+            }),
+            None => {
+                // SAFETY: the caller's promise: our memory, holding nothing to drop.
+                unsafe { free_heap(ptr, layout) };
+                Err(Error::oom(Layout::new::<BigHeader>()))
+            }
+        }
     }
 
-    /// [`pack`](Self::pack) for a length of [`BIG`] or more.
-    ///
-    /// # Safety
-    ///
-    /// As for [`pack`](Self::pack).
+    /// The out-of-line header of a block of [`BIG`] or more elements, or `None` if it could not
+    /// be allocated.
     #[cold]
-    unsafe fn pack_big(
-        ptr: NonNull<u8>,
-        len: usize,
-        vtable: &'static EntryVTable,
-        layout: Layout,
-    ) -> Result<Self> {
+    #[inline(never)]
+    fn big_header(ptr: NonNull<u8>, len: usize) -> Option<NonNull<BigHeader>> {
         let hl = Layout::new::<BigHeader>();
         // SAFETY: `BigHeader` is not zero-sized.
-        let h = unsafe { alloc::alloc(hl) }.cast::<BigHeader>();
-        if h.is_null() {
-            // SAFETY: the caller's promise: our memory, holding nothing to drop.
-            unsafe { free_heap(ptr, layout) };
-            return Err(Error::oom(hl));
-        }
+        let h = NonNull::new(unsafe { alloc::alloc(hl) }.cast::<BigHeader>())?;
         // SAFETY: `h` is a fresh allocation for one `BigHeader`.
         unsafe { h.write(BigHeader { ptr, len }) };
-        // INVARIANT: `aux` is BIG and `word` points to the block's own header.
-        Ok(Block {
-            vtable,
-            aux: BIG,
-            word: Word::from_ptr(h),
-        })
+        Some(h)
     }
 
     /// The data pointer and the number of elements.
@@ -361,6 +385,18 @@ impl Block {
         unsafe { Layout::from_size_align_unchecked(self.vtable.size * len, self.vtable.align) }
     }
 
+    /// Whether the block with these parts ([`into_raw`](Self::into_raw)) lives in its list's
+    /// arena (the arena then owns the memory; nothing else needs freeing when the elements
+    /// need no dropping).
+    #[inline(always)]
+    pub(crate) fn in_arena(vtable: &EntryVTable, aux: u32) -> bool {
+        // A length that fits `aux` times the element size: the size of a layout that was
+        // checked when the block was made, so no overflow.
+        aux != BIG
+            && Layout::from_size_align(vtable.size * aux as usize, vtable.align)
+                .is_ok_and(is_pooled)
+    }
+
     /// Whether dropping the elements runs code (then it must happen outside the list's lock).
     #[inline]
     pub(crate) fn needs_drop(&self) -> bool {
@@ -459,6 +495,28 @@ mod tests {
             // SAFETY: zeroed block of 100 bytes, alive.
             assert!(unsafe { p.as_ref() }.iter().all(|&x| x == 0));
             assert_eq!(b.size(), 100);
+        }
+    }
+
+    #[test]
+    fn small_zeroed_blocks_are_zeroed_when_recycled_dirty() {
+        let mut arena = Arena::new();
+        for size in [1, 15, 16, 17, 32, 33, 48, 49, 63, 64, 65, 200] {
+            let (b, p) = Block::bytes(&mut arena, size, 16, false).unwrap();
+            let class = size.div_ceil(16) * 16;
+            // SAFETY: an arena block holds its whole size class; not used after recycling.
+            unsafe { p.as_ptr().cast::<u8>().write_bytes(0xff, class) };
+            let (ptr, freed) = b.dispose().expect("an arena block");
+            // SAFETY: from this arena with this size, not used again.
+            unsafe { arena.recycle(ptr, freed) };
+            let (_b, q) = Block::bytes(&mut arena, size, 16, true).unwrap();
+            assert_eq!(
+                q.as_ptr().cast::<u8>(),
+                ptr.as_ptr(),
+                "recycled block reused"
+            );
+            // SAFETY: a live zeroed block of `size` bytes.
+            assert!(unsafe { q.as_ref() }.iter().all(|&x| x == 0), "size {size}");
         }
     }
 

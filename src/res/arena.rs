@@ -173,6 +173,16 @@ impl Arena {
         self.free[class] = Some(node);
     }
 
+    /// Frees every chunk: the arena is empty again, as new.
+    ///
+    /// # Safety
+    ///
+    /// Every block this arena handed out must be unused from now on (the list is empty and no
+    /// block is in flight): their memory is freed.
+    pub(crate) unsafe fn reset(&mut self) {
+        *self = Arena::new();
+    }
+
     /// Bytes held from the system allocator.
     pub(crate) fn reserved(&self) -> usize {
         let mut total = 0;

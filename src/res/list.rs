@@ -163,6 +163,10 @@ const IN_PLACE_MAX: usize = 256;
 ///
 /// # Invariants
 ///
+/// `meta` packs two `u32`s, `site | aux << 32` (one 64-bit field, so that a slot is written
+/// and read with whole-word moves: two 32-bit stores read back as one 64-bit load defeat the
+/// CPU's store forwarding, which cost more than the rest of an add together).
+///
 /// * Vacant: `seq == 0`; `aux` is the next vacant slot of the free list (or [`NO_SLOT`]).
 /// * Claimed (taken off by a bulk release that will release it shortly, an inert entry in its
 ///   current batch; vacant for every other purpose, but an explicit release of it is not an
@@ -173,9 +177,14 @@ const IN_PLACE_MAX: usize = 256;
 ///   emptied only through [`State::unpack`], which hands its entry back.
 pub(super) struct Slot {
     seq: u64,
-    site: u32,
-    aux: u32,
+    meta: u64,
     word: Word,
+}
+
+/// `Slot::meta` of a site index and an `aux` value.
+#[inline(always)]
+const fn pack_meta(site: u32, aux: u32) -> u64 {
+    site as u64 | (aux as u64) << 32
 }
 
 /// The bit of `Slot::seq` that marks a claimed slot. Sequence numbers stay below it (2^63
@@ -195,8 +204,7 @@ impl Slot {
     const fn vacant(next_free: u32) -> Self {
         Slot {
             seq: 0,
-            site: 0,
-            aux: next_free,
+            meta: pack_meta(0, next_free),
             word: Word::uninit(),
         }
     }
@@ -205,8 +213,7 @@ impl Slot {
     const fn claimed(seq: u64) -> Self {
         Slot {
             seq: seq | CLAIMED,
-            site: 0,
-            aux: 0,
+            meta: 0,
             word: Word::uninit(),
         }
     }
@@ -220,13 +227,13 @@ impl Slot {
     /// The site index of an occupied slot.
     #[inline(always)]
     pub(super) fn site(&self) -> u32 {
-        self.site
+        self.meta as u32
     }
 
     /// The `aux` of an occupied slot.
     #[inline(always)]
     pub(super) fn aux(&self) -> u32 {
-        self.aux
+        (self.meta >> 32) as u32
     }
 
     /// The word of an occupied slot.
@@ -240,8 +247,7 @@ impl Slot {
     #[inline]
     pub(super) fn replace_payload(&mut self, site: u32, aux: u32, word: Word) {
         debug_assert!(self.occupied().is_some());
-        self.site = site;
-        self.aux = aux;
+        self.meta = pack_meta(site, aux);
         self.word = word;
     }
 
@@ -271,25 +277,6 @@ pub(crate) struct State<C> {
 }
 
 impl<C> State<C> {
-    /// Packs `entry` into an occupied slot with sequence number `seq`. Fails (handing the
-    /// entry back) only if the site table cannot grow.
-    #[inline(always)]
-    fn pack(&mut self, seq: u64, entry: Entry<C>) -> Result<Slot, Entry<C>> {
-        debug_assert!(seq != 0 && seq < CLAIMED);
-        let (s, vt, aux, word) = entry.into_raw();
-        let Some(site) = self.sites.intern(s.name(), s.location(), vt) else {
-            // SAFETY: the parts just taken from the entry, not used again.
-            return Err(unsafe { Entry::from_raw(seq, s, vt, aux, word) });
-        };
-        // INVARIANT: an occupied slot owning the entry's parts, its site interned.
-        Ok(Slot {
-            seq,
-            site,
-            aux,
-            word,
-        })
-    }
-
     /// The entry an occupied slot owned, and its sequence number.
     ///
     /// # Safety
@@ -299,10 +286,11 @@ impl<C> State<C> {
     #[inline(always)]
     pub(super) unsafe fn unpack(&self, slot: Slot) -> (u64, Entry<C>) {
         debug_assert!(slot.occupied().is_some());
-        let meta = self.sites.get(slot.site);
+        let meta = self.sites.get(slot.site());
         let site = Site::new(meta.name, meta.location);
-        // SAFETY: an occupied slot's parts (the caller), packed by `pack` from an `Entry<C>`.
-        let entry = unsafe { Entry::from_raw(slot.seq, site, meta.vtable, slot.aux, slot.word) };
+        // SAFETY: an occupied slot's parts (the caller), stored by `insert_parts` from an
+        // `Entry<C>`'s parts.
+        let entry = unsafe { Entry::from_raw(slot.seq, site, meta.vtable, slot.aux(), slot.word) };
         (slot.seq, entry)
     }
 
@@ -315,11 +303,11 @@ impl<C> State<C> {
     /// `needs_drop` is false.
     #[inline(always)]
     unsafe fn discard_inert(&mut self, slot: Slot) {
-        let vt = self.sites.get(slot.site).vtable;
+        let vt = self.sites.get(slot.site()).vtable;
         debug_assert!(!vt.needs_drop);
         if vt.kind == EntryKind::Alloc {
             // SAFETY: the parts of a block (the kind says so), owned by the slot (the caller).
-            let block = unsafe { Block::from_raw(vt, slot.aux, slot.word) };
+            let block = unsafe { Block::from_raw(vt, slot.aux(), slot.word) };
             if let Some((p, size)) = block.dispose() {
                 // SAFETY: as in `ResourceList::recycle`: an arena block of this list, now free.
                 unsafe { self.arena.recycle(p, size) };
@@ -338,8 +326,7 @@ impl<C> State<C> {
             unsafe {
                 self.unpack(Slot {
                     seq: slot.seq,
-                    site: slot.site,
-                    aux: slot.aux,
+                    meta: slot.meta,
                     word: slot.word,
                 })
             }
@@ -351,13 +338,13 @@ impl<C> State<C> {
     pub(super) fn marker_at(&self, index: usize) -> Option<(u64, Marker)> {
         let slot = self.slots.get(index)?;
         let seq = slot.occupied()?;
-        let vt = self.sites.get(slot.site).vtable;
+        let vt = self.sites.get(slot.site()).vtable;
         if !matches!(vt.kind, EntryKind::GroupOpen | EntryKind::GroupClose) {
             return None;
         }
         // SAFETY: a marker's word holds a plain value (`Entry::into_raw`).
         let lo = unsafe { slot.word.bits() };
-        let v = (u64::from(slot.aux) << 32) | u64::from(lo);
+        let v = (u64::from(slot.aux()) << 32) | u64::from(lo);
         Some((seq, Marker::from_raw(seq, vt, v)))
     }
 
@@ -369,13 +356,23 @@ impl<C> State<C> {
         );
         if let Some(slot) = self.slots.get_mut(index) {
             // INVARIANT: an open marker's parts: the close marker's seq, split.
-            slot.aux = (close >> 32) as u32;
+            slot.meta = pack_meta(slot.site(), (close >> 32) as u32);
             slot.word = Word::from_bits(close as u32);
         }
     }
 
     /// Empties the slot at `index` if it holds the entry `seq`.
+    #[inline]
     pub(super) fn take(&mut self, index: usize, seq: Option<u64>) -> Option<(u64, Entry<C>)> {
+        let old = self.take_slot(index, seq)?;
+        // SAFETY: an occupied slot, taken out of the table.
+        Some(unsafe { self.unpack(old) })
+    }
+
+    /// Empties the slot at `index` if it holds the entry `seq`, handing back the occupied
+    /// slot (which then owns the entry: see [`unpack`](Self::unpack)).
+    #[inline(always)]
+    fn take_slot(&mut self, index: usize, seq: Option<u64>) -> Option<Slot> {
         let next_free = if self.releasing == 0 {
             self.free_head
         } else {
@@ -387,8 +384,6 @@ impl<C> State<C> {
             return None;
         }
         let old = std::mem::replace(slot, Slot::vacant(next_free));
-        // SAFETY: an occupied slot, taken out of the table.
-        let (seq, entry) = unsafe { self.unpack(old) };
         if self.releasing == 0 {
             self.free_head = index as u32;
         }
@@ -396,10 +391,11 @@ impl<C> State<C> {
         if self.live == 0 && self.releasing == 0 {
             self.reset();
         }
-        Some((seq, entry))
+        Some(old)
     }
 
     /// Forgets every vacant slot: the list is empty, so slot order is age order again.
+    #[cold]
     fn reset(&mut self) {
         debug_assert_eq!(self.live, 0);
         self.slots.clear();
@@ -481,21 +477,28 @@ impl<C> State<C> {
 
     /// The quiet fast path of a bulk release (nobody traces `REL` events): while the newest
     /// entry is the top slot of the table, pops it. Inert entries are released right here,
-    /// their arena memory recycled; the first entry that runs user code is popped and returned,
-    /// to be released outside the lock. Returns the number of inert entries released.
+    /// their arena memory recycled (or, if `leave_pooled`, left to the arena: see below); the
+    /// first entry that runs user code is popped and returned, to be released outside the lock.
+    /// Returns the number of inert entries released.
     ///
     /// Stops after `budget` inert entries, at a claimed slot, or where the top slot is not the
     /// newest entry (slots were reused: the `walk` is not [`Walk::Down`] at the top), leaving
     /// the rest to [`next_to_release`](Self::next_to_release). Popping a slot below `floor`
     /// lowers `floor` (and the walk's cursor) with it, so that entries added later still land
     /// at or above `floor`, above every entry that existed when the release began.
+    ///
+    /// With `leave_pooled` (a final release, after which the arena is reset or dropped as a
+    /// whole), an inert block in the arena is not put on a free list: that would write a link
+    /// into every block, a cache miss each, for memory about to go back in one piece.
     #[inline]
     fn release_top_in_place(
         &mut self,
         floor: &mut usize,
         walk: &mut Walk,
         budget: usize,
-    ) -> (usize, Option<(u64, Entry<C>)>) {
+        leave_pooled: bool,
+        last: &mut Option<(u32, &'static EntryVTable)>,
+    ) -> (usize, Option<(Slot, &'static EntryVTable)>) {
         let mut released = 0;
         while released < budget {
             let len = self.slots.len();
@@ -506,30 +509,49 @@ impl<C> State<C> {
             if below && !matches!(walk, Walk::Down { cursor } if *cursor == len) {
                 break;
             }
-            let inert = match self.slots.last() {
-                Some(slot) if slot.occupied().is_some() => {
-                    !self.sites.get(slot.site).vtable.needs_drop
-                }
-                Some(slot) if slot.claimed_seq().is_none() => true, // vacant
-                _ => break,
+            let Some(top) = self.slots.last() else {
+                break;
             };
-            let popped = self.slots.pop().expect("not empty");
+            let (seq, meta, word) = (top.seq, top.meta, top.word);
+            let vt = if top.occupied().is_some() {
+                let site = top.site();
+                Some(match *last {
+                    Some((s, vt)) if s == site => vt,
+                    _ => {
+                        let vt = self.sites.get(site).vtable;
+                        *last = Some((site, vt));
+                        vt
+                    }
+                })
+            } else if top.claimed_seq().is_none() {
+                None // vacant: nothing to release
+            } else {
+                break;
+            };
+            // The slot's contents were copied above; from here on the copy owns the entry.
+            let _ = self.slots.pop();
             if below {
                 *floor = len - 1;
                 *walk = Walk::Down { cursor: len - 1 };
             }
-            if popped.occupied().is_none() {
-                continue; // a vacant slot: nothing to release
-            }
+            let Some(vt) = vt else {
+                continue;
+            };
             self.live -= 1;
-            if inert {
-                // SAFETY: an occupied slot taken out of the table, whose vtable runs no code.
-                unsafe { self.discard_inert(popped) };
-                released += 1;
+            // INVARIANT: the parts of an occupied slot, taken out of the table.
+            let popped = Slot { seq, meta, word };
+            if vt.needs_drop {
+                // An occupied slot, taken out of the table: the caller owns its entry.
+                return (released, Some((popped, vt)));
+            }
+            released += 1;
+            if leave_pooled && vt.kind == EntryKind::Alloc && Block::in_arena(vt, popped.aux()) {
+                // Inert (bytes or a type without drop glue): nothing to run, and the arena
+                // memory stays with the arena until it is reset or dropped.
                 continue;
             }
-            // SAFETY: an occupied slot, taken out of the table.
-            return (released, Some(unsafe { self.unpack(popped) }));
+            // SAFETY: an occupied slot taken out of the table, whose vtable runs no code.
+            unsafe { self.discard_inert(popped) };
         }
         (released, None)
     }
@@ -622,19 +644,16 @@ pub(crate) fn panic_message(p: &(dyn Any + Send)) -> &str {
 
 /// The error of a list that would exceed `u32::MAX - 1` slots.
 #[cold]
-fn too_many<C>(entry: Entry<C>) -> (Error, Entry<C>) {
-    (
-        Error::SizeOverflow {
-            what: "more than u32::MAX - 1 entries on one list",
-        },
-        entry,
-    )
+fn too_many() -> Error {
+    Error::SizeOverflow {
+        what: "more than u32::MAX - 1 entries on one list",
+    }
 }
 
-/// The error of a slot or site table that could not grow, with the entry not added.
+/// The error of a slot or site table that could not grow.
 #[cold]
-fn slot_oom<C>(entry: Entry<C>) -> (Error, Entry<C>) {
-    (Error::oom(std::alloc::Layout::new::<Slot>()), entry)
+fn slot_oom() -> Error {
+    Error::oom(std::alloc::Layout::new::<Slot>())
 }
 
 /// Unique identities for lists, so that a handle of one list is recognised on another.
@@ -753,12 +772,22 @@ impl<C> ResourceList<C> {
 
     /// Adds `entry` as the newest entry. On failure (the slot table could not grow) the entry
     /// is handed back untouched.
-    #[inline]
+    ///
+    /// Always inlined (into the owner's generic add methods), so that the entry reaches the
+    /// slot in registers rather than through memory.
+    #[inline(always)]
     pub(crate) fn push(&self, entry: Entry<C>) -> Result<Key, (Error, Entry<C>)> {
-        let (size, kind, site) = (entry.size(), entry.kind(), entry.site);
-        let key = self.insert(&mut self.state.lock(), entry)?;
-        trace::entry(Op::Add, self, key.seq, &site, kind, size);
-        Ok(key)
+        let (size, kind) = (entry.size(), entry.kind());
+        let (site, vt, aux, word) = entry.into_raw();
+        match self.insert_parts(&mut self.state.lock(), site, vt, aux, word) {
+            Ok(key) => {
+                trace::entry(Op::Add, self, key.seq, &site, kind, size);
+                Ok(key)
+            }
+            // SAFETY: the parts just taken from the entry, still owned here (`insert_parts`
+            // failed), not used again; the sequence number it would have had.
+            Err((e, seq)) => Err((e, unsafe { Entry::from_raw(seq, site, vt, aux, word) })),
+        }
     }
 
     /// Puts `entry` in a slot as the newest entry, under the caller's lock (no trace).
@@ -768,14 +797,45 @@ impl<C> ResourceList<C> {
         st: &mut State<C>,
         entry: Entry<C>,
     ) -> Result<Key, (Error, Entry<C>)> {
+        let (site, vt, aux, word) = entry.into_raw();
+        self.insert_parts(st, site, vt, aux, word)
+            // SAFETY: as in `push`.
+            .map_err(|(e, seq)| (e, unsafe { Entry::from_raw(seq, site, vt, aux, word) }))
+    }
+
+    /// Puts the parts of an entry ([`Entry::into_raw`]) in a slot as the newest entry, under
+    /// the caller's lock (no trace). On success the slot owns them; on failure (too many
+    /// entries, or the slot or site table could not grow) they still belong to the caller, and
+    /// the sequence number the entry would have had is returned with the error (a marker's
+    /// parts need it to be rebuilt).
+    ///
+    /// Scalars in, scalars stored: the hot path of every add, kept free of the `Entry` enum so
+    /// that the compiler keeps the parts in registers.
+    #[inline(always)]
+    fn insert_parts(
+        &self,
+        st: &mut State<C>,
+        site: Site,
+        vt: &'static EntryVTable,
+        aux: u32,
+        word: Word,
+    ) -> Result<Key, (Error, u64)> {
         let seq = st.next_seq;
+        debug_assert!(seq != 0 && seq < CLAIMED);
         let reuse = st.free_head != NO_SLOT && st.releasing == 0;
         if !reuse && st.slots.len() >= NO_SLOT as usize {
-            return Err(too_many(entry));
+            return Err((too_many(), seq));
         }
-        let packed = match st.pack(seq, entry) {
-            Ok(packed) => packed,
-            Err(entry) => return Err(slot_oom(entry)),
+        let Some(site_index) = st.sites.intern(site.name(), site.location(), vt) else {
+            return Err((slot_oom(), seq));
+        };
+        // INVARIANT (once stored): an occupied slot owning the entry's parts, its site
+        // interned. If it cannot be stored it is dropped unused (a slot has no destructor) and
+        // the caller keeps the parts.
+        let packed = Slot {
+            seq,
+            meta: pack_meta(site_index, aux),
+            word,
         };
         let index = if reuse {
             let index = st.free_head as usize;
@@ -785,7 +845,7 @@ impl<C> ResourceList<C> {
                 .get_mut(index)
                 .expect("free list links existing slots");
             debug_assert!(slot.seq == 0, "free list links vacant slots only");
-            let next_free = slot.aux;
+            let next_free = slot.aux();
             *slot = packed;
             st.free_head = next_free;
             if index + 1 != len {
@@ -795,8 +855,7 @@ impl<C> ResourceList<C> {
         } else {
             match st.slots.try_push(packed) {
                 Ok(index) => index,
-                // SAFETY: the occupied slot just packed, never stored.
-                Err(slot) => return Err(slot_oom(unsafe { st.unpack(slot) }.1)),
+                Err(_) => return Err((slot_oom(), seq)),
             }
         };
         st.next_seq += 1;
@@ -854,7 +913,7 @@ impl<C> ResourceList<C> {
             Ok((block, ptr)) => self.push_block_locked(st, site, block, ptr),
             Err((e, value)) => {
                 drop(st);
-                trace::add_failed(self.owner(), &site, &e);
+                let e = self.add_failed(&site, e);
                 drop(value); // outside the lock: its destructor is user code
                 Err(e)
             }
@@ -874,8 +933,7 @@ impl<C> ResourceList<C> {
             Ok((block, ptr)) => self.push_block_locked(st, site, block, ptr),
             Err(e) => {
                 drop(st);
-                trace::add_failed(self.owner(), &site, &e);
-                Err(e)
+                Err(self.add_failed(&site, e))
             }
         }
     }
@@ -891,8 +949,7 @@ impl<C> ResourceList<C> {
             Ok((block, ptr)) => self.push_block_locked(st, site, block, ptr),
             Err(e) => {
                 drop(st);
-                trace::add_failed(self.owner(), &site, &e);
-                Err(e)
+                Err(self.add_failed(&site, e))
             }
         }
     }
@@ -907,25 +964,31 @@ impl<C> ResourceList<C> {
         ptr: NonNull<U>,
     ) -> Result<Managed<U>> {
         let size = block.size();
-        let entry = Entry {
-            site,
-            payload: Payload::Block(block),
-        };
-        match self.insert(&mut st, entry) {
+        let (vt, aux, word) = block.into_raw();
+        match self.insert_parts(&mut st, site, vt, aux, word) {
             Ok(key) => {
                 drop(st);
                 trace::entry(Op::Add, self, key.seq, &site, EntryKind::Alloc, size);
                 Ok(Managed::new(key, ptr))
             }
-            Err((e, entry)) => {
+            Err((e, _)) => {
                 drop(st);
-                trace::add_failed(self.owner(), &site, &e);
+                let e = self.add_failed(&site, e);
                 // The block's value is dropped outside the lock; its arena memory stays with
                 // the arena (a failed push is rare enough not to recycle it).
-                drop(entry);
+                // SAFETY: the parts taken from `block` above, still owned here.
+                drop(unsafe { Block::from_raw(vt, aux, word) });
                 Err(e)
             }
         }
+    }
+
+    /// Traces a failed add (out of line, off the add paths).
+    #[cold]
+    #[inline(never)]
+    fn add_failed(&self, site: &Site, e: Error) -> Error {
+        trace::add_failed(self.owner(), site, &e);
+        e
     }
 
     /// Returns arena blocks to the arena.
@@ -950,7 +1013,7 @@ impl<C> ResourceList<C> {
     fn take(&self, key: &Key, op: Op) -> Result<Option<Entry<C>>> {
         self.check_list(key)?;
         let mut st = self.state.lock();
-        let Some((_, entry)) = st.take(key.index as usize, Some(key.seq)) else {
+        let Some(slot) = st.take_slot(key.index as usize, Some(key.seq)) else {
             return match st.slots.get(key.index as usize) {
                 // In a bulk release's current batch: it is being released right now, and it
                 // runs no user code, so there is nothing left for this caller to wait for.
@@ -958,18 +1021,34 @@ impl<C> ResourceList<C> {
                 _ => Err(Error::NotOnList),
             };
         };
-        if !entry.is_inert() {
+        let meta = *st.sites.get(slot.site());
+        let (site, vt) = (Site::new(meta.name, meta.location), meta.vtable);
+        if vt.needs_drop {
             drop(st);
-            trace::entry(op, self, key.seq, &entry.site, entry.kind(), entry.size());
+            // SAFETY: an occupied slot of this list taken out of the table, its site's vtable:
+            // the parts of an `Entry<C>`, used once, here.
+            let entry = unsafe { Entry::from_raw(slot.seq, site, vt, slot.aux(), slot.word) };
+            trace::entry(op, self, key.seq, &site, entry.kind(), entry.size());
             return Ok(Some(entry));
         }
-        let (site, kind, size) = (entry.site, entry.kind(), entry.size());
-        if let Some((p, size)) = entry.discard() {
-            // SAFETY: as in `recycle`: an arena block of this list, now free.
-            unsafe { st.arena.recycle(p, size) };
-        }
+        // Inert (a block whose elements need no dropping, or a marker): released right here,
+        // from the slot's parts, without building an `Entry` (which the compiler would move
+        // through memory, stalling store forwarding: the largest cost of an early free).
+        let size = if vt.kind == EntryKind::Alloc {
+            // SAFETY: the parts of a block (the kind says so) owned by the slot taken out of
+            // the table, used once, here.
+            let block = unsafe { Block::from_raw(vt, slot.aux(), slot.word) };
+            let size = block.size();
+            if let Some((p, n)) = block.dispose() {
+                // SAFETY: as in `recycle`: an arena block of this list, now free.
+                unsafe { st.arena.recycle(p, n) };
+            }
+            size
+        } else {
+            0
+        };
         drop(st);
-        trace::entry(op, self, key.seq, &site, kind, size);
+        trace::entry(op, self, key.seq, &site, vt.kind, size);
         Ok(None)
     }
 
@@ -1161,6 +1240,15 @@ impl<C> ResourceList<C> {
             if st.releasing == 0 {
                 if st.live == 0 {
                     st.reset();
+                    if exclusive {
+                        // Every block is free: the ones the quiet path left to the arena
+                        // (`leave_pooled`) are reclaimed here, in one piece. (Exclusive: no
+                        // block is in flight on another thread; the actions of this thread
+                        // that took blocks off have returned them.)
+                        // SAFETY: the list is empty and, exclusive, nothing else holds a block
+                        // (above).
+                        unsafe { st.arena.reset() };
+                    }
                 } else {
                     st.rebuild_free_list();
                 }
@@ -1193,6 +1281,8 @@ impl<C> ResourceList<C> {
         let budget = if exclusive { usize::MAX } else { IN_PLACE_MAX };
         let mut released = 0;
         let mut pending: Option<(NonNull<u8>, usize)> = None;
+        // The last site looked up and its vtable: neighbouring entries mostly share one.
+        let mut last = None;
         loop {
             let (found, emptied) = {
                 // SAFETY: the caller's promise covers `exclusive`.
@@ -1201,14 +1291,46 @@ impl<C> ResourceList<C> {
                     // SAFETY: as in `recycle`: an arena block of this list, now free.
                     unsafe { st.arena.recycle(p, size) };
                 }
-                let (count, found) = st.release_top_in_place(floor, walk, budget);
+                let (count, found) =
+                    st.release_top_in_place(floor, walk, budget, exclusive, &mut last);
                 released += count;
+                // The entry's name and location, needed by an `Entry` and by a trace (an
+                // action that is not traced needs neither: it is looked up again if it panics).
+                let found = found.map(|(slot, vt)| {
+                    let meta = (vt.kind != EntryKind::Action || trace::debug_possible())
+                        .then(|| *st.sites.get(slot.site()));
+                    (slot, vt, meta)
+                });
                 (found, st.slots.len() == 0)
             };
-            let Some((seq, entry)) = found else {
+            let Some((slot, vt, meta)) = found else {
                 return (released, emptied);
             };
-            pending = self.release_one(seq, entry, ctx, sink);
+            if vt.kind == EntryKind::Action {
+                // The common case, an action, run without going through `Entry` (whose moves
+                // through memory between functions cost more than the call).
+                if let Some(meta) = meta {
+                    let site = Site::new(meta.name, meta.location);
+                    trace::entry(Op::Rel, self, slot.seq, &site, EntryKind::Action, vt.size);
+                }
+                // SAFETY: the parts of an action of this list (the kind says so), owned by the
+                // slot taken out of the table, used once, here.
+                let action = unsafe { Action::<C>::from_raw(vt, slot.word) };
+                if let Err(p) = panic::catch_unwind(AssertUnwindSafe(|| action.call(ctx))) {
+                    // SAFETY: the caller's promise covers `exclusive`.
+                    let meta = *unsafe { self.lock_for_release(exclusive) }
+                        .sites
+                        .get(slot.site());
+                    sink.record(p, self.owner(), &Site::new(meta.name, meta.location));
+                }
+            } else {
+                let meta = meta.expect("looked up for every entry but an action");
+                let site = Site::new(meta.name, meta.location);
+                // SAFETY: an occupied slot of this list taken out of the table, its site's
+                // vtable: the parts of an `Entry<C>`, used once, here.
+                let entry = unsafe { Entry::from_raw(slot.seq, site, vt, slot.aux(), slot.word) };
+                pending = self.release_one(slot.seq, entry, ctx, sink);
+            }
             released += 1;
             if trace::entry_events_enabled() {
                 self.recycle(pending);
@@ -1322,5 +1444,77 @@ impl<C> std::fmt::Debug for ResourceList<C> {
             .field("owner", &self.owner())
             .field("len", &self.len())
             .finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::res::action::Action;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering as O};
+
+    struct Counted(Arc<AtomicUsize>);
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, O::SeqCst);
+        }
+    }
+
+    /// The final (exclusive) release leaves inert arena blocks to the arena, drops every value
+    /// that needs it, frees blocks outside the arena, releases entries added by an action
+    /// during the release, and resets the arena; the list works afterwards.
+    #[test]
+    fn final_release_drops_values_and_resets_the_arena() {
+        let l = Arc::new(ResourceList::<()>::new(Some("t".into()), "t"));
+        let drops = Arc::new(AtomicUsize::new(0));
+        let n = if cfg!(miri) { 40 } else { 3000 };
+        let mut values = 0;
+        for i in 0..n {
+            let b = l
+                .alloc_bytes(Site::caller("kzalloc"), 64, 16, true)
+                .unwrap();
+            // SAFETY: a live block of 64 bytes, not released yet.
+            unsafe { b.ptr.as_ptr().cast::<u8>().write_bytes(0xa5, 64) };
+            if i % 7 == 0 {
+                let _ = l.alloc_value(Site::caller("counted"), Counted(drops.clone()));
+                values += 1;
+            }
+            if i % 11 == 0 {
+                let _ = l.alloc_bytes(Site::caller("big"), 1000, 16, false).unwrap();
+                let _ = l
+                    .alloc_bytes(Site::caller("aligned"), 64, 64, false)
+                    .unwrap();
+            }
+            if i % 13 == 0 {
+                let _ = l.alloc_value(Site::caller("u64"), 5u64).unwrap();
+            }
+        }
+        let (l2, d2) = (l.clone(), drops.clone());
+        let a = Action::new(move |_: &()| {
+            for _ in 0..5 {
+                let _ = l2.alloc_bytes(Site::caller("late"), 48, 16, true).unwrap();
+                let _ = l2.alloc_value(Site::caller("late"), Counted(d2.clone()));
+            }
+        })
+        .ok()
+        .unwrap();
+        l.push(Entry {
+            site: Site::caller("adds"),
+            payload: Payload::Action(a),
+        })
+        .ok()
+        .unwrap();
+        // SAFETY: no handle of this list is read during or after the release, and no other
+        // thread uses it.
+        let p = unsafe { l.release_all_exclusive(&()) };
+        assert!(p.is_none());
+        assert_eq!(drops.load(O::SeqCst), values + 5);
+        assert_eq!(l.len(), 0);
+        assert_eq!(l.state.lock().arena.reserved(), 0, "arena reset");
+        let b = l.alloc_bytes(Site::caller("after"), 64, 16, true).unwrap();
+        // SAFETY: a live, zeroed block of 64 bytes.
+        assert!(unsafe { b.ptr.as_ref() }.iter().all(|&x| x == 0));
     }
 }

@@ -89,33 +89,39 @@ impl<T> Slots<T> {
     }
 
     /// Appends `value`; if a new chunk cannot be allocated, hands it back.
+    ///
+    /// The value is only moved on the way in: the cold path that moves to the next chunk does
+    /// not take it, so that the caller can keep a small `T` in registers (a `T` passed to an
+    /// out-of-line function has to be materialised in memory first, and copying it from there
+    /// with wider loads than it was written with stalls store forwarding).
     #[inline]
     pub(crate) fn try_push(&mut self, value: T) -> Result<usize, T> {
-        match self.chunks.get_mut(self.cur) {
-            Some(c) if c.len() < c.capacity() => c.push(value),
-            _ => return self.push_next_chunk(value),
+        let room = matches!(self.chunks.get(self.cur), Some(c) if c.len() < c.capacity());
+        if !room && !self.next_chunk() {
+            return Err(value);
         }
+        // Capacity was reserved exactly, so this push never reallocates: elements never move.
+        self.chunks[self.cur].push(value);
         self.len += 1;
         Ok(self.len - 1)
     }
 
-    /// Appends `value` at the start of the next chunk, allocating it if needed.
+    /// Makes the next chunk current, allocating it if needed; false if that failed. Only
+    /// called when the current chunk is full (or there is none).
     #[cold]
-    fn push_next_chunk(&mut self, value: T) -> Result<usize, T> {
+    #[inline(never)]
+    fn next_chunk(&mut self) -> bool {
         let next = if self.chunks.is_empty() {
             0
         } else {
             self.cur + 1
         };
         if next == self.chunks.len() && !self.add_chunk(next) {
-            return Err(value);
+            return false;
         }
         debug_assert_eq!(locate(self.len, Self::CAP), (next, 0));
         self.cur = next;
-        // Capacity was reserved exactly, so this push never reallocates: elements never move.
-        self.chunks[next].push(value);
-        self.len += 1;
-        Ok(self.len - 1)
+        true
     }
 
     /// Allocates chunk `k`; false if that failed.

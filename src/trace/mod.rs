@@ -51,10 +51,27 @@ impl fmt::Display for Op {
 
 /// An entry event (`ADD`, `DEL`, `REL`, `REM`).
 ///
-/// Inlined so that, when the event is disabled, the caller pays only `tracing`'s interest check
-/// and never materialises the arguments.
+/// Inlined down to `tracing`'s global level check (one relaxed load and a compare), so that
+/// when debug events are off the caller never materialises the arguments; the event itself is
+/// out of line, so that its code does not crowd the caller's hot path (registers spilled
+/// around it cost more than the check).
 #[inline(always)]
 pub(crate) fn entry<C>(
+    op: Op,
+    list: &ResourceList<C>,
+    seq: u64,
+    site: &Site,
+    kind: EntryKind,
+    size: usize,
+) {
+    if debug_possible() {
+        entry_event(op, list, seq, site, kind, size);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn entry_event<C>(
     op: Op,
     list: &ResourceList<C>,
     seq: u64,
@@ -80,6 +97,14 @@ pub(crate) fn entry<C>(
         size,
         site.location(),
     );
+}
+
+/// Whether any debug event could be recorded now: `tracing`'s global level check only (one
+/// relaxed load), the first test [`entry`] makes. False means no entry event will be
+/// recorded, so a caller may skip gathering what only the event needs.
+#[inline(always)]
+pub(crate) fn debug_possible() -> bool {
+    tracing::level_enabled!(tracing::Level::DEBUG)
 }
 
 /// Whether entry events would be recorded now (a subscriber is interested in `drmm` debug
