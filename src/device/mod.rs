@@ -162,7 +162,6 @@ impl<T: Send + Sync + 'static> Device<T> {
     }
 
     fn build(name: Option<Cow<'static, str>>, data: T) -> crate::Result<Self> {
-        // Made with its data in place: no one-time initialisation to run.
         Self::with_data(name, OnceLock::from(data))
     }
 
