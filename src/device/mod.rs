@@ -31,13 +31,12 @@ pub use file::File;
 use std::borrow::Cow;
 use std::fmt;
 use std::ops::Deref;
-use std::sync::OnceLock;
 
 use crate::bus::Bound;
 use crate::res::fallible::or_abort;
 use crate::res::kref::{FinalRelease, Kref};
 use crate::res::list::PanicPayload;
-use crate::res::{EntryInfo, Key, ResourceList, ResourceOwner};
+use crate::res::{EntryInfo, Key, ResourceList, ResourceOwner, SetOnce};
 use crate::revoke::Gate;
 use crate::sync::{AtomicBool, AtomicUsize};
 
@@ -68,7 +67,7 @@ use crate::sync::{AtomicBool, AtomicUsize};
 /// ```
 pub struct LogicalDevice<T> {
     list: ResourceList<LogicalDevice<T>>,
-    data: OnceLock<T>,
+    data: SetOnce<T>,
     /// The unplug gate (`drm_dev_enter` / `drm_dev_exit` / `drm_dev_unplug`), one per device.
     gate: Gate,
     /// Registered (`drm_dev_register`) and not yet unregistered: opens succeed.
@@ -162,15 +161,15 @@ impl<T: Send + Sync + 'static> Device<T> {
     }
 
     fn build(name: Option<Cow<'static, str>>, data: T) -> crate::Result<Self> {
-        Self::with_data(name, OnceLock::from(data))
+        Self::with_data(name, SetOnce::with(data))
     }
 
     /// A device holding `data` (set, or to be set once). The device itself is the only
     /// allocation a new device makes: the list allocates on first use, the gate when a thread
     /// first enters it.
-    fn with_data(name: Option<Cow<'static, str>>, data: OnceLock<T>) -> crate::Result<Self> {
+    fn with_data(name: Option<Cow<'static, str>>, data: SetOnce<T>) -> crate::Result<Self> {
         Ok(Device {
-            inner: Kref::try_new(LogicalDevice {
+            inner: Kref::try_new_with(|| LogicalDevice {
                 list: ResourceList::new(name, "dev"),
                 data,
                 gate: Gate::new(),
@@ -211,7 +210,7 @@ impl<T: Send + Sync + 'static> Device<T> {
         name: impl Into<Cow<'static, str>>,
         init: impl FnOnce(&LogicalDevice<T>) -> Result<T, E>,
     ) -> Result<Self, E> {
-        let dev = Self::with_data(Some(name.into()), OnceLock::new())?;
+        let dev = Self::with_data(Some(name.into()), SetOnce::new())?;
         let data = init(&dev)?;
         if dev.data.set(data).is_err() {
             unreachable!("only set once, here");

@@ -10,7 +10,7 @@ use std::ops::Deref;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr::NonNull;
 
-use crate::res::fallible::try_box;
+use crate::res::fallible::try_box_uninit;
 use crate::res::list::{PanicPayload, PanicSink};
 use crate::sync::{AtomicUsize, Ordering, fence};
 
@@ -62,14 +62,20 @@ impl<D: FinalRelease> Kref<D> {
         }))
     }
 
-    /// [`new`](Self::new), or [`Error::OutOfMemory`](crate::Error::OutOfMemory) (then
-    /// `value` is dropped).
-    pub(crate) fn try_new(value: D) -> crate::Result<Self> {
-        try_box(Inner {
-            refs: AtomicUsize::new(1),
-            value,
-        })
-        .map(Self::from_box)
+    /// [`new`](Self::new) of the value `make` returns, or
+    /// [`Error::OutOfMemory`](crate::Error::OutOfMemory). The value is built after the
+    /// allocation succeeded, so that most of it can be written straight into it (a `D` passed
+    /// by value is built on the stack and copied; a device is several hundred bytes). If the
+    /// allocation fails, `make` is not called (its captures are dropped).
+    pub(crate) fn try_new_with(make: impl FnOnce() -> D) -> crate::Result<Self> {
+        let uninit = try_box_uninit::<Inner<D>>()?;
+        Ok(Self::from_box(Box::write(
+            uninit,
+            Inner {
+                refs: AtomicUsize::new(1),
+                value: make(),
+            },
+        )))
     }
 
     fn from_box(inner: Box<Inner<D>>) -> Self {

@@ -31,6 +31,7 @@ mod lock;
 pub(crate) mod ops;
 mod realloc;
 pub(crate) mod scope;
+mod set_once;
 mod site;
 pub(crate) mod slots;
 
@@ -39,4 +40,5 @@ pub use group::Group;
 pub use handle::{ActionHandle, Managed, ResourceOwner};
 pub use info::{EntryInfo, EntryKind};
 pub(crate) use list::{Key, ResourceList};
+pub(crate) use set_once::SetOnce;
 pub use site::Site;

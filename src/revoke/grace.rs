@@ -108,7 +108,8 @@ const MAX_READERS: usize = isize::MAX as usize;
 struct Shard {
     /// Readers currently inside, per phase.
     count: [AtomicUsize; 2],
-    _pad: [u8; SHARD_PAD],
+    /// Never read, so never written (a new device would otherwise spend stores on it).
+    _pad: [std::mem::MaybeUninit<u8>; SHARD_PAD],
 }
 
 /// Bytes of padding after a shard's counters.
@@ -118,21 +119,36 @@ impl Shard {
     fn new() -> Self {
         Shard {
             count: [AtomicUsize::new(0), AtomicUsize::new(0)],
-            _pad: [0; SHARD_PAD],
+            _pad: [std::mem::MaybeUninit::uninit(); SHARD_PAD],
         }
     }
 }
 
 /// How many shards a new domain gets.
+///
+/// A plain load once known (computing it twice in a race gives the same value), so that
+/// building a domain calls nothing and can be written straight into its container.
 #[cfg(not(loom))]
+#[inline]
 fn shard_count() -> usize {
-    static COUNT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *COUNT.get_or_init(|| {
-        std::thread::available_parallelism()
-            .map_or(4, std::num::NonZeroUsize::get)
-            .next_power_of_two()
-            .clamp(4, 32)
-    })
+    match SHARD_COUNT.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => shard_count_first(),
+        n => n,
+    }
+}
+
+#[cfg(not(loom))]
+static SHARD_COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+#[cfg(not(loom))]
+#[cold]
+fn shard_count_first() -> usize {
+    let n = std::thread::available_parallelism()
+        .map_or(4, std::num::NonZeroUsize::get)
+        .next_power_of_two()
+        .clamp(4, 32);
+    SHARD_COUNT.store(n, std::sync::atomic::Ordering::Relaxed);
+    n
 }
 
 /// How many shards a new domain gets: two under loom, so that models also explore readers
@@ -423,6 +439,8 @@ impl Domain {
     /// let domain = drmm::revoke::grace::Domain::new();
     /// assert_eq!(domain.grace_periods(), 0);
     /// ```
+    // Inline: built straight into its container (a device) instead of copied there.
+    #[inline]
     pub fn new() -> Self {
         // INVARIANT: `shard_count` returns a power of two; no owned shards yet, no guard.
         Domain {
@@ -765,6 +783,8 @@ impl Gate {
     /// let gate = drmm::revoke::Gate::new();
     /// assert!(!gate.is_closed());
     /// ```
+    // Inline: as `Domain::new`.
+    #[inline]
     pub fn new() -> Self {
         Gate {
             domain: Domain::new(),
