@@ -102,8 +102,9 @@ impl<T> LogicalDevice<T> {
 
     /// Enters the unplug gate (`drm_dev_enter`): a guard while the device is not unplugged,
     /// `None` after. [`unplug`](Self::unplug) waits until the guard is dropped
-    /// (`drm_dev_exit`). Guards nest. Cheap: one uncontended atomic increment and one plain
-    /// store on a counter private to the thread's shard, no shared cache line between threads.
+    /// (`drm_dev_exit`). Guards nest. Cheap: a store and a full fence on entry and a plain
+    /// store on exit, on a counter private to the thread's shard, no shared cache line
+    /// between threads (the kernel's SRCU read side).
     ///
     /// Code that touches hardware enters first; code that only touches drmm state does not
     /// need to.

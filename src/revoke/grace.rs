@@ -23,15 +23,18 @@
 //! reading the same domain concurrently normally touch different cache lines. The owned
 //! shards are allocated when a thread that owns one first reads (most domains, one per device,
 //! never see a reader, and a device should cost one allocation); until then, or if that
-//! allocation fails, readers use the shared shard, which lives inline. Entering a section is one load of the current phase and one atomic increment
-//! of `shard.count[phase]`; leaving decrements the very counter that was incremented (the
-//! guard remembers it). A counter is therefore never negative, and whether a given reader is
+//! allocation fails, readers use the shared shard, which lives inline. Entering a section is one load of the
+//! current phase and one increment of `shard.count[phase]`; leaving decrements the very
+//! counter that was incremented (the guard remembers it). A counter is therefore never negative, and whether a given reader is
 //! still inside can be decided by looking at its own shard alone.
 //!
-//! Leaving a section on a shard the thread owns alone is a plain `Release` store of the
-//! decremented value, not an atomic read-modify-write: nobody else writes that counter, so no
-//! update can be lost, and on x86 a `Release` store is an ordinary store while a
-//! read-modify-write is a locked instruction (most of the cost of a section). A slot is given
+//! On a shard the thread owns alone, neither end of a section is an atomic read-modify-write:
+//! nobody else writes that counter, so no update can be lost. Entering stores the incremented
+//! value and issues a `SeqCst` fence (the kernel's `this_cpu_inc` + `smp_mb`); leaving is a
+//! plain `Release` store of the decremented value (an ordinary store on x86). A locked
+//! instruction on every entry and exit was most of the cost of a section; one fence per
+//! section is about half of it (W6 in docs/performance.md). The shared shard uses
+//! read-modify-writes. A slot is given
 //! back at thread exit only if no section the thread entered on its own shard is still open
 //! (one could be, in a thread-local destructor that runs later); otherwise it is never reused.
 //! Sections entered after the slot was given back use the shared shard.
@@ -56,14 +59,21 @@
 //! `synchronize`; a reader enters and then checks the flag:
 //!
 //! ```text
-//! reader: count.fetch_add(1, SeqCst); flag.load(SeqCst)
+//! reader (shared shard): count.fetch_add(1, SeqCst);                  flag.load(SeqCst)
+//! reader (owned shard):  count.store(c + 1, Relaxed); fence(SeqCst);  flag.load(SeqCst)
 //! writer: flag.store(_, SeqCst); fence(SeqCst); count.load(SeqCst) for every shard and phase
 //! ```
 //!
-//! All of these are `SeqCst` operations, so they sit in one total order *S* consistent with
-//! program order. If the reader's flag load did not see the writer's store, the load precedes the
-//! store in *S*, so the reader's increment precedes every counter load of the writer, which
-//! therefore observes the increment (or a later value). Each counter only ever holds
+//! The `SeqCst` operations and fences sit in one total order *S* consistent with program
+//! order. If the reader's flag load did not see the writer's store, the load precedes the
+//! store in *S*, so the reader's increment (on an owned shard: the fence that follows it)
+//! precedes the writer's fence, and every counter load of the writer therefore observes the
+//! increment (or a later value): for the shared shard because both are `SeqCst` accesses of
+//! one total order, for an owned shard by the fence-to-fence rule (a store sequenced before a
+//! `SeqCst` fence that precedes another `SeqCst` fence in *S* is visible to loads sequenced
+//! after the second). An owned counter's `Relaxed` increment is only ever read by a writer as
+//! a non-zero count, which makes it wait; every zero it can read was stored by an exit
+//! (`Release`) or is the initial value. Each counter only ever holds
 //! "increments minus decrements of the readers that used it", and a reader's decrement follows
 //! its increment in the counter's modification order, so reading zero means that reader has
 //! left. Either the reader saw the flag, or the writer waits for it. Whichever phase the reader
@@ -76,9 +86,10 @@
 //!
 //! [loom](https://docs.rs/loom) treats `SeqCst` loads and read-modify-writes as merely
 //! acquire/release, and only understands the total order through `fence(SeqCst)`. Under
-//! `cfg(loom)` the reader therefore issues an explicit `fence(SeqCst)` after its increment; the
-//! C++20/Rust memory model does not need it (the argument above uses only `SeqCst` accesses), and
-//! it would cost a full barrier on every entry in real builds, so it is left out there.
+//! `cfg(loom)` a reader on the shared shard therefore issues an explicit `fence(SeqCst)` after
+//! its increment; the C++20/Rust memory model does not need it (the argument above uses only
+//! `SeqCst` accesses there), so real builds leave it out. A reader on an owned shard has its
+//! real fence, which the loom models check as it is.
 //!
 //! # Waiting
 //!
@@ -522,9 +533,9 @@ impl Domain {
 
     /// Enters a read-side section, which lasts until the returned guard is dropped.
     ///
-    /// Costs one load and one atomic increment on a cache line normally private to the calling
-    /// thread; leaving costs a plain store on the thread's own shard (an atomic decrement on
-    /// the shared one). The first read of a thread that owns a shard may allocate the owned
+    /// On the thread's own shard (a cache line normally private to it) entering costs a load
+    /// of the phase, a store of the incremented counter and a full fence, and leaving a plain
+    /// store; on the shared shard, an atomic increment and an atomic decrement. The first read of a thread that owns a shard may allocate the owned
     /// shards (once per domain; without memory it uses the shared shard). Sections nest
     /// freely, may be held while sleeping, and never wait for a writer.
     ///
@@ -551,16 +562,30 @@ impl Domain {
         };
         let phase = self.phase.load(Ordering::SeqCst) & 1;
         let counter = &shard.count[phase];
-        // SeqCst: the reader's half of the Dekker pairing described in the module docs. A
-        // read-modify-write even on an owned shard: the full barrier is needed here anyway.
-        let prev = counter.fetch_add(1, Ordering::SeqCst);
+        let prev = if owned {
+            // Only this thread writes its own counter (type invariant), so a load and a store
+            // cannot lose an update; the SeqCst fence after the store is the reader's half of
+            // the Dekker pairing described in the module docs (the kernel's `this_cpu_inc` +
+            // `smp_mb`). One fence costs less than a locked read-modify-write on the machines
+            // measured (W6 in docs/performance.md). A writer that reads this Relaxed store only
+            // ever sees a non-zero count, which makes it wait; every zero it can read was
+            // stored by an exit (`Release`) or is the initial value.
+            let prev = counter.load(Ordering::Relaxed);
+            counter.store(prev.wrapping_add(1), Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            prev
+        } else {
+            // SeqCst: the reader's half of the Dekker pairing, on a shared counter.
+            let prev = counter.fetch_add(1, Ordering::SeqCst);
+            reader_model_fence();
+            prev
+        };
         if prev >= MAX_READERS {
             too_many_readers();
         }
         if owned {
             slot::own_opened();
         }
-        reader_model_fence();
         held::push(self.id);
         // INVARIANT: the guard holds exactly the counter it incremented, and whether the shard
         // is this thread's own.
@@ -810,8 +835,8 @@ impl Gate {
     /// open. An inner entry attempted after closing began fails like any other, while the outer
     /// guard stays valid (and `close_and_wait` keeps waiting for it).
     ///
-    /// Costs two loads and one atomic increment, plus a plain store on exit (see
-    /// [`Domain::read`]).
+    /// Costs a section of the domain (see [`Domain::read`]: on the thread's own shard, a store
+    /// and a fence on entry, a plain store on exit) plus one load of the closed flag.
     ///
     /// # Examples
     ///
