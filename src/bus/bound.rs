@@ -447,6 +447,7 @@ impl<'a> Bound<'a> {
     /// a group release freed it.
     #[doc(alias = "devm_kfree")]
     pub fn kfree<U: ?Sized>(&self, handle: Managed<U>) -> Result<()> {
+        handle.prefetch();
         self.list().release(&handle.key, &())
     }
 

@@ -331,6 +331,7 @@ impl<T> LogicalDevice<T> {
     /// ```
     #[doc(alias = "drmm_kfree")]
     pub fn kfree<U: ?Sized>(&self, handle: Managed<U>) -> Result<()> {
+        handle.prefetch();
         self.list.release(&handle.key, self)
     }
 }
