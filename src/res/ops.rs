@@ -190,6 +190,8 @@ impl fmt::Write for Fill {
 }
 
 /// `size` bytes aligned to `align` (`None`: the default), zeroed if asked.
+// Inline: so is `ResourceList::alloc_bytes`, which builds the handle in the caller's registers.
+#[inline]
 pub(crate) fn alloc_bytes<C>(
     list: &ResourceList<C>,
     site: Site,
