@@ -170,6 +170,52 @@ struct AddOut {
     err: Option<Error>,
 }
 
+impl AddOut {
+    #[inline(always)]
+    fn new() -> Self {
+        AddOut {
+            index: 0,
+            seq: 0,
+            err: None,
+        }
+    }
+
+    /// In the out-of-line part: keeps the key's parts (or the error), returns the pointer.
+    #[inline(always)]
+    fn record<U: ?Sized>(&mut self, added: Result<Managed<U>>) -> Option<NonNull<U>> {
+        match added {
+            Ok(m) => {
+                self.index = m.key.index;
+                self.seq = m.key.seq;
+                Some(m.ptr)
+            }
+            Err(e) => {
+                self.err = Some(e);
+                None
+            }
+        }
+    }
+
+    /// In the inlined part: the handle, from `record`'s pointer and the list's identity.
+    #[inline(always)]
+    fn into_handle<U: ?Sized>(self, list: u64, ptr: Option<NonNull<U>>) -> Result<Managed<U>> {
+        match ptr {
+            Some(ptr) => {
+                let key = Key {
+                    list,
+                    index: self.index,
+                    seq: self.seq,
+                };
+                Ok(Managed::new(key, ptr))
+            }
+            None => {
+                debug_assert!(self.err.is_some(), "a failed add leaves its error");
+                Err(self.err.unwrap_or_else(slot_oom))
+            }
+        }
+    }
+}
+
 /// Entries a bulk release takes off the list per lock.
 const BATCH: usize = 32;
 /// Inert entries a bulk release may release under one lock when nothing traces them.
@@ -919,21 +965,39 @@ impl<C> ResourceList<C> {
 
     /// Moves `value` into a managed allocation (from the arena when it is small) and adds it
     /// as the newest entry.
+    ///
+    /// Inlined around an out-of-line part, as [`alloc_bytes`](Self::alloc_bytes).
+    #[inline]
     pub(crate) fn alloc_value<U: Send + Sync + 'static>(
         &self,
         site: Site,
         value: U,
     ) -> Result<Managed<U>> {
+        let mut out = AddOut::new();
+        let ptr = self.alloc_value_raw(&site, value, &mut out);
+        out.into_handle(self.id, ptr)
+    }
+
+    /// [`alloc_value`](Self::alloc_value)'s work, returning as
+    /// [`alloc_bytes_raw`](Self::alloc_bytes_raw) does.
+    #[inline(never)]
+    fn alloc_value_raw<U: Send + Sync + 'static>(
+        &self,
+        site: &Site,
+        value: U,
+        out: &mut AddOut,
+    ) -> Option<NonNull<U>> {
         let mut st = self.state.lock();
-        match Block::value(&mut st.arena, value) {
-            Ok((block, ptr)) => self.push_block_locked(st, site, block, ptr),
+        let added = match Block::value(&mut st.arena, value) {
+            Ok((block, ptr)) => self.push_block_locked(st, *site, block, ptr),
             Err((e, value)) => {
                 drop(st);
-                let e = self.add_failed(&site, e);
+                let e = self.add_failed(site, e);
                 drop(value); // outside the lock: its destructor is user code
                 Err(e)
             }
-        }
+        };
+        out.record(added)
     }
 
     /// `len` bytes aligned to `align`, zeroed if asked, as the newest entry.
@@ -948,25 +1012,9 @@ impl<C> ResourceList<C> {
         align: usize,
         zeroed: bool,
     ) -> Result<Managed<[u8]>> {
-        let mut out = AddOut {
-            index: 0,
-            seq: 0,
-            err: None,
-        };
-        match self.alloc_bytes_raw(&site, len, align, zeroed, &mut out) {
-            Some(ptr) => {
-                let key = Key {
-                    list: self.id,
-                    index: out.index,
-                    seq: out.seq,
-                };
-                Ok(Managed::new(key, NonNull::slice_from_raw_parts(ptr, len)))
-            }
-            None => {
-                debug_assert!(out.err.is_some(), "a failed add leaves its error");
-                Err(out.err.take().unwrap_or_else(slot_oom))
-            }
-        }
+        let mut out = AddOut::new();
+        let ptr = self.alloc_bytes_raw(&site, len, align, zeroed, &mut out);
+        out.into_handle(self.id, ptr.map(|p| NonNull::slice_from_raw_parts(p, len)))
     }
 
     /// [`alloc_bytes`](Self::alloc_bytes)' work: the block's address, or `None` with the
@@ -981,27 +1029,17 @@ impl<C> ResourceList<C> {
         out: &mut AddOut,
     ) -> Option<NonNull<u8>> {
         let mut st = self.state.lock();
-        match Block::bytes(&mut st.arena, len, align, zeroed) {
+        let added = match Block::bytes(&mut st.arena, len, align, zeroed) {
             Ok((block, ptr)) => {
                 debug_assert_eq!(ptr.len(), len);
-                match self.push_block_locked(st, *site, block, ptr) {
-                    Ok(m) => {
-                        out.index = m.key.index;
-                        out.seq = m.key.seq;
-                        Some(m.ptr.cast())
-                    }
-                    Err(e) => {
-                        out.err = Some(e);
-                        None
-                    }
-                }
+                self.push_block_locked(st, *site, block, ptr)
             }
             Err(e) => {
                 drop(st);
-                out.err = Some(self.add_failed(site, e));
-                None
+                Err(self.add_failed(site, e))
             }
-        }
+        };
+        out.record(added).map(NonNull::cast)
     }
 
     /// A copy of `src` as the newest entry.
