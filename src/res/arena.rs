@@ -44,7 +44,13 @@ fn first_layout() -> Layout {
 /// Whether a block of this layout is served by the arena.
 #[inline(always)]
 pub(crate) fn is_pooled(layout: Layout) -> bool {
-    layout.size() != 0 && layout.size() <= MAX_POOLED && layout.align() <= POOL_ALIGN
+    is_pooled_size(layout.size(), layout.align())
+}
+
+/// [`is_pooled`] of the layout with this size and alignment, for a layout known to be valid.
+#[inline(always)]
+pub(crate) fn is_pooled_size(size: usize, align: usize) -> bool {
+    size != 0 && size <= MAX_POOLED && align <= POOL_ALIGN
 }
 
 #[inline(always)]
