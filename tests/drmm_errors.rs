@@ -374,3 +374,68 @@ fn blocks_of_u32_max_elements_or_more_work_and_fail_cleanly() {
     drop(dev);
     assert!(live_bytes() <= before, "everything freed with the device");
 }
+
+#[test]
+fn every_allocation_of_a_growing_list_can_fail_and_the_list_stays_intact() {
+    // 60 entries: every third a 64-byte block (all from one call site), the others actions
+    // with distinct names (one site each). The list's arena opens its headerless first chunk,
+    // then a second one (the 17th block); its slot table fills chunk 0, then allocates the
+    // directory and chunk 1 (the 17th entry) and chunk 2 (the 49th); its site table fills the
+    // inline sites, then the spill (the 5th site, growing after) and builds the map (the
+    // 33rd). Run `r` fails the `r`-th allocation made by the adds, until a run sees none:
+    // every point of growth fails once.
+    static NAMES: &str = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    const N: usize = 60;
+    let ran = Arc::new(AtomicUsize::new(0));
+    for run in 0.. {
+        let start = live_bytes();
+        let dev = Device::new(());
+        let mut blocks = Vec::with_capacity(N);
+        let mut actions = 0;
+        let mut failed = Vec::with_capacity(N);
+        // Nothing below allocates but the adds (the closures capture one word: stored inline).
+        fail_after(run);
+        for (i, name) in (0..N).map(|i| (i, &NAMES[i..=i])) {
+            let ran = ran.clone();
+            let r = if i % 3 == 0 {
+                dev.kzalloc(64).map(|b| blocks.push(b))
+            } else {
+                dev.add_action_named(name, move |_| {
+                    ran.fetch_add(1, Ordering::SeqCst);
+                })
+                .map(|_| actions += 1)
+            };
+            match r {
+                Ok(()) => {}
+                Err(Error::OutOfMemory { .. }) => failed.push(i),
+                Err(e) => panic!("run {run}, entry {i}: {e:?}"),
+            }
+        }
+        let fired = FAIL_IN.with(|f| f.get()).is_none();
+        no_failures();
+        assert_eq!(failed.len(), usize::from(fired), "run {run}: {failed:?}");
+        assert_eq!(
+            dev.resource_count(),
+            N - failed.len(),
+            "a failed add changes nothing"
+        );
+        for b in &blocks {
+            assert_eq!(b.get(&dev).unwrap(), &[0u8; 64][..]);
+        }
+        let before = ran.load(Ordering::SeqCst);
+        drop((blocks, failed));
+        drop(dev);
+        assert_eq!(
+            ran.load(Ordering::SeqCst) - before,
+            actions,
+            "every action ran once"
+        );
+        assert_eq!(live_bytes(), start, "run {run}: nothing leaked");
+        if !fired {
+            // Arena chunks 0 and 1; slot chunks 0, 1, 2 and the directory; the spill (made,
+            // then grown 3 times) and the map (its table, its box, then grown).
+            assert!(run >= 13, "the adds made only {run} allocations");
+            break;
+        }
+    }
+}

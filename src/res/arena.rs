@@ -6,6 +6,11 @@
 //! to 16) are bump-allocated from chunks that double in size, early frees go to a free list per
 //! 16-byte size class and are reused first, and the chunks return to the system allocator when
 //! the list is dropped. Larger or more aligned blocks go to the global allocator as before.
+//!
+//! The first chunk has no header: its bookkeeping lives in the [`Arena`] itself, so that it is
+//! exactly [`FIRST_CHUNK`] bytes. A request of 1040 bytes (1024 + a 16-byte header) is above
+//! glibc's thread-cache limit (1032 bytes) and took malloc's slow paths on every new device;
+//! 1024 bytes is served from the thread cache like the floor's own boxes.
 
 use std::alloc::{self, Layout};
 use std::ptr::NonNull;
@@ -17,18 +22,35 @@ pub(crate) const MAX_POOLED: usize = 256;
 /// Alignment of every pooled block (and the size granularity).
 pub(crate) const POOL_ALIGN: usize = 16;
 const CLASSES: usize = MAX_POOLED / POOL_ALIGN;
-/// The first chunk's usable size: a small device costs one small chunk.
+/// The first chunk's size (all of it usable: it has no header): a small device costs one small
+/// chunk, which holds 16 blocks of 64 bytes.
 const FIRST_CHUNK: usize = 1024;
-/// Bytes at the start of every chunk taken by its [`ChunkHeader`].
+/// Bytes at the start of every later chunk taken by its [`ChunkHeader`].
 const HEADER: usize = POOL_ALIGN;
 /// Chunks stop doubling here: below glibc's mmap threshold (128 KiB by default), so chunks are
 /// recycled heap memory rather than fresh mappings page-faulted in on every use.
 const MAX_CHUNK: usize = 64 * 1024;
 
+/// The layout of the first chunk.
+#[inline(always)]
+fn first_layout() -> Layout {
+    const L: Layout = match Layout::from_size_align(FIRST_CHUNK, POOL_ALIGN) {
+        Ok(l) => l,
+        Err(_) => panic!("FIRST_CHUNK is a valid size"),
+    };
+    L
+}
+
 /// Whether a block of this layout is served by the arena.
 #[inline(always)]
 pub(crate) fn is_pooled(layout: Layout) -> bool {
-    layout.size() != 0 && layout.size() <= MAX_POOLED && layout.align() <= POOL_ALIGN
+    is_pooled_size(layout.size(), layout.align())
+}
+
+/// [`is_pooled`] of the layout with this size and alignment, for a layout known to be valid.
+#[inline(always)]
+pub(crate) fn is_pooled_size(size: usize, align: usize) -> bool {
+    size != 0 && size <= MAX_POOLED && align <= POOL_ALIGN
 }
 
 #[inline(always)]
@@ -42,29 +64,35 @@ struct FreeBlock {
     next: Option<NonNull<FreeBlock>>,
 }
 
-/// The start of every chunk: the chunks form a list, newest first, with no directory to
-/// allocate.
+/// The start of every chunk but the first: those chunks form a list, newest first, with no
+/// directory to allocate.
 struct ChunkHeader {
-    /// The chunk allocated before this one.
+    /// The chunk allocated before this one (`None` for the second chunk: the first, headerless
+    /// chunk is held by the [`Arena`] itself).
     prev: Option<NonNull<ChunkHeader>>,
     /// This chunk's size in bytes, header included (allocated with alignment [`POOL_ALIGN`]).
     size: usize,
 }
 
 const _: () = assert!(std::mem::size_of::<ChunkHeader>() <= HEADER);
+// `grow` serves any pooled block from a fresh first chunk.
+const _: () = assert!(MAX_POOLED <= FIRST_CHUNK && FIRST_CHUNK.is_multiple_of(POOL_ALIGN));
 
 /// Chunks of memory and the free lists carved from them.
 ///
 /// # Invariants
 ///
-/// `last` starts the list of chunks (linked through their headers' `prev`); every chunk was
-/// allocated with the global allocator and `Layout::from_size_align(header.size, POOL_ALIGN)`,
-/// starts with its initialised [`ChunkHeader`], and is freed only in `Drop`.
-/// `[cursor, end)` is unused memory inside the last chunk, past its header (empty when there is
-/// no chunk), with `cursor` aligned to [`POOL_ALIGN`]. Every block on `free[c]` lies inside a
-/// chunk past its header, is aligned to [`POOL_ALIGN`], has room for class `c`'s size, and is
-/// owned by nobody else.
+/// `first`, when set, is the first chunk, allocated with the global allocator and
+/// [`first_layout`], with no header. `last` starts the list of the later chunks (linked through
+/// their headers' `prev`); each was allocated with the global allocator and
+/// `Layout::from_size_align(header.size, POOL_ALIGN)` and starts with its initialised
+/// [`ChunkHeader`]. `last` is `None` while `first` is, and every chunk is freed only in `Drop`.
+/// `[cursor, end)` is unused memory inside the newest chunk, past its header if it has one
+/// (empty when there is no chunk), with `cursor` aligned to [`POOL_ALIGN`]. Every block on
+/// `free[c]` lies inside a chunk past its header, is aligned to [`POOL_ALIGN`], has room for
+/// class `c`'s size, and is owned by nobody else.
 pub(crate) struct Arena {
+    first: Option<NonNull<u8>>,
     last: Option<NonNull<ChunkHeader>>,
     cursor: *mut u8,
     end: *mut u8,
@@ -80,6 +108,7 @@ unsafe impl Sync for Arena {}
 impl Arena {
     pub(crate) const fn new() -> Self {
         Arena {
+            first: None,
             last: None,
             cursor: std::ptr::null_mut(),
             end: std::ptr::null_mut(),
@@ -110,22 +139,37 @@ impl Arena {
         NonNull::new(p).ok_or(Error::oom(layout))
     }
 
-    /// The usable size of the last chunk (0 when there is none).
+    /// The usable size of the newest chunk (0 when there is none).
     fn last_usable(&self) -> usize {
-        match self.last {
+        match (self.last, self.first) {
             // SAFETY: by the invariant the chunk starts with its initialised header.
-            Some(h) => unsafe { h.as_ref() }.size - HEADER,
-            None => 0,
+            (Some(h), _) => unsafe { h.as_ref() }.size - HEADER,
+            (None, Some(_)) => FIRST_CHUNK,
+            (None, None) => 0,
         }
     }
 
+    /// Makes a new chunk the current one, with room for at least `at_least` bytes (at most
+    /// [`MAX_POOLED`]).
     #[cold]
     fn grow(&mut self, at_least: usize) -> Result<()> {
-        let usable = match self.last_usable() {
-            0 => FIRST_CHUNK,
-            n => (n * 2).min(MAX_CHUNK - HEADER),
+        debug_assert!(at_least <= MAX_POOLED);
+        if self.first.is_none() {
+            let layout = first_layout();
+            // SAFETY: `layout` has a non-zero size.
+            let p = NonNull::new(unsafe { alloc::alloc(layout) }).ok_or(Error::oom(layout))?;
+            // INVARIANT: the first chunk, allocated with `first_layout`; no later chunk yet
+            // (`last` is `None` while `first` is). The whole chunk is unused, aligned to
+            // POOL_ALIGN.
+            self.first = Some(p);
+            self.cursor = p.as_ptr();
+            // SAFETY: one past the end of the chunk just allocated.
+            self.end = unsafe { p.as_ptr().add(FIRST_CHUNK) };
+            return Ok(());
         }
-        .max(at_least);
+        let usable = (self.last_usable() * 2)
+            .min(MAX_CHUNK - HEADER)
+            .max(at_least);
         let size = usable + HEADER;
         let layout =
             Layout::from_size_align(size, POOL_ALIGN).map_err(|_| Error::SizeOverflow {
@@ -185,7 +229,7 @@ impl Arena {
 
     /// Bytes held from the system allocator.
     pub(crate) fn reserved(&self) -> usize {
-        let mut total = 0;
+        let mut total = if self.first.is_some() { FIRST_CHUNK } else { 0 };
         let mut next = self.last;
         while let Some(h) = next {
             // SAFETY: by the invariant every chunk of the list starts with its header.
@@ -198,7 +242,7 @@ impl Arena {
 
     /// Number of chunks.
     fn chunks(&self) -> usize {
-        let mut n = 0;
+        let mut n = usize::from(self.first.is_some());
         let mut next = self.last;
         while let Some(h) = next {
             // SAFETY: by the invariant every chunk of the list starts with its header.
@@ -221,6 +265,10 @@ impl Drop for Arena {
             // SAFETY: allocated in `grow` with exactly this layout (the invariant), freed once,
             // here: the list no longer reaches it.
             unsafe { alloc::dealloc(h.as_ptr().cast(), layout) };
+        }
+        if let Some(p) = self.first.take() {
+            // SAFETY: allocated in `grow` with `first_layout` (the invariant), freed once, here.
+            unsafe { alloc::dealloc(p.as_ptr(), first_layout()) };
         }
     }
 }
@@ -265,6 +313,53 @@ mod tests {
         let q = a.alloc(l(size)).unwrap();
         assert_eq!(p, q, "a freed block is reused first");
         assert!(a.reserved() >= FIRST_CHUNK);
+    }
+
+    #[test]
+    fn first_chunk_is_headerless_and_holds_sixteen_64_byte_blocks() {
+        let mut a = Arena::new();
+        assert_eq!((a.chunks(), a.reserved()), (0, 0));
+        let blocks: Vec<_> = (0..16).map(|_| a.alloc(l(64)).unwrap()).collect();
+        assert_eq!(
+            (a.chunks(), a.reserved()),
+            (1, FIRST_CHUNK),
+            "one 1024-byte chunk"
+        );
+        // The blocks tile the chunk from its start: no header in front.
+        for (i, p) in blocks.iter().enumerate() {
+            assert_eq!(p.as_ptr().addr() - blocks[0].as_ptr().addr(), i * 64);
+        }
+        // The 17th block opens a second chunk, with a header and twice the usable size.
+        a.alloc(l(64)).unwrap();
+        assert_eq!(a.chunks(), 2);
+        assert_eq!(a.reserved(), FIRST_CHUNK + 2 * FIRST_CHUNK + HEADER);
+        a.alloc(l(MAX_POOLED)).unwrap();
+        // SAFETY: no block is used any more.
+        unsafe { a.reset() };
+        assert_eq!((a.chunks(), a.reserved()), (0, 0), "every chunk freed");
+        // As new: the next block opens a headerless first chunk again.
+        let p = a.alloc(l(MAX_POOLED)).unwrap();
+        // SAFETY: a fresh block of MAX_POOLED bytes.
+        unsafe { p.as_ptr().write_bytes(1, MAX_POOLED) };
+        assert_eq!((a.chunks(), a.reserved()), (1, FIRST_CHUNK));
+    }
+
+    #[test]
+    fn chunks_double_past_the_first() {
+        let mut a = Arena::new();
+        let mut sizes = Vec::new();
+        while a.chunks() < 9 {
+            let before = a.reserved();
+            a.alloc(l(MAX_POOLED)).unwrap();
+            if a.reserved() != before {
+                sizes.push(a.reserved() - before);
+            }
+        }
+        let mut want = vec![FIRST_CHUNK];
+        for k in 1..9 {
+            want.push((FIRST_CHUNK << k).min(MAX_CHUNK - HEADER) + HEADER);
+        }
+        assert_eq!(sizes, want);
     }
 
     #[test]

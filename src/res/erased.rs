@@ -223,34 +223,70 @@ fn key(
 const CACHE: usize = 16;
 /// Above this many sites a miss of the cache is looked up in a hash map, not by a scan.
 const SCAN_MAX: usize = 32;
+/// Sites stored in the table itself: a device typically adds its entries from a handful of
+/// call sites, and then its table allocates nothing.
+const INLINE: usize = 4;
+
+/// What the unused inline entries of a [`SiteTable`] hold (never handed out).
+const UNUSED_SITE: SiteMeta = SiteMeta {
+    name: "",
+    location: Location::caller(),
+    vtable: &OPEN_VTABLE,
+};
+
+/// The map of a table past [`SCAN_MAX`] sites: site key to index.
+type SiteMap = std::collections::HashMap<(usize, usize, usize, usize), u32>;
 
 /// The call sites of one list, each interned once, referred to by `u32` index.
 ///
 /// # Invariants
 ///
-/// `cache[h]` is 0 or one more than an index of `metas`; `map`, when present, maps the key of
-/// every site of `metas` to its index. Sites are never removed: an index, once handed out,
-/// stays valid for the table's life.
-#[derive(Default)]
+/// The table holds `len` sites: sites `0 .. min(len, INLINE)` in `inline`, sites `INLINE ..`
+/// in `spill` (`spill.len() == len - INLINE` when `len > INLINE`, else empty). `cache[h]` is 0
+/// or one more than the index of a site; `map`, when present, maps the key of every site to
+/// its index. Sites are never removed: an index, once handed out, stays valid for the table's
+/// life.
 pub(crate) struct SiteTable {
-    metas: Vec<SiteMeta>,
+    inline: [SiteMeta; INLINE],
+    spill: Vec<SiteMeta>,
+    len: u32,
     cache: [u32; CACHE],
-    map: Option<std::collections::HashMap<(usize, usize, usize, usize), u32>>,
+    /// Boxed: made only for tables with many sites, it should not make every list larger.
+    map: Option<Box<SiteMap>>,
+}
+
+impl Default for SiteTable {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl SiteTable {
     pub(crate) const fn new() -> Self {
         SiteTable {
-            metas: Vec::new(),
+            inline: [UNUSED_SITE; INLINE],
+            spill: Vec::new(),
+            len: 0,
             cache: [0; CACHE],
             map: None,
         }
     }
 
-    /// The site with index `i`.
+    /// The site with index `i` (an index handed out by [`intern`](Self::intern)).
     #[inline(always)]
     pub(crate) fn get(&self, i: u32) -> &SiteMeta {
-        &self.metas[i as usize]
+        let i = i as usize;
+        if i < INLINE {
+            &self.inline[i]
+        } else {
+            &self.spill[i - INLINE]
+        }
+    }
+
+    /// Every site, by index.
+    fn iter(&self) -> impl Iterator<Item = &SiteMeta> {
+        let inline = (self.len as usize).min(INLINE);
+        self.inline[..inline].iter().chain(&self.spill)
     }
 
     /// The index of the site `(name, location, vt)`, added if new; `None` if the table could
@@ -265,7 +301,7 @@ impl SiteTable {
         let h = ((std::ptr::from_ref(location).addr() >> 3) ^ (std::ptr::from_ref(vt).addr() >> 4))
             % CACHE;
         let c = self.cache[h];
-        if c != 0 && self.metas[c as usize - 1].same(name, location, vt) {
+        if c != 0 && self.get(c - 1).same(name, location, vt) {
             return Some(c - 1);
         }
         let i = self.intern_slow(name, location, vt)?;
@@ -283,7 +319,6 @@ impl SiteTable {
         let found = match &self.map {
             Some(map) => map.get(&key(name, location, vt)).copied(),
             None => self
-                .metas
                 .iter()
                 .position(|m| m.same(name, location, vt))
                 .map(|i| i as u32),
@@ -291,30 +326,36 @@ impl SiteTable {
         if found.is_some() {
             return found;
         }
-        let i = u32::try_from(self.metas.len())
-            .ok()
-            .filter(|&i| i < u32::MAX)?;
-        self.metas.try_reserve(1).ok()?;
-        if self.map.is_none() && self.metas.len() >= SCAN_MAX {
-            let mut map = std::collections::HashMap::new();
-            map.try_reserve(self.metas.len() * 2).ok()?;
-            map.extend(
-                self.metas
-                    .iter()
-                    .enumerate()
-                    .map(|(j, m)| (m.key(), j as u32)),
-            );
-            self.map = Some(map);
+        let i = self.len;
+        if i == u32::MAX - 1 {
+            return None;
+        }
+        // Every allocation first, so that a failure leaves the table as it was.
+        if i as usize >= INLINE {
+            self.spill.try_reserve(1).ok()?;
+        }
+        if self.map.is_none() && i as usize >= SCAN_MAX {
+            let mut map = SiteMap::new();
+            map.try_reserve(i as usize * 2).ok()?;
+            map.extend(self.iter().enumerate().map(|(j, m)| (m.key(), j as u32)));
+            self.map = Some(crate::res::fallible::try_box(map).ok()?);
         }
         if let Some(map) = &mut self.map {
             map.try_reserve(1).ok()?;
             map.insert(key(name, location, vt), i);
         }
-        self.metas.push(SiteMeta {
+        let meta = SiteMeta {
             name,
             location,
             vtable: vt,
-        });
+        };
+        // INVARIANT: site `i` stored where `get` looks for it, then counted.
+        if (i as usize) < INLINE {
+            self.inline[i as usize] = meta;
+        } else {
+            self.spill.push(meta);
+        }
+        self.len = i + 1;
         Some(i)
     }
 }
@@ -322,6 +363,38 @@ impl SiteTable {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sites_inline_then_spilled() {
+        let mut t = SiteTable::new();
+        static NAMES: &str = "abcdefgh";
+        let names: Vec<&'static str> = (0..8).map(|i| &NAMES[i..=i]).collect();
+        let loc = Location::caller();
+        for (i, n) in names.iter().enumerate().take(INLINE) {
+            assert_eq!(t.intern(n, loc, &CLOSE_VTABLE), Some(i as u32));
+        }
+        assert_eq!(
+            t.spill.capacity(),
+            0,
+            "no allocation while the sites fit inline"
+        );
+        for (i, n) in names.iter().enumerate().skip(INLINE) {
+            assert_eq!(t.intern(n, loc, &CLOSE_VTABLE), Some(i as u32));
+        }
+        assert_eq!((t.len as usize, t.spill.len()), (8, 8 - INLINE));
+        // Found again through the cache, and through the scan of both parts without it.
+        for pass in 0..2 {
+            if pass == 1 {
+                t.cache = [0; CACHE];
+            }
+            for (i, n) in names.iter().enumerate() {
+                assert_eq!(t.intern(n, loc, &CLOSE_VTABLE), Some(i as u32));
+                assert!(std::ptr::eq(t.get(i as u32).name, *n));
+                assert!(std::ptr::eq(t.get(i as u32).vtable, &CLOSE_VTABLE));
+            }
+        }
+        assert_eq!(t.len, 8, "nothing interned twice");
+    }
 
     #[test]
     fn interning_is_stable_through_cache_scan_and_map() {
