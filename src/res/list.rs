@@ -841,7 +841,7 @@ impl<C> ResourceList<C> {
     pub(crate) fn push(&self, entry: Entry<C>) -> Result<Key, (Error, Entry<C>)> {
         let (size, kind) = (entry.size(), entry.kind());
         let (site, vt, aux, word) = entry.into_raw();
-        match self.insert_parts(&mut self.state.lock(), site, vt, aux, word) {
+        match self.insert_parts(&mut self.state.lock(), &site, vt, aux, word) {
             Ok(key) => {
                 trace::entry(Op::Add, self, key.seq, &site, kind, size);
                 Ok(key)
@@ -860,7 +860,7 @@ impl<C> ResourceList<C> {
         entry: Entry<C>,
     ) -> Result<Key, (Error, Entry<C>)> {
         let (site, vt, aux, word) = entry.into_raw();
-        self.insert_parts(st, site, vt, aux, word)
+        self.insert_parts(st, &site, vt, aux, word)
             // SAFETY: as in `push`.
             .map_err(|(e, seq)| (e, unsafe { Entry::from_raw(seq, site, vt, aux, word) }))
     }
@@ -877,7 +877,7 @@ impl<C> ResourceList<C> {
     fn insert_parts(
         &self,
         st: &mut State<C>,
-        site: Site,
+        site: &Site,
         vt: &'static EntryVTable,
         aux: u32,
         word: Word,
@@ -989,7 +989,7 @@ impl<C> ResourceList<C> {
     ) -> Option<NonNull<U>> {
         let mut st = self.state.lock();
         let added = match Block::value(&mut st.arena, value) {
-            Ok((block, ptr)) => self.push_block_locked(st, *site, block, ptr),
+            Ok((block, ptr)) => self.push_block_locked(st, site, block, ptr),
             Err((e, value)) => {
                 drop(st);
                 let e = self.add_failed(site, e);
@@ -1032,7 +1032,7 @@ impl<C> ResourceList<C> {
         let added = match Block::bytes(&mut st.arena, len, align, zeroed) {
             Ok((block, ptr)) => {
                 debug_assert_eq!(ptr.len(), len);
-                self.push_block_locked(st, *site, block, ptr)
+                self.push_block_locked(st, site, block, ptr)
             }
             Err(e) => {
                 drop(st);
@@ -1050,7 +1050,7 @@ impl<C> ResourceList<C> {
     ) -> Result<Managed<[U]>> {
         let mut st = self.state.lock();
         match Block::copied(&mut st.arena, src) {
-            Ok((block, ptr)) => self.push_block_locked(st, site, block, ptr),
+            Ok((block, ptr)) => self.push_block_locked(st, &site, block, ptr),
             Err(e) => {
                 drop(st);
                 Err(self.add_failed(&site, e))
@@ -1063,7 +1063,7 @@ impl<C> ResourceList<C> {
     fn push_block_locked<U: ?Sized>(
         &self,
         mut st: ListGuard<'_, State<C>>,
-        site: Site,
+        site: &Site,
         block: Block,
         ptr: NonNull<U>,
     ) -> Result<Managed<U>> {
@@ -1072,12 +1072,12 @@ impl<C> ResourceList<C> {
         match self.insert_parts(&mut st, site, vt, aux, word) {
             Ok(key) => {
                 drop(st);
-                trace::entry(Op::Add, self, key.seq, &site, EntryKind::Alloc, size);
+                trace::entry(Op::Add, self, key.seq, site, EntryKind::Alloc, size);
                 Ok(Managed::new(key, ptr))
             }
             Err((e, _)) => {
                 drop(st);
-                let e = self.add_failed(&site, e);
+                let e = self.add_failed(site, e);
                 // The block's value is dropped outside the lock; its arena memory stays with
                 // the arena (a failed push is rare enough not to recycle it).
                 // SAFETY: the parts taken from `block` above, still owned here.
