@@ -248,6 +248,7 @@ impl<'a> Bound<'a> {
     /// [`Error::OutOfMemory`]; `value` is dropped.
     #[doc(alias = "devm_kzalloc_obj")]
     #[track_caller]
+    #[inline]
     pub fn alloc<U: Send + Sync + 'static>(&self, value: U) -> Result<Managed<U>> {
         self.list()
             .alloc_value(Site::caller(std::any::type_name::<U>()), value)
@@ -262,6 +263,7 @@ impl<'a> Bound<'a> {
     /// [`Error::OutOfMemory`]; [`Error::SizeOverflow`] beyond `isize::MAX`.
     #[doc(alias = "devm_kmalloc")]
     #[track_caller]
+    #[inline]
     pub fn kmalloc(&self, size: usize) -> Result<Managed<[MaybeUninit<u8>]>> {
         ops::alloc_bytes(self.list(), Site::caller("devm_kmalloc"), size, None, false)
             .map(cast_uninit)
@@ -287,6 +289,7 @@ impl<'a> Bound<'a> {
     /// ```
     #[doc(alias = "devm_kzalloc")]
     #[track_caller]
+    #[inline]
     pub fn kzalloc(&self, size: usize) -> Result<Managed<[u8]>> {
         ops::alloc_bytes(self.list(), Site::caller("devm_kzalloc"), size, None, true)
     }
@@ -298,6 +301,7 @@ impl<'a> Bound<'a> {
     ///
     /// [`Error::InvalidAlignment`]; otherwise as [`kmalloc`](Self::kmalloc).
     #[track_caller]
+    #[inline]
     pub fn kzalloc_aligned(&self, size: usize, align: usize) -> Result<Managed<[u8]>> {
         ops::alloc_bytes(
             self.list(),
@@ -315,6 +319,7 @@ impl<'a> Bound<'a> {
     /// [`Error::SizeOverflow`] if `n * size` overflows; otherwise as [`kmalloc`](Self::kmalloc).
     #[doc(alias = "devm_kmalloc_array")]
     #[track_caller]
+    #[inline]
     pub fn kmalloc_array(&self, n: usize, size: usize) -> Result<Managed<[MaybeUninit<u8>]>> {
         ops::alloc_array(
             self.list(),
@@ -333,6 +338,7 @@ impl<'a> Bound<'a> {
     /// As for [`kmalloc_array`](Self::kmalloc_array).
     #[doc(alias = "devm_kcalloc")]
     #[track_caller]
+    #[inline]
     pub fn kcalloc(&self, n: usize, size: usize) -> Result<Managed<[u8]>> {
         ops::alloc_array(self.list(), Site::caller("devm_kcalloc"), n, size, true)
     }

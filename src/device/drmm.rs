@@ -163,6 +163,7 @@ impl<T> LogicalDevice<T> {
     #[doc(alias = "drmm_kzalloc_obj")]
     #[doc(alias = "drmm_mutex_init")]
     #[track_caller]
+    #[inline]
     pub fn alloc<U: Send + Sync + 'static>(&self, value: U) -> Result<Managed<U>> {
         self.list
             .alloc_value(Site::caller(std::any::type_name::<U>()), value)
@@ -235,6 +236,7 @@ impl<T> LogicalDevice<T> {
     /// ```
     #[doc(alias = "drmm_kmalloc")]
     #[track_caller]
+    #[inline]
     pub fn kmalloc(&self, size: usize) -> Result<Managed<[MaybeUninit<u8>]>> {
         ops::alloc_bytes(&self.list, Site::caller("kmalloc"), size, None, false).map(cast_uninit)
     }
@@ -247,6 +249,7 @@ impl<T> LogicalDevice<T> {
     /// [`Error::InvalidAlignment`] for an alignment that is not a power of two or is too
     /// large; otherwise as [`kmalloc`](Self::kmalloc).
     #[track_caller]
+    #[inline]
     pub fn kmalloc_aligned(&self, size: usize, align: usize) -> Result<Managed<[MaybeUninit<u8>]>> {
         ops::alloc_bytes(
             &self.list,
@@ -266,6 +269,7 @@ impl<T> LogicalDevice<T> {
     /// As for [`kmalloc`](Self::kmalloc).
     #[doc(alias = "drmm_kzalloc")]
     #[track_caller]
+    #[inline]
     pub fn kzalloc(&self, size: usize) -> Result<Managed<[u8]>> {
         ops::alloc_bytes(&self.list, Site::caller("kzalloc"), size, None, true)
     }
@@ -276,6 +280,7 @@ impl<T> LogicalDevice<T> {
     ///
     /// As for [`kmalloc_aligned`](Self::kmalloc_aligned).
     #[track_caller]
+    #[inline]
     pub fn kzalloc_aligned(&self, size: usize, align: usize) -> Result<Managed<[u8]>> {
         ops::alloc_bytes(&self.list, Site::caller("kzalloc"), size, Some(align), true)
     }
@@ -294,6 +299,7 @@ impl<T> LogicalDevice<T> {
     /// ```
     #[doc(alias = "drmm_kmalloc_array")]
     #[track_caller]
+    #[inline]
     pub fn kmalloc_array(&self, n: usize, size: usize) -> Result<Managed<[MaybeUninit<u8>]>> {
         ops::alloc_array(&self.list, Site::caller("kmalloc_array"), n, size, false).map(cast_uninit)
     }
@@ -305,6 +311,7 @@ impl<T> LogicalDevice<T> {
     /// As for [`kmalloc_array`](Self::kmalloc_array).
     #[doc(alias = "drmm_kcalloc")]
     #[track_caller]
+    #[inline]
     pub fn kcalloc(&self, n: usize, size: usize) -> Result<Managed<[u8]>> {
         ops::alloc_array(&self.list, Site::caller("kcalloc"), n, size, true)
     }

@@ -207,6 +207,7 @@ pub(crate) fn alloc_bytes<C>(
 }
 
 /// `n * size` bytes, the product checked (`kmalloc_array`, `kcalloc`).
+#[inline]
 pub(crate) fn alloc_array<C>(
     list: &ResourceList<C>,
     site: Site,
@@ -222,6 +223,7 @@ pub(crate) fn alloc_array<C>(
 }
 
 /// Retypes a byte handle as possibly-uninitialised bytes.
+#[inline]
 pub(crate) fn cast_uninit(m: Managed<[u8]>) -> Managed<[MaybeUninit<u8>]> {
     // `MaybeUninit<u8>` has the layout of `u8`; the slice metadata is kept by the cast.
     let ptr = NonNull::new(m.ptr.as_ptr() as *mut [MaybeUninit<u8>]).expect("non-null");
