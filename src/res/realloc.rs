@@ -8,7 +8,7 @@ use crate::res::alloc::Block;
 use crate::res::erased::SiteMeta;
 use crate::res::handle::Managed;
 use crate::res::info::EntryKind;
-use crate::res::list::{ResourceList, State};
+use crate::res::list::{ResourceList, State, releases_with_arena};
 use crate::res::site::Site;
 use crate::trace::{self, Op};
 
@@ -45,6 +45,7 @@ impl<C> ResourceList<C> {
                 slots,
                 sites,
                 arena,
+                all_inert,
                 ..
             } = &mut *st;
             let Some(slot) = slots.get_mut(key.index as usize) else {
@@ -72,6 +73,7 @@ impl<C> ResourceList<C> {
             // INVARIANT: the slot now owns the new block (same seq, same place); the old block's
             // parts are owned by `block`, taken out of the `ManuallyDrop` below.
             slot.replace_payload(site_index, aux, word);
+            *all_inert &= releases_with_arena(vt, aux);
             // `E` has the layout of `u8`; the slice metadata (the length) is kept by the cast.
             handle.ptr = NonNull::new(ptr.as_ptr() as *mut [E]).expect("non-null");
             (
