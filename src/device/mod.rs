@@ -169,10 +169,12 @@ impl<T: Send + Sync + 'static> Device<T> {
     /// first enters it.
     fn with_data(name: Option<Cow<'static, str>>, data: SetOnce<T>) -> crate::Result<Self> {
         Ok(Device {
+            // The gate first: it may call out (once per process, to count CPUs), and nothing
+            // built before a call can be written straight into the allocation.
             inner: Kref::try_new_with(|| LogicalDevice {
+                gate: Gate::new(),
                 list: ResourceList::new(name, "dev"),
                 data,
-                gate: Gate::new(),
                 registered: AtomicBool::new(false),
                 open_files: AtomicUsize::new(0),
             })?,
