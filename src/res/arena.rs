@@ -27,8 +27,10 @@ const CLASSES: usize = MAX_POOLED / POOL_ALIGN;
 const FIRST_CHUNK: usize = 1024;
 /// Bytes at the start of every later chunk taken by its [`ChunkHeader`].
 const HEADER: usize = POOL_ALIGN;
-/// Chunks stop doubling here: below glibc's mmap threshold (128 KiB by default), so chunks are
-/// recycled heap memory rather than fresh mappings page-faulted in on every use.
+/// Usable bytes at which chunks stop doubling. A power of two, so that blocks of a
+/// power-of-two size fill a chunk exactly (the header comes on top: 64 KiB + 16 bytes), and
+/// the chunk stays below glibc's mmap threshold (128 KiB by default), so chunks are recycled
+/// heap memory rather than fresh mappings page-faulted in on every use.
 const MAX_CHUNK: usize = 64 * 1024;
 
 /// The layout of the first chunk.
@@ -168,7 +170,7 @@ impl Arena {
             return Ok(());
         }
         let usable = (self.last_usable() * 2)
-            .min(MAX_CHUNK - HEADER)
+            .min(MAX_CHUNK)
             .max(at_least);
         let size = usable + HEADER;
         let layout =
@@ -357,7 +359,7 @@ mod tests {
         }
         let mut want = vec![FIRST_CHUNK];
         for k in 1..9 {
-            want.push((FIRST_CHUNK << k).min(MAX_CHUNK - HEADER) + HEADER);
+            want.push((FIRST_CHUNK << k).min(MAX_CHUNK) + HEADER);
         }
         assert_eq!(sizes, want);
     }
