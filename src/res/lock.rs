@@ -55,20 +55,27 @@ mod imp {
 
         #[cold]
         fn lock_contended(&self) {
-            let mut spins = 0u32;
+            // Exponential backoff between looks at the lock word: a waiter that keeps reading
+            // it pulls its cache line away from the holder on every look, which then pays a
+            // transfer to release it; backing off lets the holder finish (and often run its
+            // next short section) with the line, the list's state and the slots hot in its
+            // cache. After a few rounds the waiter yields, so oversubscribed threads do not
+            // burn a core.
+            let mut round = 0u32;
             loop {
-                while self.locked.load(Ordering::Relaxed) {
-                    if spins < 64 {
-                        spins += 1;
+                if round < 8 {
+                    for _ in 0..(1u32 << round) {
                         std::hint::spin_loop();
-                    } else {
-                        std::thread::yield_now();
                     }
+                    round += 1;
+                } else {
+                    std::thread::yield_now();
                 }
-                if self
-                    .locked
-                    .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
+                if !self.locked.load(Ordering::Relaxed)
+                    && self
+                        .locked
+                        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
                 {
                     return;
                 }
