@@ -169,9 +169,7 @@ impl Arena {
             self.end = unsafe { p.as_ptr().add(FIRST_CHUNK) };
             return Ok(());
         }
-        let usable = (self.last_usable() * 2)
-            .min(MAX_CHUNK)
-            .max(at_least);
+        let usable = (self.last_usable() * 2).min(MAX_CHUNK).max(at_least);
         let size = usable + HEADER;
         let layout =
             Layout::from_size_align(size, POOL_ALIGN).map_err(|_| Error::SizeOverflow {
