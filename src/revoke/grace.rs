@@ -23,10 +23,11 @@
 //! reading the same domain concurrently normally touch different cache lines. The owned
 //! shards are allocated when a thread that owns one first reads (most domains, one per device,
 //! never see a reader, and a device should cost one allocation); until then, or if that
-//! allocation fails, readers use the shared shard, which lives inline. Entering a section is one load of the
-//! current phase and one increment of `shard.count[phase]`; leaving decrements the very
-//! counter that was incremented (the guard remembers it). A counter is therefore never negative, and whether a given reader is
-//! still inside can be decided by looking at its own shard alone.
+//! allocation fails, readers use the shared shard, which lives inline. Entering a section is
+//! one load of the current phase and one increment of `shard.count[phase]`; leaving
+//! decrements the very counter that was incremented (the guard remembers it). A counter is
+//! therefore never negative, and whether a given reader is still inside can be decided by
+//! looking at its own shard alone.
 //!
 //! On a shard the thread owns alone, neither end of a section is an atomic read-modify-write:
 //! nobody else writes that counter, so no update can be lost. Entering stores the incremented
@@ -535,9 +536,10 @@ impl Domain {
     ///
     /// On the thread's own shard (a cache line normally private to it) entering costs a load
     /// of the phase, a store of the incremented counter and a full fence, and leaving a plain
-    /// store; on the shared shard, an atomic increment and an atomic decrement. The first read of a thread that owns a shard may allocate the owned
-    /// shards (once per domain; without memory it uses the shared shard). Sections nest
-    /// freely, may be held while sleeping, and never wait for a writer.
+    /// store; on the shared shard, an atomic increment and an atomic decrement. The first read
+    /// of a thread that owns a shard may allocate the owned shards (once per domain; without
+    /// memory it uses the shared shard). Sections nest freely, may be held while sleeping, and
+    /// never wait for a writer.
     ///
     /// The guard is `!Send`: a section is left on the thread that entered it.
     /// Leaking the guard (for example with [`mem::forget`](std::mem::forget)) is safe but
