@@ -160,8 +160,8 @@ const NO_SLOT: u32 = u32::MAX;
 /// field by field, and the caller moves it on with 16-byte loads, each spanning two 8-byte
 /// stores still in the store buffer. Such a load cannot be forwarded from the buffer and waits
 /// for both stores to reach the cache, about a dozen cycles per add (measured: creating a
-/// device with 16 managed allocations took ~10 % longer when the handles were read back than
-/// when they were not). So the out-of-line part of [`ResourceList::alloc_bytes`] returns the
+/// device with 16 managed allocations took 10–20 % longer when the handles were read back
+/// than when they were not). So the out-of-line part of [`ResourceList::alloc_bytes`] returns the
 /// block's address in a register and leaves the index and sequence number here, each stored
 /// and read back at its own width by the inlined part, which builds the handle in registers.
 struct AddOut {
