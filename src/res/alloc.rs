@@ -309,6 +309,23 @@ impl Block {
         let index = align.trailing_zeros() as usize - MIN_BYTE_ALIGN.trailing_zeros() as usize;
         let vtable = &BYTE_VTABLES[index];
         debug_assert_eq!(vtable.align, align);
+        if is_pooled_size(len, align) {
+            // The common case, without building and checking a `Layout` (a pooled size and
+            // alignment are valid by construction): about a tenth of a small add.
+            let ptr = arena.alloc_size(len)?;
+            if zeroed {
+                // SAFETY: a fresh arena block of `len` bytes' size class, aligned to 16.
+                unsafe { zero_pooled(ptr, len) };
+            }
+            // INVARIANT: `len <= MAX_POOLED` fits `aux` (below `BIG`); `word` holds the data
+            // pointer of `len` bytes in the arena, which need no dropping.
+            let block = Block {
+                vtable,
+                aux: len as u32,
+                word: Word::from_ptr(ptr.as_ptr()),
+            };
+            return Ok((block, NonNull::slice_from_raw_parts(ptr, len)));
+        }
         let layout = Layout::from_size_align(len, align).map_err(|_| Error::SizeOverflow {
             what: "allocation size rounded up to its alignment exceeds isize::MAX",
         })?;

@@ -122,7 +122,15 @@ impl Arena {
     #[inline]
     pub(crate) fn alloc(&mut self, layout: Layout) -> Result<NonNull<u8>> {
         debug_assert!(is_pooled(layout));
-        let class = class_of(layout.size());
+        self.alloc_size(layout.size())
+    }
+
+    /// A block of `size` bytes aligned to [`POOL_ALIGN`] (`0 < size <= MAX_POOLED`),
+    /// uninitialised.
+    #[inline]
+    pub(crate) fn alloc_size(&mut self, size: usize) -> Result<NonNull<u8>> {
+        debug_assert!(is_pooled_size(size, POOL_ALIGN));
+        let class = class_of(size);
         if let Some(block) = self.free[class] {
             // SAFETY: by the invariant the block is a free, live, aligned block of this class;
             // its first word holds the link written by `recycle`.
@@ -138,7 +146,10 @@ impl Arena {
         // just made so by `grow`), so `cursor + size` stays within (or one past) the chunk.
         self.cursor = unsafe { p.add(size) };
         // INVARIANT: `size` is a multiple of POOL_ALIGN, so the cursor stays aligned.
-        NonNull::new(p).ok_or(Error::oom(layout))
+        // (Never null: a chunk was there or `grow` made one; the error only keeps this safe.)
+        NonNull::new(p).ok_or_else(|| {
+            Error::oom(Layout::from_size_align(size, POOL_ALIGN).unwrap_or(Layout::new::<u8>()))
+        })
     }
 
     /// The usable size of the newest chunk (0 when there is none).
