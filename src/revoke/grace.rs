@@ -127,6 +127,17 @@ struct Shard {
 /// Bytes of padding after a shard's counters.
 const SHARD_PAD: usize = 128 - 2 * std::mem::size_of::<AtomicUsize>();
 
+/// An owned shard: a [`Shard`] aligned to 128 bytes, so that no two owned shards share an
+/// aligned pair of cache lines (x86's adjacent-line prefetcher pulls lines in such pairs: two
+/// threads writing neighbouring owned shards would otherwise disturb each other). Only the
+/// owned shards, allocated once per domain on first use, pay for the over-aligned allocation;
+/// the shared shard inside the domain is padded, not aligned.
+#[repr(C, align(128))]
+struct OwnedShard(Shard);
+
+// Owned shards are addressed as `Shard`s: same size, so the same stride.
+const _: () = assert!(std::mem::size_of::<OwnedShard>() == std::mem::size_of::<Shard>());
+
 impl Shard {
     fn new() -> Self {
         Shard {
@@ -390,7 +401,7 @@ impl Backoff {
 /// # Invariants
 ///
 /// * `owned_count` is a power of two; `owned` is null or points to `owned_count` shards
-///   allocated as a `Box<[Shard]>`, freed only by `Drop`, and never replaced once set. Shard
+///   allocated as a `Box<[OwnedShard]>`, freed only by `Drop`, and never replaced once set. Shard
 ///   `i` of them is owned by the live thread whose slot is `i`.
 /// * An owned shard's counters are written only by its owner while any section is open on it
 ///   (slots are unique among live threads, and a slot is given back only when no section on
@@ -510,8 +521,9 @@ impl Domain {
         let n = self.owned_count;
         let mut shards = Vec::new();
         shards.try_reserve_exact(n).ok()?;
-        shards.extend((0..n).map(|_| Shard::new()));
-        // Full (length = capacity): boxing does not reallocate.
+        shards.extend((0..n).map(|_| OwnedShard(Shard::new())));
+        // Full (length = capacity): boxing does not reallocate. `OwnedShard` is a `repr(C)`
+        // wrapper of the same size: its pointer is a pointer to its `Shard`.
         let mine = Box::into_raw(shards.into_boxed_slice()).cast::<Shard>();
         // SeqCst: a writer scanning after its fence must see the shards a reader counted
         // itself in (see `wait_drained`).
@@ -521,12 +533,14 @@ impl Domain {
             Ordering::SeqCst,
             Ordering::Acquire,
         ) {
-            // INVARIANT: `n` fresh shards from a `Box<[Shard]>`, set once.
+            // INVARIANT: `n` fresh shards from a `Box<[OwnedShard]>`, set once.
             Ok(_) => Some(mine),
             Err(theirs) => {
-                // SAFETY: `mine` came from `Box::into_raw` of `n` shards just above and was
-                // never shared.
-                drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(mine, n)) });
+                // SAFETY: `mine` came from `Box::into_raw` of `n` owned shards just above and
+                // was never shared.
+                drop(unsafe {
+                    Box::from_raw(ptr::slice_from_raw_parts_mut(mine.cast::<OwnedShard>(), n))
+                });
                 Some(theirs)
             }
         }
@@ -699,9 +713,14 @@ impl Drop for Domain {
     fn drop(&mut self) {
         let owned = self.owned.load(Ordering::Acquire);
         if !owned.is_null() {
-            // SAFETY: by the type invariant, `owned_count` shards from a `Box<[Shard]>`; no
-            // guard can be alive (they borrow the domain), so nothing uses them any more.
-            drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(owned, self.owned_count)) });
+            // SAFETY: by the type invariant, `owned_count` shards from a `Box<[OwnedShard]>`;
+            // no guard can be alive (they borrow the domain), so nothing uses them any more.
+            drop(unsafe {
+                Box::from_raw(ptr::slice_from_raw_parts_mut(
+                    owned.cast::<OwnedShard>(),
+                    self.owned_count,
+                ))
+            });
         }
     }
 }
