@@ -163,12 +163,7 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::AtomicUsize as StdAtomic;
 
-    struct Counted(Arc<StdAtomic>);
-    impl Drop for Counted {
-        fn drop(&mut self) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use crate::res::drop_counter::Counted;
 
     #[test]
     fn try_box_holds_the_value_and_zero_sized_types_need_no_allocation() {

@@ -1599,13 +1599,7 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering as O};
 
-    struct Counted(Arc<AtomicUsize>);
-
-    impl Drop for Counted {
-        fn drop(&mut self) {
-            self.0.fetch_add(1, O::SeqCst);
-        }
-    }
+    use crate::res::drop_counter::Counted;
 
     /// The final (exclusive) release leaves inert arena blocks to the arena, drops every value
     /// that needs it, frees blocks outside the arena, releases entries added by an action

@@ -20,6 +20,8 @@
 mod action;
 mod alloc;
 mod arena;
+#[cfg(all(test, not(loom)))]
+mod drop_counter;
 mod erased;
 pub(crate) mod fallible;
 pub(crate) mod group;

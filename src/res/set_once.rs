@@ -123,12 +123,7 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::AtomicUsize as StdAtomic;
 
-    struct Counted(Arc<StdAtomic>);
-    impl Drop for Counted {
-        fn drop(&mut self) {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
-    }
+    use crate::res::drop_counter::Counted;
 
     #[test]
     fn with_is_set_and_a_second_set_is_refused() {
