@@ -22,7 +22,9 @@ pub enum Error {
         align: usize,
     },
     /// A size computation (`n * size`, `len + header`, rounding up to the alignment) overflowed
-    /// (`check_mul_overflow` / `check_add_overflow` in the kernel).
+    /// (`check_mul_overflow` / `check_add_overflow` in the kernel), or an add would pass one of
+    /// a list's fixed limits: `u32::MAX - 1` entries at once, 2^48 - 1 adds in its life,
+    /// 65,535 distinct sites (name, source location, entry type). The list is unchanged.
     #[error("size overflow: {what}")]
     SizeOverflow {
         /// Which computation overflowed.

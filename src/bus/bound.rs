@@ -105,7 +105,8 @@ impl<'a> Bound<'a> {
     ///
     /// # Errors
     ///
-    /// [`Error::OutOfMemory`]; the action is dropped without running (see
+    /// [`Error::OutOfMemory`], or [`Error::SizeOverflow`] if the list reached one of its fixed
+    /// limits (every add can fail so); the action is dropped without running (see
     /// [`add_action_or_reset_named`](Self::add_action_or_reset_named)).
     ///
     /// # Examples

@@ -23,7 +23,8 @@ impl<T> LogicalDevice<T> {
     /// # Errors
     ///
     /// [`Error::OutOfMemory`] if the list could not grow (or a large closure could not be
-    /// boxed); the action is dropped without running. See
+    /// boxed), [`Error::SizeOverflow`] if the list reached one of its fixed limits (every add
+    /// can fail so); the action is dropped without running. See
     /// [`add_action_or_reset_named`](Self::add_action_or_reset_named) to run it instead.
     ///
     /// # Examples

@@ -1,8 +1,8 @@
 //! The type-erased parts of an entry: one payload word and one vtable per entry type.
 //!
-//! A slot of the list is 24 bytes: the entry's sequence number, a `u32` index into the list's
-//! table of call sites ([`SiteMeta`]: name, location and [`EntryVTable`]), a `u32` of auxiliary
-//! data and one [`Word`]. What the auxiliary data and the word hold is decided by the vtable:
+//! A slot of the list is 20 bytes: the entry's 48-bit sequence number and a 16-bit index into
+//! the list's table of call sites ([`SiteMeta`]: name, location and [`EntryVTable`]) in one
+//! `u64`, a `u32` of auxiliary data and one [`Word`] (stored unaligned). What the auxiliary data and the word hold is decided by the vtable:
 //!
 //! | entry | vtable | `aux` | `word` |
 //! |---|---|---|---|
@@ -18,6 +18,7 @@ use std::mem::MaybeUninit;
 use std::panic::Location;
 use std::ptr::NonNull;
 
+use crate::error::Error;
 use crate::res::info::EntryKind;
 
 /// `aux` of a block whose length does not fit in a `u32` (then `word` points to a
@@ -234,6 +235,10 @@ const UNUSED_SITE: SiteMeta = SiteMeta {
     vtable: &OPEN_VTABLE,
 };
 
+/// Sites one [`SiteTable`] holds at most: a slot has 16 bits for the site index, and one
+/// value marks a claimed slot.
+pub(crate) const SITE_LIMIT: u32 = 0xFFFF;
+
 /// The map of a table past [`SCAN_MAX`] sites: site key to index.
 type SiteMap = std::collections::HashMap<(usize, usize, usize, usize), u32>;
 
@@ -289,8 +294,22 @@ impl SiteTable {
         self.inline[..inline].iter().chain(&self.spill)
     }
 
-    /// The index of the site `(name, location, vt)`, added if new; `None` if the table could
-    /// not grow.
+    /// Why [`intern`](Self::intern) of a new site failed: the table is full
+    /// ([`SITE_LIMIT`] sites), or it could not grow.
+    #[cold]
+    pub(crate) fn intern_error(&self) -> Error {
+        if self.len >= SITE_LIMIT {
+            Error::SizeOverflow {
+                what: "more than 65,535 distinct sites (name, location, entry type) on one list",
+            }
+        } else {
+            Error::oom(std::alloc::Layout::new::<SiteMeta>())
+        }
+    }
+
+    /// The index of the site `(name, location, vt)`, added if new; `None` if the table is
+    /// full ([`SITE_LIMIT`] sites) or could not grow ([`intern_error`](Self::intern_error)
+    /// says which).
     #[inline(always)]
     pub(crate) fn intern(
         &mut self,
@@ -327,7 +346,7 @@ impl SiteTable {
             return found;
         }
         let i = self.len;
-        if i == u32::MAX - 1 {
+        if i >= SITE_LIMIT {
             return None;
         }
         // Every allocation first, so that a failure leaves the table as it was.
@@ -417,5 +436,52 @@ mod tests {
             assert!(std::ptr::eq(t.get(i as u32).name, *n));
         }
         assert!(t.map.is_some());
+    }
+
+    /// The table holds `SITE_LIMIT` sites; a new one beyond that is refused with a size error
+    /// (not an allocation failure), and every site already in it is still found.
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "65,535 interns are too slow under miri; no unsafe code here"
+    )]
+    fn a_full_table_refuses_new_sites_and_keeps_the_old_ones() {
+        let mut t = SiteTable::new();
+        // Distinct names by (pointer, length): every non-empty slice of one static string.
+        // 390 bytes: 76,245 slices.
+        static TEXT: &str = concat!(
+            "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef",
+            "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef",
+            "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef",
+            "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef",
+            "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef",
+        );
+        let mut names =
+            (0..TEXT.len()).flat_map(|a| (a + 1..=TEXT.len()).map(move |b| &TEXT[a..b]));
+        let loc = Location::caller();
+        let first = names.next().unwrap();
+        assert_eq!(t.intern(first, loc, &OPEN_VTABLE), Some(0));
+        for i in 1..SITE_LIMIT {
+            assert_eq!(t.intern(names.next().unwrap(), loc, &OPEN_VTABLE), Some(i));
+        }
+        let extra = names.next().unwrap();
+        assert_eq!(t.intern(extra, loc, &OPEN_VTABLE), None);
+        assert!(
+            matches!(t.intern_error(), Error::SizeOverflow { .. }),
+            "{:?}",
+            t.intern_error()
+        );
+        assert_eq!(t.len, SITE_LIMIT, "the refused site was not added");
+        assert_eq!(t.intern(first, loc, &OPEN_VTABLE), Some(0));
+        assert_eq!(
+            t.intern(first, loc, &CLOSE_VTABLE),
+            None,
+            "new: refused too"
+        );
+        // A table that is not full reports a refusal as an allocation failure.
+        assert!(matches!(
+            SiteTable::new().intern_error(),
+            Error::OutOfMemory { .. }
+        ));
     }
 }

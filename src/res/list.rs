@@ -221,37 +221,44 @@ const BATCH: usize = 32;
 /// Inert entries a bulk release may release under one lock when nothing traces them.
 const IN_PLACE_MAX: usize = 256;
 
-/// One slot of the table: 24 bytes.
+/// One slot of the table: 20 bytes.
 ///
 /// # Invariants
 ///
-/// `meta` packs two `u32`s, `site | aux << 32` (one 64-bit field, so that a slot is written
-/// and read with whole-word moves: two 32-bit stores read back as one 64-bit load defeat the
-/// CPU's store forwarding, which cost more than the rest of an add together).
+/// `tag` packs the sequence number and the site index, `seq | site << SEQ_BITS` (one 64-bit
+/// field, so that both are written and read with one whole-word move: a value stored in two
+/// parts and read back as one defeats the CPU's store forwarding, which cost more than the
+/// rest of an add together). The struct is packed to 4-byte alignment so that a slot takes 20
+/// bytes instead of 24; its fields are only ever copied in and out by value (unaligned moves),
+/// never borrowed.
 ///
-/// * Vacant: `seq == 0`; `aux` is the next vacant slot of the free list (or [`NO_SLOT`]).
+/// * Vacant: `tag == 0`; `aux` is the next vacant slot of the free list (or [`NO_SLOT`]).
 /// * Claimed (taken off by a bulk release that will release it shortly, an inert entry in its
 ///   current batch; vacant for every other purpose, but an explicit release of it is not an
-///   error: it is being done): `seq` is the entry's sequence number with [`CLAIMED`] set.
-/// * Occupied: `0 < seq < CLAIMED`; `site` is an index of the list's [`SiteTable`], whose
-///   vtable, with `aux` and `word`, are the parts of an entry of the list
-///   ([`Entry::into_raw`]), owned by the slot. A slot has no destructor: an occupied slot is
-///   emptied only through [`State::unpack`], which hands its entry back.
+///   error: it is being done): the site is [`CLAIMED_SITE`], the sequence number the entry's.
+/// * Occupied: `0 < seq <= MAX_SEQ` and the site is an index of the list's [`SiteTable`] (below
+///   [`CLAIMED_SITE`]), whose vtable, with `aux` and `word`, are the parts of an entry of the
+///   list ([`Entry::into_raw`]), owned by the slot. A slot has no destructor: an occupied slot
+///   is emptied only through [`State::unpack`], which hands its entry back.
+#[repr(C, packed(4))]
 pub(super) struct Slot {
-    seq: u64,
-    meta: u64,
+    tag: u64,
+    aux: u32,
     word: Word,
 }
 
-/// `Slot::meta` of a site index and an `aux` value.
-#[inline(always)]
-const fn pack_meta(site: u32, aux: u32) -> u64 {
-    site as u64 | (aux as u64) << 32
-}
+/// Bits of [`Slot::tag`] that hold the sequence number; the rest hold the site index.
+const SEQ_BITS: u32 = 48;
+/// The largest sequence number: a list accepts 2^48 - 1 adds in its life (at 10 ns per add,
+/// a month of nothing but adds; an add beyond it fails with an error).
+pub(super) const MAX_SEQ: u64 = (1 << SEQ_BITS) - 1;
+/// The site index that marks a claimed slot; every real site index is below it
+/// ([`SITE_LIMIT`](crate::res::erased::SITE_LIMIT) of them).
+const CLAIMED_SITE: u64 = (1 << (64 - SEQ_BITS)) - 1;
+/// The smallest tag of a claimed slot.
+const CLAIMED_TAG: u64 = CLAIMED_SITE << SEQ_BITS;
 
-/// The bit of `Slot::seq` that marks a claimed slot. Sequence numbers stay below it (2^63
-/// entries are never added to one list).
-const CLAIMED: u64 = 1 << 63;
+const _: () = assert!(crate::res::erased::SITE_LIMIT as u64 == CLAIMED_SITE);
 
 // SAFETY: an occupied slot owns an entry's payload: `Send` closures and blocks of `Send + Sync`
 // values or bytes (see `Action` and `Block`); a slot is only reached through the list's lock.
@@ -259,14 +266,25 @@ unsafe impl Send for Slot {}
 // SAFETY: `&Slot` gives access to no payload (only to the sequence number and indices).
 unsafe impl Sync for Slot {}
 
-const _: () = assert!(std::mem::size_of::<Slot>() == 24 || usize::BITS != 64);
+const _: () = assert!(std::mem::size_of::<Slot>() == 20 || usize::BITS != 64);
 
 impl Slot {
+    /// An occupied slot: the entry `seq`'s parts (site index, `aux`, word).
+    #[inline(always)]
+    const fn new(seq: u64, site: u32, aux: u32, word: Word) -> Self {
+        debug_assert!(seq != 0 && seq <= MAX_SEQ && (site as u64) < CLAIMED_SITE);
+        Slot {
+            tag: seq | (site as u64) << SEQ_BITS,
+            aux,
+            word,
+        }
+    }
+
     #[inline(always)]
     const fn vacant(next_free: u32) -> Self {
         Slot {
-            seq: 0,
-            meta: pack_meta(0, next_free),
+            tag: 0,
+            aux: next_free,
             word: Word::uninit(),
         }
     }
@@ -274,28 +292,45 @@ impl Slot {
     #[inline(always)]
     const fn claimed(seq: u64) -> Self {
         Slot {
-            seq: seq | CLAIMED,
-            meta: 0,
+            tag: seq | CLAIMED_TAG,
+            aux: 0,
             word: Word::uninit(),
         }
+    }
+
+    /// A bitwise copy (which owns nothing: see [`State::unpack`]).
+    #[inline(always)]
+    fn copy(&self) -> Self {
+        Slot {
+            tag: self.tag,
+            aux: self.aux,
+            word: self.word,
+        }
+    }
+
+    /// The sequence number field (of an occupied or claimed slot; 0 when vacant).
+    #[inline(always)]
+    fn seq(&self) -> u64 {
+        self.tag & MAX_SEQ
     }
 
     /// The entry's sequence number, if the slot is occupied.
     #[inline(always)]
     pub(super) fn occupied(&self) -> Option<u64> {
-        (self.seq.wrapping_sub(1) < CLAIMED - 1).then_some(self.seq)
+        let tag = self.tag;
+        (tag != 0 && tag < CLAIMED_TAG).then_some(tag & MAX_SEQ)
     }
 
     /// The site index of an occupied slot.
     #[inline(always)]
     pub(super) fn site(&self) -> u32 {
-        self.meta as u32
+        (self.tag >> SEQ_BITS) as u32
     }
 
     /// The `aux` of an occupied slot.
     #[inline(always)]
     pub(super) fn aux(&self) -> u32 {
-        (self.meta >> 32) as u32
+        self.aux
     }
 
     /// The word of an occupied slot.
@@ -309,14 +344,14 @@ impl Slot {
     #[inline]
     pub(super) fn replace_payload(&mut self, site: u32, aux: u32, word: Word) {
         debug_assert!(self.occupied().is_some());
-        self.meta = pack_meta(site, aux);
-        self.word = word;
+        *self = Slot::new(self.seq(), site, aux, word);
     }
 
     /// The sequence number of the claimed entry, if the slot is claimed.
     #[inline(always)]
     fn claimed_seq(&self) -> Option<u64> {
-        (self.seq & CLAIMED != 0).then_some(self.seq & !CLAIMED)
+        let tag = self.tag;
+        (tag >= CLAIMED_TAG).then_some(tag & MAX_SEQ)
     }
 }
 
@@ -368,10 +403,11 @@ impl<C> State<C> {
         debug_assert!(slot.occupied().is_some());
         let meta = self.sites.get(slot.site());
         let site = Site::new(meta.name, meta.location);
+        let seq = slot.seq();
         // SAFETY: an occupied slot's parts (the caller), stored by `insert_parts` from an
         // `Entry<C>`'s parts.
-        let entry = unsafe { Entry::from_raw(slot.seq, site, meta.vtable, slot.aux(), slot.word) };
-        (slot.seq, entry)
+        let entry = unsafe { Entry::from_raw(seq, site, meta.vtable, slot.aux(), slot.word()) };
+        (seq, entry)
     }
 
     /// Releases the entry of an inert slot (a block whose elements need no dropping, or a
@@ -402,16 +438,7 @@ impl<C> State<C> {
         // SAFETY: `slot` is occupied (the callers check); the copy is never dropped or consumed
         // (`ManuallyDrop`, and every consuming method takes the entry by value, which safe code
         // cannot get out of the `ManuallyDrop` without `into_inner`, never called on a view).
-        std::mem::ManuallyDrop::new(
-            unsafe {
-                self.unpack(Slot {
-                    seq: slot.seq,
-                    meta: slot.meta,
-                    word: slot.word,
-                })
-            }
-            .1,
-        )
+        std::mem::ManuallyDrop::new(unsafe { self.unpack(slot.copy()) }.1)
     }
 
     /// The sequence number and the marker in slot `index`, if it holds a group marker.
@@ -436,8 +463,11 @@ impl<C> State<C> {
         );
         if let Some(slot) = self.slots.get_mut(index) {
             // INVARIANT: an open marker's parts: the close marker's seq, split.
-            slot.meta = pack_meta(slot.site(), (close >> 32) as u32);
-            slot.word = Word::from_bits(close as u32);
+            slot.replace_payload(
+                slot.site(),
+                (close >> 32) as u32,
+                Word::from_bits(close as u32),
+            );
         }
     }
 
@@ -593,7 +623,8 @@ impl<C> State<C> {
             let Some(top) = self.slots.last() else {
                 break;
             };
-            let (seq, meta, word) = (top.seq, top.meta, top.word);
+            // A bitwise copy: once the slot is popped below, the copy owns its entry.
+            let popped = top.copy();
             let vt = if top.occupied().is_some() {
                 let site = top.site();
                 Some(match *last {
@@ -609,7 +640,6 @@ impl<C> State<C> {
             } else {
                 break;
             };
-            // The slot's contents were copied above; from here on the copy owns the entry.
             let _ = self.slots.pop();
             if below {
                 *floor = len - 1;
@@ -619,8 +649,6 @@ impl<C> State<C> {
                 continue;
             };
             self.live -= 1;
-            // INVARIANT: the parts of an occupied slot, taken out of the table.
-            let popped = Slot { seq, meta, word };
             if vt.needs_drop {
                 // An occupied slot, taken out of the table: the caller owns its entry.
                 return (released, Some((popped, vt)));
@@ -723,11 +751,16 @@ pub(crate) fn panic_message(p: &(dyn Any + Send)) -> &str {
     }
 }
 
-/// The error of a list that would exceed `u32::MAX - 1` slots.
+/// The error of a list that would exceed `u32::MAX - 1` slots, or whose next add would have
+/// the sequence number `seq`, beyond [`MAX_SEQ`].
 #[cold]
-fn too_many() -> Error {
+fn too_many(seq: u64) -> Error {
     Error::SizeOverflow {
-        what: "more than u32::MAX - 1 entries on one list",
+        what: if seq > MAX_SEQ {
+            "more than 2^48 - 1 adds in the life of one list"
+        } else {
+            "more than u32::MAX - 1 entries on one list"
+        },
     }
 }
 
@@ -903,22 +936,18 @@ impl<C> ResourceList<C> {
         word: Word,
     ) -> Result<Key, (Error, u64)> {
         let seq = st.next_seq;
-        debug_assert!(seq != 0 && seq < CLAIMED);
+        debug_assert!(seq != 0);
         let reuse = st.free_head != NO_SLOT && st.releasing == 0;
-        if !reuse && st.slots.len() >= NO_SLOT as usize {
-            return Err((too_many(), seq));
+        if (!reuse && st.slots.len() >= NO_SLOT as usize) || seq > MAX_SEQ {
+            return Err((too_many(seq), seq));
         }
         let Some(site_index) = st.sites.intern(site.name(), site.location(), vt) else {
-            return Err((slot_oom(), seq));
+            return Err((st.sites.intern_error(), seq));
         };
         // INVARIANT (once stored): an occupied slot owning the entry's parts, its site
         // interned. If it cannot be stored it is dropped unused (a slot has no destructor) and
         // the caller keeps the parts.
-        let packed = Slot {
-            seq,
-            meta: pack_meta(site_index, aux),
-            word,
-        };
+        let packed = Slot::new(seq, site_index, aux, word);
         let index = if reuse {
             let index = st.free_head as usize;
             let len = st.slots.len();
@@ -926,7 +955,7 @@ impl<C> ResourceList<C> {
                 .slots
                 .get_mut(index)
                 .expect("free list links existing slots");
-            debug_assert!(slot.seq == 0, "free list links vacant slots only");
+            debug_assert!(slot.tag == 0, "free list links vacant slots only");
             let next_free = slot.aux();
             *slot = packed;
             st.free_head = next_free;
@@ -1152,7 +1181,7 @@ impl<C> ResourceList<C> {
             drop(st);
             // SAFETY: an occupied slot of this list taken out of the table, its site's vtable:
             // the parts of an `Entry<C>`, used once, here.
-            let entry = unsafe { Entry::from_raw(slot.seq, site, vt, slot.aux(), slot.word) };
+            let entry = unsafe { Entry::from_raw(slot.seq(), site, vt, slot.aux(), slot.word()) };
             trace::entry(op, self, key.seq, &site, entry.kind(), entry.size());
             return Ok(Some(entry));
         }
@@ -1456,7 +1485,7 @@ impl<C> ResourceList<C> {
                 // through memory between functions cost more than the call).
                 if let Some(meta) = meta {
                     let site = Site::new(meta.name, meta.location);
-                    trace::entry(Op::Rel, self, slot.seq, &site, EntryKind::Action, vt.size);
+                    trace::entry(Op::Rel, self, slot.seq(), &site, EntryKind::Action, vt.size);
                 }
                 // SAFETY: the parts of an action of this list (the kind says so), owned by the
                 // slot taken out of the table, used once, here.
@@ -1471,10 +1500,11 @@ impl<C> ResourceList<C> {
             } else {
                 let meta = meta.expect("looked up for every entry but an action");
                 let site = Site::new(meta.name, meta.location);
+                let seq = slot.seq();
                 // SAFETY: an occupied slot of this list taken out of the table, its site's
                 // vtable: the parts of an `Entry<C>`, used once, here.
-                let entry = unsafe { Entry::from_raw(slot.seq, site, vt, slot.aux(), slot.word) };
-                pending = self.release_one(slot.seq, entry, ctx, sink);
+                let entry = unsafe { Entry::from_raw(seq, site, vt, slot.aux(), slot.word()) };
+                pending = self.release_one(seq, entry, ctx, sink);
             }
             released += 1;
             if trace::entry_events_enabled() {
@@ -1655,6 +1685,100 @@ mod tests {
         let b = l.alloc_bytes(Site::caller("after"), 64, 16, true).unwrap();
         // SAFETY: a live, zeroed block of 64 bytes.
         assert!(unsafe { b.ptr.as_ref() }.iter().all(|&x| x == 0));
+    }
+
+    /// A slot tells vacant, claimed and occupied apart at the extremes of both packed fields.
+    #[test]
+    fn slot_states_at_the_limits_of_seq_and_site() {
+        let last_site = crate::res::erased::SITE_LIMIT - 1;
+        for seq in [1, 2, MAX_SEQ - 1, MAX_SEQ] {
+            for site in [0, 1, last_site] {
+                let s = Slot::new(seq, site, 7, Word::from_bits(9));
+                assert_eq!(s.occupied(), Some(seq));
+                assert_eq!(s.claimed_seq(), None);
+                assert_eq!((s.site(), s.aux()), (site, 7));
+                // SAFETY: made by `from_bits`.
+                assert_eq!(unsafe { s.word().bits() }, 9);
+            }
+            let c = Slot::claimed(seq);
+            assert_eq!((c.occupied(), c.claimed_seq()), (None, Some(seq)));
+        }
+        let v = Slot::vacant(5);
+        assert_eq!((v.occupied(), v.claimed_seq(), v.aux()), (None, None, 5));
+        assert_eq!(std::mem::align_of::<Slot>(), 4);
+    }
+
+    /// Once a list has handed out its last sequence number, adds fail with a size error and
+    /// hand their entry back; the entries already there are released, newest first.
+    #[test]
+    fn adds_beyond_the_last_sequence_number_fail_and_the_list_stays_intact() {
+        let l = ResourceList::<()>::new(Some("t".into()), "t");
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let action = |tag: u32| {
+            let order = order.clone();
+            Entry {
+                site: Site::caller("record"),
+                payload: Payload::Action(
+                    Action::new(move |_: &()| order.lock().unwrap().push(tag))
+                        .ok()
+                        .unwrap(),
+                ),
+            }
+        };
+        let first = l.push(action(1)).ok().unwrap();
+        l.state.lock().next_seq = MAX_SEQ;
+        let last = l.push(action(2)).ok().unwrap();
+        assert_eq!((first.seq, last.seq), (1, MAX_SEQ));
+        let Err((e, back)) = l.push(action(3)) else {
+            panic!("an add past MAX_SEQ succeeded");
+        };
+        assert!(matches!(e, Error::SizeOverflow { .. }), "{e:?}");
+        drop(back);
+        let e = l.alloc_bytes(Site::caller("kzalloc"), 64, 16, true).err();
+        assert!(matches!(e, Some(Error::SizeOverflow { .. })), "{e:?}");
+        assert_eq!(l.len(), 2);
+        l.check_live(&last).unwrap();
+        // SAFETY: no other thread uses the list, no handle is read afterwards.
+        assert!(unsafe { l.release_all_exclusive(&()) }.is_none());
+        assert_eq!(
+            *order.lock().unwrap(),
+            [2, 1],
+            "the refused entry never ran"
+        );
+    }
+
+    /// An add with a new site on a list whose site table is full fails with a size error and
+    /// hands its entry back; adds from known sites still work.
+    #[test]
+    #[cfg_attr(miri, ignore = "65,535 adds are too slow under miri")]
+    fn adds_from_too_many_sites_fail_and_the_list_stays_intact() {
+        let l = ResourceList::<()>::new(Some("t".into()), "t");
+        static TEXT: &str = concat!(
+            "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef",
+            "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef",
+            "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef",
+            "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef",
+            "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef",
+        );
+        let mut names =
+            (0..TEXT.len()).flat_map(|a| (a + 1..=TEXT.len()).map(move |b| &TEXT[a..b]));
+        let first = names.next().unwrap();
+        // One location for all: a site is (name, location, entry type).
+        let at = |name| Site::new(name, std::panic::Location::caller());
+        let _ = l.alloc_bytes(at(first), 8, 16, false).unwrap();
+        for _ in 1..crate::res::erased::SITE_LIMIT {
+            let _ = l
+                .alloc_bytes(at(names.next().unwrap()), 8, 16, false)
+                .unwrap();
+        }
+        let e = l.alloc_bytes(at(names.next().unwrap()), 8, 16, false).err();
+        assert!(matches!(e, Some(Error::SizeOverflow { .. })), "{e:?}");
+        let known = l.alloc_bytes(at(first), 8, 16, false).unwrap();
+        assert_eq!(l.len(), crate::res::erased::SITE_LIMIT as usize + 1);
+        l.check_live(&known.key).unwrap();
+        // SAFETY: no other thread uses the list, no handle is read afterwards.
+        assert!(unsafe { l.release_all_exclusive(&()) }.is_none());
+        assert_eq!(l.len(), 0);
     }
 
     /// Runs a final release of a list holding `n` inert arena blocks and group markers plus

@@ -8,9 +8,10 @@
 //!
 //! * early release and removal are O(1): a handle names its slot and the entry's sequence
 //!   number, where the kernel scans the list (`drmm_kfree`, `devm_release_action`);
-//! * an entry's bookkeeping is one 24-byte slot (sequence number, call-site index, one word of
+//! * an entry's bookkeeping is one 20-byte slot (sequence number, call-site index, one word of
 //!   payload: a one-word closure is stored inline, larger ones are boxed), where the kernel puts
-//!   a 40-byte header in front of the data; a managed allocation has no header at all (small
+//!   a 40-byte header in front of the data; the price is a list's fixed limits (2^48 - 1 adds
+//!   in its life, 65,535 distinct call sites), past which an add fails with an error; a managed allocation has no header at all (small
 //!   ones come from the list's arena, larger ones are a single allocator call);
 //! * an entry added while the list is being released is released too (the kernel's
 //!   `drm_managed_release` skips it);

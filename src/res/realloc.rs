@@ -5,7 +5,6 @@ use std::ptr::NonNull;
 
 use crate::error::{Error, Result};
 use crate::res::alloc::Block;
-use crate::res::erased::SiteMeta;
 use crate::res::handle::Managed;
 use crate::res::info::EntryKind;
 use crate::res::list::{ResourceList, State, releases_with_arena};
@@ -68,7 +67,7 @@ impl<C> ResourceList<C> {
             let Some(site_index) = sites.intern(meta.name, meta.location, vt) else {
                 // SAFETY: the parts just taken from `new`, not used again.
                 drop(unsafe { Block::from_raw(vt, aux, word) });
-                return Err(Error::oom(std::alloc::Layout::new::<SiteMeta>()));
+                return Err(sites.intern_error());
             };
             // INVARIANT: the slot now owns the new block (same seq, same place); the old block's
             // parts are owned by `block`, taken out of the `ManuallyDrop` below.
