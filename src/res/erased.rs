@@ -2,7 +2,8 @@
 //!
 //! A slot of the list is 20 bytes: the entry's 48-bit sequence number and a 16-bit index into
 //! the list's table of call sites ([`SiteMeta`]: name, location and [`EntryVTable`]) in one
-//! `u64`, a `u32` of auxiliary data and one [`Word`] (stored unaligned). What the auxiliary data and the word hold is decided by the vtable:
+//! `u64`, a `u32` of auxiliary data and one [`Word`] (stored unaligned). What the auxiliary
+//! data and the word hold is decided by the vtable:
 //!
 //! | entry | vtable | `aux` | `word` |
 //! |---|---|---|---|
