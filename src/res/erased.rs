@@ -380,6 +380,21 @@ impl SiteTable {
     }
 }
 
+/// More than [`SITE_LIMIT`] distinct site names without leaking anything: every non-empty
+/// slice of one static string (sites compare names by pointer and length). For tests.
+#[cfg(all(test, not(loom)))]
+pub(crate) fn distinct_names() -> impl Iterator<Item = &'static str> {
+    // 390 bytes: 76,245 slices.
+    static TEXT: &str = concat!(
+        "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef",
+        "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef",
+        "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef",
+        "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef",
+        "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef",
+    );
+    (0..TEXT.len()).flat_map(|a| (a + 1..=TEXT.len()).map(move |b| &TEXT[a..b]))
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
@@ -448,17 +463,7 @@ mod tests {
     )]
     fn a_full_table_refuses_new_sites_and_keeps_the_old_ones() {
         let mut t = SiteTable::new();
-        // Distinct names by (pointer, length): every non-empty slice of one static string.
-        // 390 bytes: 76,245 slices.
-        static TEXT: &str = concat!(
-            "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef",
-            "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef",
-            "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef",
-            "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef",
-            "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef",
-        );
-        let mut names =
-            (0..TEXT.len()).flat_map(|a| (a + 1..=TEXT.len()).map(move |b| &TEXT[a..b]));
+        let mut names = distinct_names();
         let loc = Location::caller();
         let first = names.next().unwrap();
         assert_eq!(t.intern(first, loc, &OPEN_VTABLE), Some(0));

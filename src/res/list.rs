@@ -1753,15 +1753,7 @@ mod tests {
     #[cfg_attr(miri, ignore = "65,535 adds are too slow under miri")]
     fn adds_from_too_many_sites_fail_and_the_list_stays_intact() {
         let l = ResourceList::<()>::new(Some("t".into()), "t");
-        static TEXT: &str = concat!(
-            "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef",
-            "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef",
-            "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef",
-            "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef",
-            "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef",
-        );
-        let mut names =
-            (0..TEXT.len()).flat_map(|a| (a + 1..=TEXT.len()).map(move |b| &TEXT[a..b]));
+        let mut names = crate::res::erased::distinct_names();
         let first = names.next().unwrap();
         // One location for all: a site is (name, location, entry type).
         let at = |name| Site::new(name, std::panic::Location::caller());
