@@ -1765,9 +1765,14 @@ mod tests {
         }
         let e = l.alloc_bytes(at(names.next().unwrap()), 8, 16, false).err();
         assert!(matches!(e, Some(Error::SizeOverflow { .. })), "{e:?}");
-        let known = l.alloc_bytes(at(first), 8, 16, false).unwrap();
+        let mut known = l.alloc_bytes(at(first), 8, 16, false).unwrap();
         assert_eq!(l.len(), crate::res::erased::SITE_LIMIT as usize + 1);
         l.check_live(&known.key).unwrap();
+        // Resizing keeps the entry's site (its vtable is its alignment class's), so a full
+        // site table does not stop it: from the arena to a heap block and back.
+        l.realloc_bytes(&mut known, 4096, true).unwrap();
+        l.realloc_bytes(&mut known, 16, false).unwrap();
+        assert_eq!(known.ptr.len(), 16);
         // SAFETY: no other thread uses the list, no handle is read afterwards.
         assert!(unsafe { l.release_all_exclusive(&()) }.is_none());
         assert_eq!(l.len(), 0);
