@@ -1,7 +1,32 @@
-//! The `drmm` command: demo scenario, trace report and lifetime timeline (work in progress).
+//! The `drmm` command: the hot-unplug demo and the tools that read a recorded trace.
 
-fn main() {
-    println!(
-        "drmm-cli: the demo lands with a later issue; run `cargo run --example seed` meanwhile"
-    );
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod demo;
+mod trace;
+
+/// Managed resources tied to the lifetime of a device: demo and trace tools.
+#[derive(Debug, Parser)]
+#[command(name = "drmm", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the virtual GPU hot-unplug demo.
+    Demo(demo::DemoArgs),
+    /// Read a recorded trace (JSON lines written by `drmm::trace::record_to`).
+    #[command(subcommand)]
+    Trace(trace::TraceCommand),
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Demo(args) => demo::run(args),
+        Command::Trace(command) => trace::run(command),
+    }
 }
