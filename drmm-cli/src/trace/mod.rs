@@ -1,33 +1,140 @@
 //! `drmm trace`: report, check and timeline of a recorded trace.
+//!
+//! Exit status: 0 when the command did its work (and, for `check`, found no problem), 1 when
+//! `check` found problems, 2 when the trace cannot be read or the output cannot be written
+//! (one line on stderr). Usage errors are clap's, also 2.
 
+use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+mod analysis;
+mod parse;
+mod report;
+mod timeline;
+
+/// Where the trace comes from.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Input {
+    /// The trace (JSON lines written by the drmm recorder).
+    file: PathBuf,
+    /// Analyse a trace whose last line was cut mid-write (the program died while recording)
+    /// instead of refusing it; the cut line is dropped with a warning.
+    #[arg(long)]
+    allow_truncated: bool,
+}
 
 /// The `drmm trace` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum TraceCommand {
     /// Every device's lifetime and entries, then the problems found.
     Report {
-        /// The trace (JSON lines).
-        file: PathBuf,
+        #[command(flatten)]
+        input: Input,
     },
     /// The problems only: silent and exit 0 when clean, one line each and exit 1 otherwise.
+    ///
+    /// Each line starts with the source `file:line` the problem points at (or the trace's
+    /// `file:line` when the trace has no source location for it). Exit status 2 when the trace
+    /// cannot be read.
     Check {
-        /// The trace (JSON lines).
-        file: PathBuf,
+        #[command(flatten)]
+        input: Input,
     },
-    /// An SVG timeline of every entry's lifetime.
+    /// An SVG timeline of every entry's lifetime, grouped by device and list.
+    ///
+    /// Beyond 200 entries, rows are aggregated by call site (name and file:line).
     Timeline {
-        /// The trace (JSON lines).
-        file: PathBuf,
+        #[command(flatten)]
+        input: Input,
         /// Where to write the SVG.
         #[arg(short, long)]
         output: PathBuf,
     },
 }
 
+/// Exit status of `check` with problems.
+const PROBLEMS: u8 = 1;
+/// Exit status for unreadable input or unwritable output.
+const BAD_INPUT: u8 = 2;
+
 /// Runs a `drmm trace` subcommand.
-pub(crate) fn run(_command: TraceCommand) -> ExitCode {
-    eprintln!("drmm trace: not built yet");
-    ExitCode::FAILURE
+pub(crate) fn run(command: TraceCommand) -> ExitCode {
+    let input = match &command {
+        TraceCommand::Report { input }
+        | TraceCommand::Check { input }
+        | TraceCommand::Timeline { input, .. } => input,
+    };
+    let trace = match parse::read(&input.file, input.allow_truncated) {
+        Ok(trace) => trace,
+        Err(e) => {
+            eprintln!("drmm: error: {e}");
+            return ExitCode::from(BAD_INPUT);
+        }
+    };
+    if let Some(line) = trace.truncated {
+        eprintln!(
+            "drmm: warning: {}:{line}: truncated last line ignored (the trace was cut mid-write)",
+            trace.path
+        );
+    }
+    let analysis = analysis::analyse(&trace);
+    match command {
+        TraceCommand::Report { .. } => to_stdout(ExitCode::SUCCESS, |out| {
+            report::write(out, &trace, &analysis)
+        }),
+        TraceCommand::Check { .. } => {
+            let code = if analysis.problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(PROBLEMS)
+            };
+            to_stdout(code, |out| {
+                for p in &analysis.problems {
+                    writeln!(out, "{}", p.render(&trace.path))?;
+                }
+                Ok(())
+            })
+        }
+        TraceCommand::Timeline { output, .. } => {
+            match timeline::write(&output, &trace, &analysis) {
+                Ok(summary) => {
+                    eprintln!("drmm: wrote {}: {summary}", output.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("drmm: error: cannot write {}: {e}", output.display());
+                    ExitCode::from(BAD_INPUT)
+                }
+            }
+        }
+    }
+}
+
+/// Runs `f` on a buffered stdout; a closed pipe (`| head`) ends quietly with `code`.
+fn to_stdout(code: ExitCode, f: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> ExitCode {
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    match f(&mut out).and_then(|()| out.flush()) {
+        Ok(()) => code,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => code,
+        Err(e) => {
+            eprintln!("drmm: error: cannot write the output: {e}");
+            ExitCode::from(BAD_INPUT)
+        }
+    }
+}
+
+/// A duration in nanoseconds, with a unit that fits: `850 ns`, `12.3 µs`, `4.250 ms`, `1.500 s`.
+pub(crate) fn human_time(ns: u64) -> String {
+    let f = ns as f64;
+    if ns < 1_000 {
+        format!("{ns} ns")
+    } else if ns < 1_000_000 {
+        format!("{:.1} µs", f / 1e3)
+    } else if ns < 1_000_000_000 {
+        format!("{:.3} ms", f / 1e6)
+    } else {
+        format!("{:.3} s", f / 1e9)
+    }
 }
