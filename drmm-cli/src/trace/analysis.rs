@@ -270,6 +270,9 @@ impl Analysis {
     }
 }
 
+/// Who took a reference: when, where (`file:line`) and on which thread.
+type Holder = (Moment, Option<String>, Option<String>);
+
 /// The state of the pass.
 #[derive(Default)]
 struct Pass {
@@ -284,7 +287,7 @@ struct Pass {
     /// Entries already reported as touched after their device was released.
     after_device: BTreeSet<usize>,
     /// References taken and not dropped, by (dev, ref_id).
-    refs: BTreeMap<(u64, u64), (Moment, Option<String>, Option<String>)>,
+    refs: BTreeMap<(u64, u64), Holder>,
     orphan_ends: u64,
     orphan_puts: u64,
 }

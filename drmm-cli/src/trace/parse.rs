@@ -310,7 +310,7 @@ pub(crate) fn read_lines(
         }
         line_no += 1;
         bytes += n as u64;
-        if line_no % 4096 == 0 {
+        if line_no.is_multiple_of(4096) {
             progress(bytes);
         }
         // Only the very last line can lack its newline; if it also fails to parse, the writer

@@ -1,7 +1,958 @@
-pub(crate) fn write(
-    _o: &std::path::Path,
-    _t: &super::parse::Trace,
-    _a: &super::analysis::Analysis,
-) -> std::io::Result<String> {
-    Ok(String::new())
+//! `drmm trace timeline`: an SVG of every entry's lifetime.
+//!
+//! One row per entry, grouped by device and then by list, a bar from its `ADD` to its end
+//! (entries never released run to the end of the trace and end in a red cap), coloured by list
+//! and kind; vertical markers for `UNPLUG`, `UNBIND`, `LAST_REF` and the last `CLOSE`; a legend
+//! and a time axis. Beyond [`AGGREGATE_ABOVE`] entries the rows of each list are aggregated by
+//! call site (name, kind and file:line): one bar from the first `ADD` to the last end, with a
+//! count, so that 10,000 entries still make a picture a person can read (and a browser can
+//! draw: canvases past ~32,000 px do not render).
+
+use std::fmt::Write as _;
+use std::io;
+use std::path::Path;
+
+use svg::Document;
+use svg::node::element::{Group, Line, Polygon, Rectangle, Text, Title};
+
+use super::analysis::{Analysis, DevKind, Device, Entry, Moment};
+use super::human_time;
+use super::parse::{List, Trace};
+
+/// More entries than this: rows aggregate by call site.
+pub(crate) const AGGREGATE_ABOVE: usize = 200;
+/// At most this many rows are drawn (each list keeps its first rows; a note says how many were
+/// left out).
+const MAX_ROWS: usize = 1500;
+
+const WIDTH: f64 = 1200.0;
+const LABEL_X: f64 = 10.0;
+const PLOT_X0: f64 = 360.0;
+const PLOT_X1: f64 = 1160.0;
+const ROW_H: f64 = 16.0;
+const BAR_H: f64 = 10.0;
+const DEVICE_H: f64 = 24.0;
+const LIST_H: f64 = 18.0;
+const FONT: &str = "DejaVu Sans Mono, Menlo, Consolas, monospace";
+const FONT_SIZE: f64 = 11.0;
+/// Width of one character of [`FONT`] at [`FONT_SIZE`].
+const CHAR_W: f64 = 6.7;
+const MARKER_FONT: f64 = 10.0;
+const MARKER_CHAR_W: f64 = 6.1;
+const LEAK_RED: &str = "#d62728";
+
+/// Bar colour by list and kind.
+fn colour(list: List, kind: &str) -> &'static str {
+    let group = kind.starts_with("group");
+    match (list, kind) {
+        (List::Drmm, "action") => "#2f6db5",
+        (List::Drmm, "alloc") => "#5fb3d9",
+        (List::Drmm, _) if group => "#2a9d8f",
+        (List::Devres, "action") => "#e07b16",
+        (List::Devres, "alloc") => "#f2c14e",
+        (List::Devres, _) if group => "#a0522d",
+        _ => "#9a9a9a",
+    }
+}
+
+/// The lifecycle markers drawn as vertical lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MarkerKind {
+    Unplug,
+    Unbind,
+    LastRef,
+    LastClose,
+}
+
+impl MarkerKind {
+    const ALL: [MarkerKind; 4] = [
+        MarkerKind::Unplug,
+        MarkerKind::Unbind,
+        MarkerKind::LastRef,
+        MarkerKind::LastClose,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            MarkerKind::Unplug => "UNPLUG",
+            MarkerKind::Unbind => "UNBIND",
+            MarkerKind::LastRef => "LAST_REF",
+            MarkerKind::LastClose => "last CLOSE",
+        }
+    }
+
+    fn class(self) -> &'static str {
+        match self {
+            MarkerKind::Unplug => "marker unplug",
+            MarkerKind::Unbind => "marker unbind",
+            MarkerKind::LastRef => "marker last-ref",
+            MarkerKind::LastClose => "marker last-close",
+        }
+    }
+
+    /// Colour, width and dash pattern.
+    fn stroke(self) -> (&'static str, f64, &'static str) {
+        match self {
+            MarkerKind::Unplug => (LEAK_RED, 1.6, "none"),
+            MarkerKind::Unbind => ("#c2185b", 1.6, "7 3"),
+            MarkerKind::LastRef => ("#6a3d9a", 1.4, "3 2"),
+            MarkerKind::LastClose => ("#444444", 1.2, "1 3"),
+        }
+    }
+}
+
+/// One drawn bar: an entry, or a call site's entries.
+struct Bar {
+    label: String,
+    tooltip: String,
+    list: List,
+    kind: String,
+    start: u64,
+    end: u64,
+    /// How many of its entries are never released.
+    never_released: usize,
+    /// More than one entry (an aggregated call site).
+    aggregated: bool,
+    /// An aggregated site's entries, (ADD, end): drawn as a live-count profile.
+    intervals: Vec<(u64, u64)>,
+}
+
+enum Row {
+    Device(usize),
+    List { list: List, entries: usize },
+    Bar(Bar),
+    Omitted(usize),
+}
+
+/// The time range drawn and its mapping to x.
+struct Scale {
+    t0: u64,
+    t1: u64,
+}
+
+impl Scale {
+    fn x(&self, t: u64) -> f64 {
+        let span = (self.t1 - self.t0).max(1) as f64;
+        let t = t.clamp(self.t0, self.t1);
+        PLOT_X0 + (t - self.t0) as f64 / span * (PLOT_X1 - PLOT_X0)
+    }
+}
+
+/// Rounds to a tenth of a pixel, so the SVG stays short.
+fn r(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+/// Text safe for XML 1.0 (no control characters; `&`, `<` and `>` are escaped by `svg`).
+fn clean(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// Cuts `text` to at most `max` characters, ending in `..` when cut.
+fn fit(text: &str, max: usize) -> String {
+    let n = text.chars().count();
+    if n <= max {
+        return text.to_owned();
+    }
+    let keep = max.saturating_sub(2);
+    let mut out: String = text.chars().take(keep).collect();
+    out.push_str("..");
+    out
+}
+
+/// The last two components of a path: `src/device.rs` of `/home/u/drmm/src/device.rs`.
+fn short_path(path: &str) -> &str {
+    let mut cut = path.len();
+    for _ in 0..2 {
+        match path[..cut].rfind('/') {
+            Some(at) => cut = at,
+            None => return path,
+        }
+    }
+    &path[cut + 1..]
+}
+
+fn text(x: f64, y: f64, content: &str, size: f64) -> Text {
+    Text::new(clean(content))
+        .set("x", r(x))
+        .set("y", r(y))
+        .set("font-family", FONT)
+        .set("font-size", size)
+}
+
+/// Writes the timeline of `a` to `path`; returns a one-line summary.
+///
+/// # Errors
+///
+/// Those of creating or writing the file.
+pub(crate) fn write(path: &Path, trace: &Trace, a: &Analysis) -> io::Result<String> {
+    let (doc, summary) = render(trace, a);
+    svg::save(path, &doc)?;
+    Ok(summary)
+}
+
+/// The entries of each (device, list), in `ADD` order.
+fn lists(a: &Analysis) -> Vec<(usize, List, Vec<&Entry>)> {
+    let mut out = Vec::new();
+    for (index, d) in a.devices.iter().enumerate() {
+        for list in [List::Devres, List::Drmm] {
+            let entries: Vec<&Entry> = d
+                .entries
+                .iter()
+                .map(|&i| &a.entries[i])
+                .filter(|e| e.list == list)
+                .collect();
+            if !entries.is_empty() {
+                out.push((index, list, entries));
+            }
+        }
+    }
+    out
+}
+
+/// Which lists to aggregate by call site: none if all entries fit in [`AGGREGATE_ABOVE`]
+/// rows; otherwise the lists that save the most rows first, until the rows fit (or every list
+/// is aggregated). Small lists keep one row per entry.
+fn to_aggregate(lists: &[(usize, List, Vec<&Entry>)]) -> Vec<bool> {
+    let mut rows: usize = lists.iter().map(|l| l.2.len()).sum();
+    let mut chosen = vec![false; lists.len()];
+    if rows <= AGGREGATE_ABOVE {
+        return chosen;
+    }
+    let mut savings: Vec<(usize, usize)> = lists
+        .iter()
+        .enumerate()
+        .map(|(i, (_, _, entries))| {
+            let sites: std::collections::HashSet<_> = entries
+                .iter()
+                .map(|e| (&e.name, &e.kind, &e.file, e.src_line))
+                .collect();
+            (entries.len() - sites.len(), i)
+        })
+        .collect();
+    savings.sort_by(|a, b| b.cmp(a));
+    for (saved, i) in savings {
+        if rows <= AGGREGATE_ABOVE || saved == 0 {
+            break;
+        }
+        chosen[i] = true;
+        rows -= saved;
+    }
+    chosen
+}
+
+/// Builds the rows: per device a header, per list a header and its bars. Returns the rows,
+/// how many entries were aggregated, and how many rows were left out.
+fn rows(a: &Analysis, end: u64) -> (Vec<Row>, usize, usize) {
+    let lists = lists(a);
+    let aggregate = to_aggregate(&lists);
+    let mut rows = Vec::new();
+    let mut omitted = 0;
+    let mut aggregated = 0;
+    let mut next = lists.iter().zip(&aggregate).peekable();
+    for index in 0..a.devices.len() {
+        rows.push(Row::Device(index));
+        while let Some(((_, list, entries), &agg)) = next.next_if(|((d, _, _), _)| *d == index) {
+            rows.push(Row::List {
+                list: *list,
+                entries: entries.len(),
+            });
+            let bars = if agg {
+                aggregated += entries.len();
+                by_site(entries, end)
+            } else {
+                entries.iter().map(|e| one(e, end)).collect()
+            };
+            let room = MAX_ROWS.saturating_sub(rows.len());
+            let total = bars.len();
+            rows.extend(bars.into_iter().take(room).map(Row::Bar));
+            if total > room {
+                omitted += total - room;
+                rows.push(Row::Omitted(total - room));
+            }
+        }
+    }
+    (rows, aggregated, omitted)
+}
+
+fn one(e: &Entry, end: u64) -> Bar {
+    let loc = e.location().unwrap_or_default();
+    let label = format!(
+        "#{} {} {}",
+        e.id,
+        e.name,
+        e.file
+            .as_deref()
+            .map(|f| location_short(f, e.src_line))
+            .unwrap_or_default()
+    );
+    let ended = match e.end {
+        Some((op, at)) => format!("{} at {}", op.as_str(), human_time(at.t)),
+        None => "never released".to_owned(),
+    };
+    let size = e.size.map(|s| format!(", {s} bytes")).unwrap_or_default();
+    Bar {
+        label,
+        tooltip: format!(
+            "#{} {} ({}{size}) {loc}\nADD at {}, {ended}",
+            e.id,
+            e.name,
+            e.kind,
+            human_time(e.added.t)
+        ),
+        list: e.list,
+        kind: e.kind.clone(),
+        start: e.added.t,
+        end: e.end.map_or(end, |(_, at)| at.t),
+        never_released: usize::from(e.end.is_none()),
+        aggregated: false,
+        intervals: Vec::new(),
+    }
+}
+
+fn location_short(file: &str, line: Option<u32>) -> String {
+    match line {
+        Some(line) => format!("{}:{line}", short_path(file)),
+        None => short_path(file).to_owned(),
+    }
+}
+
+/// One bar per call site, in order of the site's first `ADD`.
+fn by_site(entries: &[&Entry], end: u64) -> Vec<Bar> {
+    let mut sites: Vec<(String, Bar, usize)> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for e in entries {
+        let loc = e.location().unwrap_or_default();
+        let key = format!("{}\u{0}{}\u{0}{loc}", e.name, e.kind);
+        let e_end = e.end.map_or(end, |(_, at)| at.t);
+        match index.get(&key) {
+            Some(&i) => {
+                let (_, bar, count) = &mut sites[i];
+                *count += 1;
+                bar.start = bar.start.min(e.added.t);
+                bar.end = bar.end.max(e_end);
+                bar.never_released += usize::from(e.end.is_none());
+                bar.intervals.push((e.added.t, e_end));
+            }
+            None => {
+                index.insert(key, sites.len());
+                let short = e
+                    .file
+                    .as_deref()
+                    .map(|f| location_short(f, e.src_line))
+                    .unwrap_or_default();
+                sites.push((
+                    format!("{} {short}", e.name),
+                    Bar {
+                        label: String::new(),
+                        tooltip: format!("{} ({}) {loc}", e.name, e.kind),
+                        list: e.list,
+                        kind: e.kind.clone(),
+                        start: e.added.t,
+                        end: e_end,
+                        never_released: usize::from(e.end.is_none()),
+                        aggregated: true,
+                        intervals: vec![(e.added.t, e_end)],
+                    },
+                    1,
+                ));
+            }
+        }
+    }
+    sites
+        .into_iter()
+        .map(|(label, mut bar, count)| {
+            bar.label = format!("{count}x {label}");
+            let _ = write!(
+                bar.tooltip,
+                "\n{count} entries: first ADD at {}, last end at {}, {} never released",
+                human_time(bar.start),
+                human_time(bar.end),
+                bar.never_released
+            );
+            bar
+        })
+        .collect()
+}
+
+/// Tick positions (in ns) and labels for `[t0, t1]`: about 8 "nice" steps (1, 2, 5 × 10^k).
+fn ticks(t0: u64, t1: u64) -> Vec<(u64, String)> {
+    let span = (t1 - t0).max(1) as f64;
+    let raw = span / 8.0;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = match raw / mag {
+        n if n <= 1.0 => mag,
+        n if n <= 2.0 => 2.0 * mag,
+        n if n <= 5.0 => 5.0 * mag,
+        _ => 10.0 * mag,
+    }
+    .max(1.0);
+    let (unit, div) = match t1 {
+        0..1_000 => ("ns", 1.0),
+        1_000..1_000_000 => ("µs", 1e3),
+        1_000_000..1_000_000_000 => ("ms", 1e6),
+        _ => ("s", 1e9),
+    };
+    let decimals = (-(step / div).log10().floor()).clamp(0.0, 6.0) as usize;
+    let mut out = Vec::new();
+    let mut t = (t0 as f64 / step).ceil() * step;
+    while t <= t1 as f64 + 0.5 {
+        out.push((t as u64, format!("{:.*} {unit}", decimals, t / div)));
+        t += step;
+    }
+    out
+}
+
+/// Device markers: (x in ns, kind, device label).
+fn markers(a: &Analysis) -> Vec<(u64, MarkerKind, String)> {
+    let mut out = Vec::new();
+    for d in &a.devices {
+        let mut push = |at: Option<Moment>, kind| {
+            if let Some(at) = at {
+                out.push((at.t, kind, d.label()));
+            }
+        };
+        push(d.unplugged, MarkerKind::Unplug);
+        push(d.unbound, MarkerKind::Unbind);
+        push(d.last_ref, MarkerKind::LastRef);
+        push(d.last_close, MarkerKind::LastClose);
+    }
+    out.sort_by_key(|m| m.0);
+    out
+}
+
+/// Lanes for marker labels so that they do not overlap: (lane, anchor at the end?).
+fn label_lanes(scale: &Scale, marks: &[(u64, MarkerKind, String)]) -> (Vec<(usize, bool)>, usize) {
+    let mut lane_ends: Vec<f64> = Vec::new();
+    let mut out = Vec::new();
+    for (t, kind, dev) in marks {
+        let x = scale.x(*t);
+        let w = (kind.label().len() + 1 + dev.chars().count()) as f64 * MARKER_CHAR_W;
+        let at_end = x + 3.0 + w > WIDTH - 4.0;
+        let (left, right) = if at_end {
+            (x - 3.0 - w, x)
+        } else {
+            (x, x + 3.0 + w)
+        };
+        let lane = match lane_ends.iter().position(|&e| e + 4.0 < left) {
+            Some(lane) => lane,
+            None => {
+                lane_ends.push(f64::MIN);
+                lane_ends.len() - 1
+            }
+        };
+        lane_ends[lane] = right;
+        out.push((lane, at_end));
+    }
+    let lanes = lane_ends.len();
+    (out, lanes)
+}
+
+/// Builds the document; returns it and a one-line summary.
+fn render(trace: &Trace, a: &Analysis) -> (Document, String) {
+    let t0 = a
+        .entries
+        .iter()
+        .map(|e| e.added.t)
+        .chain(
+            a.devices
+                .iter()
+                .filter_map(|d| d.created.or(d.added).map(|m| m.t)),
+        )
+        .min()
+        .unwrap_or(0);
+    let t1 = a.end_t.max(t0 + 1);
+    let scale = Scale { t0, t1 };
+    let (rows, aggregated, omitted) = rows(a, t1);
+    let marks = markers(a);
+    let (lanes, lane_count) = label_lanes(&scale, &marks);
+
+    // Vertical layout, top to bottom.
+    let title_y = 22.0;
+    let legend_y = 42.0;
+    let legend_rows = 2.0;
+    let mut y = legend_y + legend_rows * 18.0;
+    let mut notes = Vec::new();
+    if aggregated > 0 {
+        notes.push(format!(
+            "{} entries (more than {AGGREGATE_ABOVE} rows): {aggregated} of them in rows per call site (name, kind, file:line) with their count;",
+            a.entries.len()
+        ));
+        notes.push(
+            "such a bar runs from the site's first ADD to its last end, its profile is how many of them are live"
+                .to_owned(),
+        );
+    }
+    if omitted > 0 {
+        notes.push(format!(
+            "{omitted} row(s) beyond {MAX_ROWS} not drawn; see `drmm trace report`"
+        ));
+    }
+    let notes_y = y;
+    y += notes.len() as f64 * 16.0;
+    let lanes_y = y + 12.0;
+    y += lane_count as f64 * 13.0;
+    let tick_label_y = y + 14.0;
+    let axis_y = y + 20.0;
+    let rows_top = axis_y + 4.0;
+    let rows_h: f64 = rows
+        .iter()
+        .map(|row| match row {
+            Row::Device(_) => DEVICE_H,
+            Row::List { .. } => LIST_H,
+            Row::Bar(_) | Row::Omitted(_) => ROW_H,
+        })
+        .sum();
+    let rows_bottom = rows_top + rows_h;
+    let bottom_axis = rows.len() > 40;
+    let height = rows_bottom + if bottom_axis { 34.0 } else { 14.0 };
+
+    let mut doc = Document::new()
+        .set("width", WIDTH)
+        .set("height", r(height))
+        .set("viewBox", (0, 0, WIDTH, r(height)))
+        .add(
+            Rectangle::new()
+                .set("width", "100%")
+                .set("height", "100%")
+                .set("fill", "white"),
+        );
+
+    let bar_count = rows.iter().filter(|r| matches!(r, Row::Bar(_))).count();
+    let title = format!("drmm timeline: {}", trace.path);
+    doc = doc.add(
+        text(LABEL_X, title_y, &title, 14.0)
+            .set("font-weight", "bold")
+            .set("class", "title"),
+    );
+    let summary = format!(
+        "{} device(s), {} entries, {} .. {}",
+        a.devices.len(),
+        a.entries.len(),
+        human_time(t0),
+        human_time(t1)
+    );
+    doc = doc.add(
+        text(PLOT_X1, title_y, &summary, FONT_SIZE)
+            .set("text-anchor", "end")
+            .set("fill", "#555555"),
+    );
+    doc = doc.add(legend(legend_y));
+    for (i, note) in notes.iter().enumerate() {
+        doc = doc.add(
+            text(LABEL_X, notes_y + 12.0 + i as f64 * 16.0, note, FONT_SIZE)
+                .set("class", "note")
+                .set("fill", "#8a4b00"),
+        );
+    }
+
+    // Axis with ticks and a light grid over the rows.
+    let mut axis = Group::new().set("class", "axis");
+    axis = axis.add(
+        Line::new()
+            .set("x1", PLOT_X0)
+            .set("x2", PLOT_X1)
+            .set("y1", r(axis_y))
+            .set("y2", r(axis_y))
+            .set("stroke", "#333333"),
+    );
+    for (t, label) in ticks(t0, t1) {
+        let x = r(scale.x(t));
+        axis = axis
+            .add(
+                Line::new()
+                    .set("x1", x)
+                    .set("x2", x)
+                    .set("y1", r(axis_y - 4.0))
+                    .set("y2", r(rows_bottom))
+                    .set("stroke", "#e3e3e3")
+                    .set("class", "grid"),
+            )
+            .add(
+                text(x, tick_label_y, &label, 10.0)
+                    .set("text-anchor", "middle")
+                    .set("class", "tick"),
+            );
+        if bottom_axis {
+            axis = axis.add(
+                text(x, rows_bottom + 14.0, &label, 10.0)
+                    .set("text-anchor", "middle")
+                    .set("class", "tick"),
+            );
+        }
+    }
+
+    // Rows.
+    let mut body = Group::new().set("class", "rows");
+    let mut y = rows_top;
+    let mut zebra = false;
+    let mut group_start: Option<(f64, usize)> = None;
+    let mut shade = Group::new().set("class", "device-bands");
+    let close_band = |shade: Group, start: Option<(f64, usize)>, end_y: f64| match start {
+        Some((top, n)) => shade.add(
+            Rectangle::new()
+                .set("x", 4)
+                .set("y", r(top))
+                .set("width", WIDTH - 8.0)
+                .set("height", r(end_y - top))
+                .set("fill", if n % 2 == 0 { "#f3f6fa" } else { "#faf6f0" }),
+        ),
+        None => shade,
+    };
+    for row in &rows {
+        match row {
+            Row::Device(index) => {
+                shade = close_band(shade, group_start, y);
+                group_start = Some((y, *index));
+                let d = &a.devices[*index];
+                body = body.add(device_row(d, y, &scale, t1));
+                y += DEVICE_H;
+                zebra = false;
+            }
+            Row::List { list, entries } => {
+                let label = format!("{} list, {entries} entries", list.as_str());
+                body = body.add(
+                    text(LABEL_X + 12.0, y + 13.0, &label, FONT_SIZE)
+                        .set("font-style", "italic")
+                        .set("fill", "#333333")
+                        .set("class", "list-label"),
+                );
+                y += LIST_H;
+                zebra = false;
+            }
+            Row::Bar(bar) => {
+                body = body.add(bar_row(bar, y, &scale, zebra));
+                zebra = !zebra;
+                y += ROW_H;
+            }
+            Row::Omitted(n) => {
+                body = body.add(
+                    text(
+                        LABEL_X + 24.0,
+                        y + 12.0,
+                        &format!("... {n} more row(s) not drawn"),
+                        FONT_SIZE,
+                    )
+                    .set("fill", "#8a4b00"),
+                );
+                y += ROW_H;
+            }
+        }
+    }
+    shade = close_band(shade, group_start, y);
+
+    // Markers over everything, labels in lanes above the axis.
+    let mut marker_group = Group::new().set("class", "markers");
+    for ((t, kind, dev), (lane, at_end)) in marks.iter().zip(lanes) {
+        let x = r(scale.x(*t));
+        let (colour, width, dash) = kind.stroke();
+        let label_y = lanes_y + lane as f64 * 13.0;
+        // A lead from the label down to the tick labels, then the marker itself from the axis
+        // down, so that the line never crosses a tick label.
+        marker_group = marker_group
+            .add(
+                Line::new()
+                    .set("x1", x)
+                    .set("x2", x)
+                    .set("y1", r(label_y + 2.0))
+                    .set("y2", r(tick_label_y - 11.0))
+                    .set("stroke", colour)
+                    .set("stroke-width", 1)
+                    .set("stroke-dasharray", dash)
+                    .set("class", "marker-lead"),
+            )
+            .add(
+                Line::new()
+                    .set("x1", x)
+                    .set("x2", x)
+                    .set("y1", r(axis_y))
+                    .set("y2", r(rows_bottom))
+                    .set("stroke", colour)
+                    .set("stroke-width", width)
+                    .set("stroke-dasharray", dash)
+                    .set("class", kind.class())
+                    .add(Title::new(clean(&format!(
+                        "{} {dev} at {}",
+                        kind.label(),
+                        human_time(*t)
+                    )))),
+            )
+            .add(
+                text(
+                    if at_end { x - 3.0 } else { x + 3.0 },
+                    label_y,
+                    &format!("{} {dev}", kind.label()),
+                    MARKER_FONT,
+                )
+                .set("text-anchor", if at_end { "end" } else { "start" })
+                .set("fill", colour)
+                .set("class", "marker-label"),
+            );
+    }
+    doc = doc.add(shade).add(axis).add(body).add(marker_group);
+    let summary = if aggregated > 0 {
+        format!(
+            "{} entries in {bar_count} rows ({aggregated} aggregated by call site)",
+            a.entries.len()
+        )
+    } else {
+        format!("{bar_count} entry rows")
+    };
+    (doc, summary)
+}
+
+/// The device header: its name and a thin grey bar for its own life.
+fn device_row(d: &Device, y: f64, scale: &Scale, end: u64) -> Group {
+    let label = d.describe();
+    let mut g = Group::new().set("class", "device");
+    g = g.add(
+        text(LABEL_X + 2.0, y + 16.0, &fit(&label, 50), 12.0)
+            .set("font-weight", "bold")
+            .set("class", "device-label"),
+    );
+    let born = d.created.or(d.added).map(|m| m.t);
+    if let Some(born) = born {
+        let gone = d.released.map(|m| m.t);
+        // A bus device still present at the end is fine; a logical one never released leaks.
+        let leaks = d.kind == DevKind::Logical;
+        let x0 = scale.x(born);
+        let x1 = scale.x(gone.unwrap_or(end)).max(x0 + 2.0);
+        let life = match gone {
+            Some(t) => format!(
+                "{} lives {} .. {}",
+                d.label(),
+                human_time(born),
+                human_time(t)
+            ),
+            None => format!(
+                "{} lives from {} and is never released (or removed)",
+                d.label(),
+                human_time(born)
+            ),
+        };
+        g = g.add(
+            Rectangle::new()
+                .set("x", r(x0))
+                .set("y", r(y + 10.0))
+                .set("width", r(x1 - x0))
+                .set("height", 4)
+                .set(
+                    "fill",
+                    if gone.is_none() && leaks {
+                        LEAK_RED
+                    } else {
+                        "#8c8c8c"
+                    },
+                )
+                .set("class", "device-life")
+                .add(Title::new(clean(&life))),
+        );
+    }
+    g
+}
+
+fn bar_row(bar: &Bar, y: f64, scale: &Scale, zebra: bool) -> Group {
+    let mut g = Group::new().set("class", "row");
+    if zebra {
+        g = g.add(
+            Rectangle::new()
+                .set("x", LABEL_X + 18.0)
+                .set("y", r(y))
+                .set("width", PLOT_X1 - LABEL_X - 18.0)
+                .set("height", ROW_H)
+                .set("fill", "#000000")
+                .set("fill-opacity", 0.035),
+        );
+    }
+    let max_chars = ((PLOT_X0 - 8.0 - (LABEL_X + 24.0)) / CHAR_W) as usize;
+    let mut label = bar.label.clone();
+    if bar.never_released > 0 && bar.aggregated {
+        label = format!("{label} ({} unreleased)", bar.never_released);
+    }
+    g = g.add(
+        text(LABEL_X + 24.0, y + 12.0, &fit(&label, max_chars), FONT_SIZE)
+            .set("class", "row-label")
+            .add(Title::new(clean(&bar.tooltip))),
+    );
+    let x0 = scale.x(bar.start);
+    let x1 = scale.x(bar.end).max(x0 + 2.0);
+    let class = if bar.never_released > 0 {
+        "bar never-released"
+    } else {
+        "bar"
+    };
+    let top = y + (ROW_H - BAR_H) / 2.0;
+    g = g.add(
+        Rectangle::new()
+            .set("x", r(x0))
+            .set("y", r(top))
+            .set("width", r(x1 - x0))
+            .set("height", BAR_H)
+            .set("fill", colour(bar.list, &bar.kind))
+            .set("fill-opacity", if bar.aggregated { 0.3 } else { 1.0 })
+            .set("class", class)
+            .set("data-list", bar.list.as_str())
+            .add(Title::new(clean(&bar.tooltip))),
+    );
+    if bar.aggregated {
+        g = g.add(profile(bar, scale, top));
+    }
+    if bar.never_released > 0 {
+        // A red cap and an arrow past the end: this entry outlived the trace.
+        g = g
+            .add(
+                Rectangle::new()
+                    .set("x", r(x1 - 3.0))
+                    .set("y", r(top))
+                    .set("width", 3)
+                    .set("height", BAR_H)
+                    .set("fill", LEAK_RED)
+                    .set("class", "leak-cap"),
+            )
+            .add(
+                Polygon::new()
+                    .set(
+                        "points",
+                        format!(
+                            "{},{} {},{} {},{}",
+                            r(x1 + 1.0),
+                            r(top),
+                            r(x1 + 7.0),
+                            r(top + BAR_H / 2.0),
+                            r(x1 + 1.0),
+                            r(top + BAR_H)
+                        ),
+                    )
+                    .set("fill", LEAK_RED),
+            );
+    }
+    g
+}
+
+/// How many of an aggregated site's entries are live along the plot: an area over the bar, its
+/// height relative to the site's peak.
+fn profile(bar: &Bar, scale: &Scale, top: f64) -> Polygon {
+    const BINS: usize = 400;
+    let bin_w = (PLOT_X1 - PLOT_X0) / BINS as f64;
+    let bin = |t: u64| (((scale.x(t) - PLOT_X0) / bin_w) as usize).min(BINS - 1);
+    let mut diff = vec![0i64; BINS + 1];
+    for &(start, end) in &bar.intervals {
+        diff[bin(start)] += 1;
+        diff[bin(end) + 1] -= 1;
+    }
+    let mut live = Vec::with_capacity(BINS);
+    let mut now = 0i64;
+    for d in &diff[..BINS] {
+        now += d;
+        live.push(now.max(0));
+    }
+    let peak = live.iter().copied().max().unwrap_or(1).max(1) as f64;
+    let bottom = top + BAR_H;
+    let mut points = format!("{},{}", r(PLOT_X0), r(bottom));
+    for (i, &n) in live.iter().enumerate() {
+        let h = n as f64 / peak * BAR_H;
+        let (x0, x1) = (PLOT_X0 + i as f64 * bin_w, PLOT_X0 + (i + 1) as f64 * bin_w);
+        let _ = write!(
+            points,
+            " {},{} {},{}",
+            r(x0),
+            r(bottom - h),
+            r(x1),
+            r(bottom - h)
+        );
+    }
+    let _ = write!(points, " {},{}", r(PLOT_X1), r(bottom));
+    Polygon::new()
+        .set("points", points)
+        .set("fill", colour(bar.list, &bar.kind))
+        .set("class", "profile")
+}
+
+/// The legend: bar colours on the first line, the leak cap and the markers on the second.
+fn legend(y: f64) -> Group {
+    let mut g = Group::new().set("class", "legend");
+    let mut x = LABEL_X;
+    for list in [List::Drmm, List::Devres] {
+        for kind in ["action", "alloc", "group"] {
+            let label = format!("{} {kind}", list.as_str());
+            g = g
+                .add(
+                    Rectangle::new()
+                        .set("x", r(x))
+                        .set("y", r(y - 9.0))
+                        .set("width", 14)
+                        .set("height", BAR_H)
+                        .set("fill", colour(list, kind)),
+                )
+                .add(text(x + 18.0, y, &label, FONT_SIZE));
+            x += 18.0 + label.len() as f64 * CHAR_W + 16.0;
+        }
+    }
+    let y = y + 18.0;
+    let mut x = LABEL_X;
+    g = g
+        .add(
+            Rectangle::new()
+                .set("x", r(x))
+                .set("y", r(y - 9.0))
+                .set("width", 14)
+                .set("height", BAR_H)
+                .set("fill", "#9a9a9a"),
+        )
+        .add(
+            Rectangle::new()
+                .set("x", r(x + 11.0))
+                .set("y", r(y - 9.0))
+                .set("width", 3)
+                .set("height", BAR_H)
+                .set("fill", LEAK_RED),
+        );
+    let label = "never released (runs to the end)";
+    g = g.add(text(x + 18.0, y, label, FONT_SIZE));
+    x += 18.0 + label.len() as f64 * CHAR_W + 16.0;
+    for kind in MarkerKind::ALL {
+        let (colour, width, dash) = kind.stroke();
+        g = g
+            .add(
+                Line::new()
+                    .set("x1", r(x + 6.0))
+                    .set("x2", r(x + 6.0))
+                    .set("y1", r(y - 11.0))
+                    .set("y2", r(y + 3.0))
+                    .set("stroke", colour)
+                    .set("stroke-width", width)
+                    .set("stroke-dasharray", dash),
+            )
+            .add(text(x + 14.0, y, kind.label(), FONT_SIZE));
+        x += 14.0 + kind.label().len() as f64 * CHAR_W + 18.0;
+    }
+    g
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_are_round_and_inside_the_range() {
+        let t = ticks(0, 30_000);
+        assert_eq!(t.first().map(|t| t.1.as_str()), Some("0 µs"));
+        assert!(t.iter().any(|t| t.1 == "5 µs"), "{t:?}");
+        assert!(t.len() >= 4 && t.len() <= 12, "{t:?}");
+        let t = ticks(1_500_000, 1_503_000);
+        assert!(t.iter().all(|t| t.0 >= 1_500_000 && t.0 <= 1_503_000));
+        assert!(t.iter().any(|t| t.1 == "1.5005 ms"), "{t:?}");
+        assert_eq!(ticks(0, 1).len(), 2);
+    }
+
+    #[test]
+    fn labels_are_cut_and_paths_shortened() {
+        assert_eq!(fit("abcdef", 4), "ab..");
+        assert_eq!(fit("abc", 4), "abc");
+        assert_eq!(short_path("/home/u/drmm/src/device.rs"), "src/device.rs");
+        assert_eq!(short_path("main.rs"), "main.rs");
+        assert_eq!(clean("a\nb\u{1}"), "a b ");
+    }
 }
