@@ -278,3 +278,45 @@ fn ten_thousand_entries_aggregate_by_call_site_and_still_draw() {
             .all(|l| l.contains(": entry never released: card0 drmm #"))
     );
 }
+
+#[test]
+fn entries_released_out_of_order_or_after_their_device_are_outlined() {
+    for name in ["release-out-of-order.jsonl", "released-after-device.jsonl"] {
+        let svg = timeline(&fixture(name), &tmp(&name.replace("jsonl", "svg")));
+        let doc = roxmltree::Document::parse(&svg).unwrap();
+        let flagged: Vec<_> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("rect") && has_class(n, "problem"))
+            .collect();
+        assert_eq!(flagged.len(), 1, "{name}");
+        assert_eq!(flagged[0].attribute("stroke"), Some("#d62728"));
+    }
+}
+
+#[test]
+fn too_many_distinct_call_sites_are_cut_with_a_note_and_the_canvas_stays_drawable() {
+    // 3,000 entries, each from its own call site: aggregation saves nothing.
+    let mut s = String::from("{\"schema\":\"drmm-trace\",\"version\":1}\n");
+    s.push_str("{\"t\":1,\"op\":\"CREATE\",\"dev\":1,\"dev_name\":\"card0\"}\n");
+    for i in 1..=3000 {
+        let _ = writeln!(
+            s,
+            "{{\"t\":{},\"op\":\"ADD\",\"dev\":1,\"list\":\"drmm\",\"entry\":{i},\"name\":\"n{i}\",\"kind\":\"alloc\",\"file\":\"src/a.rs\",\"line\":{i}}}",
+            i + 1
+        );
+    }
+    let trace = tmp("distinct.jsonl");
+    std::fs::write(&trace, s).unwrap();
+    let svg = timeline(&trace, &tmp("distinct.svg"));
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let rows = count(&doc, "g", "row");
+    assert!(rows < 1500, "{rows}");
+    let notes: String = doc
+        .descendants()
+        .filter(|n| has_class(n, "note"))
+        .filter_map(|n| n.text())
+        .collect();
+    assert!(notes.contains("not drawn"), "{notes}");
+    // Browsers do not draw canvases past 32,767 px.
+    assert!(num(&doc.root_element(), "height") < 32_767.0);
+}

@@ -184,6 +184,8 @@ pub(crate) struct Problem {
     /// The trace line it was found at.
     pub(crate) trace_line: usize,
     pub(crate) message: String,
+    /// The entry it is about (index into [`Analysis::entries`]), if one.
+    pub(crate) entry: Option<usize>,
 }
 
 impl Problem {
@@ -538,6 +540,7 @@ fn after_device(a: &mut Analysis, pass: &mut Pass, ev: &Event, released: Moment)
         kind: ProblemKind::ReleasedAfterDevice,
         location: ev.location(),
         trace_line: ev.line,
+        entry: (index != usize::MAX).then_some(index),
         message: format!(
             "{} of {dev_label} {} #{} \"{}\" at trace line {}, after {dev_label} was released (trace line {})",
             ev.op.as_str(),
@@ -577,6 +580,7 @@ fn check_lifo(a: &mut Analysis, windows: &[Window]) {
                     kind: ProblemKind::ReleaseOutOfOrder,
                     location: released.location(),
                     trace_line: line,
+                    entry: Some(index),
                     message: format!(
                         "{} released at trace line {line} while the newer #{} \"{}\"{newer_at} is still live",
                         released.describe(&a.label(released.dev)),
@@ -614,6 +618,7 @@ fn refused(a: &mut Analysis, ev: &Event, at: Moment) {
             kind: ProblemKind::AccessAfterRevocation,
             location: ev.location(),
             trace_line: ev.line,
+            entry: None,
             message: format!(
                 "{what}{on} reached after it was revoked{thread} (trace line {}; refused, but in C a use-after-free)",
                 ev.line
@@ -632,7 +637,7 @@ fn refused(a: &mut Analysis, ev: &Event, at: Moment) {
 
 fn finish(a: &mut Analysis, pass: Pass) {
     check_lifo(a, &pass.windows);
-    for entry in &a.entries {
+    for (index, entry) in a.entries.iter().enumerate() {
         if entry.end.is_some() {
             continue;
         }
@@ -641,6 +646,7 @@ fn finish(a: &mut Analysis, pass: Pass) {
             kind: ProblemKind::EntryNeverReleased,
             location: entry.location(),
             trace_line: entry.added.line,
+            entry: Some(index),
             message: format!(
                 "{} added at trace line {}",
                 entry.describe(&dev),
@@ -661,6 +667,7 @@ fn finish(a: &mut Analysis, pass: Pass) {
             kind: ProblemKind::ReferenceHeld,
             location: loc.clone(),
             trace_line: at.line,
+            entry: None,
             message: format!(
                 "reference {ref_id} to {}, taken{thread} (trace line {}), never dropped",
                 a.label(dev),
@@ -684,6 +691,7 @@ fn finish(a: &mut Analysis, pass: Pass) {
                     kind: ProblemKind::DeviceNeverReleased,
                     location: d.origin.clone(),
                     trace_line: created,
+                    entry: None,
                     message: format!("{} created at trace line {created}: {why}", d.describe()),
                 });
             }

@@ -8,6 +8,7 @@
 //! count, so that 10,000 entries still make a picture a person can read (and a browser can
 //! draw: canvases past ~32,000 px do not render).
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::io;
 use std::path::Path;
@@ -15,7 +16,7 @@ use std::path::Path;
 use svg::Document;
 use svg::node::element::{Group, Line, Polygon, Rectangle, Text, Title};
 
-use super::analysis::{Analysis, DevKind, Device, Entry, Moment};
+use super::analysis::{Analysis, DevKind, Device, Entry, Moment, ProblemKind};
 use super::human_time;
 use super::parse::{List, Trace};
 
@@ -103,7 +104,11 @@ impl MarkerKind {
 
 /// One drawn bar: an entry, or a call site's entries.
 struct Bar {
-    label: String,
+    /// `#id` of an entry, `Nx` of a call site.
+    prefix: String,
+    name: String,
+    /// Short `file:line`.
+    loc: String,
     tooltip: String,
     list: List,
     kind: String,
@@ -115,6 +120,9 @@ struct Bar {
     aggregated: bool,
     /// An aggregated site's entries, (ADD, end): drawn as a live-count profile.
     intervals: Vec<(u64, u64)>,
+    /// How many of its entries have a problem other than never being released (released out
+    /// of order, or after their device): outlined in red.
+    problems: usize,
 }
 
 enum Row {
@@ -160,6 +168,44 @@ fn fit(text: &str, max: usize) -> String {
     let mut out: String = text.chars().take(keep).collect();
     out.push_str("..");
     out
+}
+
+/// Cuts `text` to at most `max` characters by taking out its middle (names often differ at
+/// their end).
+fn fit_middle(text: &str, max: usize) -> String {
+    let n = text.chars().count();
+    if n <= max {
+        return text.to_owned();
+    }
+    let keep = max.saturating_sub(2);
+    let head: String = text.chars().take(keep.div_ceil(2)).collect();
+    let tail: String = text.chars().skip(n - keep / 2).collect();
+    format!("{head}..{tail}")
+}
+
+/// `prefix name loc suffix` in at most `max` characters: the name gives way first (cut in the
+/// middle), then the location (cut at its start, its line number stays).
+fn row_label(prefix: &str, name: &str, loc: &str, suffix: &str, max: usize) -> String {
+    const MIN_NAME: usize = 10;
+    let len = |s: &str| s.chars().count();
+    let fixed = len(prefix) + len(suffix) + 2;
+    let full = format!("{prefix} {name} {loc}{suffix}");
+    if len(&full) <= max {
+        return full;
+    }
+    let loc_room = max.saturating_sub(fixed + MIN_NAME.min(len(name)));
+    let loc = if len(loc) <= loc_room {
+        loc.to_owned()
+    } else {
+        let keep = loc_room.saturating_sub(2);
+        let tail: String = loc.chars().skip(len(loc) - keep).collect();
+        format!("..{tail}")
+    };
+    let name_room = max.saturating_sub(fixed + len(&loc));
+    fit(
+        &format!("{prefix} {} {loc}{suffix}", fit_middle(name, name_room)),
+        max,
+    )
 }
 
 /// The last two components of a path: `src/device.rs` of `/home/u/drmm/src/device.rs`.
@@ -246,6 +292,15 @@ fn to_aggregate(lists: &[(usize, List, Vec<&Entry>)]) -> Vec<bool> {
 /// Builds the rows: per device a header, per list a header and its bars. Returns the rows,
 /// how many entries were aggregated, and how many rows were left out.
 fn rows(a: &Analysis, end: u64) -> (Vec<Row>, usize, usize) {
+    // By address: the rows hold references into `a.entries`.
+    let flagged: HashSet<*const Entry> = a
+        .problems
+        .iter()
+        .filter(|p| p.kind != ProblemKind::EntryNeverReleased)
+        .filter_map(|p| p.entry)
+        .map(|i| &a.entries[i] as *const Entry)
+        .collect();
+    let is_flagged = |e: &Entry| flagged.contains(&(e as *const Entry));
     let lists = lists(a);
     let aggregate = to_aggregate(&lists);
     let mut rows = Vec::new();
@@ -261,9 +316,9 @@ fn rows(a: &Analysis, end: u64) -> (Vec<Row>, usize, usize) {
             });
             let bars = if agg {
                 aggregated += entries.len();
-                by_site(entries, end)
+                by_site(entries, end, &is_flagged)
             } else {
-                entries.iter().map(|e| one(e, end)).collect()
+                entries.iter().map(|e| one(e, end, is_flagged(e))).collect()
             };
             let room = MAX_ROWS.saturating_sub(rows.len());
             let total = bars.len();
@@ -277,24 +332,21 @@ fn rows(a: &Analysis, end: u64) -> (Vec<Row>, usize, usize) {
     (rows, aggregated, omitted)
 }
 
-fn one(e: &Entry, end: u64) -> Bar {
+fn one(e: &Entry, end: u64, flagged: bool) -> Bar {
     let loc = e.location().unwrap_or_default();
-    let label = format!(
-        "#{} {} {}",
-        e.id,
-        e.name,
-        e.file
-            .as_deref()
-            .map(|f| location_short(f, e.src_line))
-            .unwrap_or_default()
-    );
     let ended = match e.end {
         Some((op, at)) => format!("{} at {}", op.as_str(), human_time(at.t)),
         None => "never released".to_owned(),
     };
     let size = e.size.map(|s| format!(", {s} bytes")).unwrap_or_default();
     Bar {
-        label,
+        prefix: format!("#{}", e.id),
+        name: e.name.clone(),
+        loc: e
+            .file
+            .as_deref()
+            .map(|f| location_short(f, e.src_line))
+            .unwrap_or_default(),
         tooltip: format!(
             "#{} {} ({}{size}) {loc}\nADD at {}, {ended}",
             e.id,
@@ -309,6 +361,7 @@ fn one(e: &Entry, end: u64) -> Bar {
         never_released: usize::from(e.end.is_none()),
         aggregated: false,
         intervals: Vec::new(),
+        problems: usize::from(flagged),
     }
 }
 
@@ -320,8 +373,8 @@ fn location_short(file: &str, line: Option<u32>) -> String {
 }
 
 /// One bar per call site, in order of the site's first `ADD`.
-fn by_site(entries: &[&Entry], end: u64) -> Vec<Bar> {
-    let mut sites: Vec<(String, Bar, usize)> = Vec::new();
+fn by_site(entries: &[&Entry], end: u64, is_flagged: &dyn Fn(&Entry) -> bool) -> Vec<Bar> {
+    let mut sites: Vec<(Bar, usize)> = Vec::new();
     let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for e in entries {
         let loc = e.location().unwrap_or_default();
@@ -329,12 +382,13 @@ fn by_site(entries: &[&Entry], end: u64) -> Vec<Bar> {
         let e_end = e.end.map_or(end, |(_, at)| at.t);
         match index.get(&key) {
             Some(&i) => {
-                let (_, bar, count) = &mut sites[i];
+                let (bar, count) = &mut sites[i];
                 *count += 1;
                 bar.start = bar.start.min(e.added.t);
                 bar.end = bar.end.max(e_end);
                 bar.never_released += usize::from(e.end.is_none());
                 bar.intervals.push((e.added.t, e_end));
+                bar.problems += usize::from(is_flagged(e));
             }
             None => {
                 index.insert(key, sites.len());
@@ -344,9 +398,10 @@ fn by_site(entries: &[&Entry], end: u64) -> Vec<Bar> {
                     .map(|f| location_short(f, e.src_line))
                     .unwrap_or_default();
                 sites.push((
-                    format!("{} {short}", e.name),
                     Bar {
-                        label: String::new(),
+                        prefix: String::new(),
+                        name: e.name.clone(),
+                        loc: short,
                         tooltip: format!("{} ({}) {loc}", e.name, e.kind),
                         list: e.list,
                         kind: e.kind.clone(),
@@ -355,6 +410,7 @@ fn by_site(entries: &[&Entry], end: u64) -> Vec<Bar> {
                         never_released: usize::from(e.end.is_none()),
                         aggregated: true,
                         intervals: vec![(e.added.t, e_end)],
+                        problems: usize::from(is_flagged(e)),
                     },
                     1,
                 ));
@@ -363,8 +419,8 @@ fn by_site(entries: &[&Entry], end: u64) -> Vec<Bar> {
     }
     sites
         .into_iter()
-        .map(|(label, mut bar, count)| {
-            bar.label = format!("{count}x {label}");
+        .map(|(mut bar, count)| {
+            bar.prefix = format!("{count}x");
             let _ = write!(
                 bar.tooltip,
                 "\n{count} entries: first ADD at {}, last end at {}, {} never released",
@@ -406,12 +462,12 @@ fn ticks(t0: u64, t1: u64) -> Vec<(u64, String)> {
 }
 
 /// Device markers: (x in ns, kind, device label).
-fn markers(a: &Analysis) -> Vec<(u64, MarkerKind, String)> {
+fn markers(a: &Analysis) -> Vec<(u64, MarkerKind, String, usize)> {
     let mut out = Vec::new();
-    for d in &a.devices {
+    for (index, d) in a.devices.iter().enumerate() {
         let mut push = |at: Option<Moment>, kind| {
             if let Some(at) = at {
-                out.push((at.t, kind, d.label()));
+                out.push((at.t, kind, d.label(), index));
             }
         };
         push(d.unplugged, MarkerKind::Unplug);
@@ -424,10 +480,13 @@ fn markers(a: &Analysis) -> Vec<(u64, MarkerKind, String)> {
 }
 
 /// Lanes for marker labels so that they do not overlap: (lane, anchor at the end?).
-fn label_lanes(scale: &Scale, marks: &[(u64, MarkerKind, String)]) -> (Vec<(usize, bool)>, usize) {
+fn label_lanes(
+    scale: &Scale,
+    marks: &[(u64, MarkerKind, String, usize)],
+) -> (Vec<(usize, bool)>, usize) {
     let mut lane_ends: Vec<f64> = Vec::new();
     let mut out = Vec::new();
-    for (t, kind, dev) in marks {
+    for (t, kind, dev, _) in marks {
         let x = scale.x(*t);
         let w = (kind.label().len() + 1 + dev.chars().count()) as f64 * MARKER_CHAR_W;
         let at_end = x + 3.0 + w > WIDTH - 4.0;
@@ -589,6 +648,9 @@ fn render(trace: &Trace, a: &Analysis) -> (Document, String) {
     let mut y = rows_top;
     let mut zebra = false;
     let mut group_start: Option<(f64, usize)> = None;
+    // Each device's rows, top to bottom: its markers are strong there, faint elsewhere.
+    let mut group_span: std::collections::HashMap<usize, (f64, f64)> =
+        std::collections::HashMap::new();
     let mut shade = Group::new().set("class", "device-bands");
     let close_band = |shade: Group, start: Option<(f64, usize)>, end_y: f64| match start {
         Some((top, n)) => shade.add(
@@ -605,6 +667,9 @@ fn render(trace: &Trace, a: &Analysis) -> (Document, String) {
         match row {
             Row::Device(index) => {
                 shade = close_band(shade, group_start, y);
+                if let Some((top, i)) = group_start {
+                    group_span.insert(i, (top, y));
+                }
                 group_start = Some((y, *index));
                 let d = &a.devices[*index];
                 body = body.add(device_row(d, y, &scale, t1));
@@ -642,10 +707,17 @@ fn render(trace: &Trace, a: &Analysis) -> (Document, String) {
         }
     }
     shade = close_band(shade, group_start, y);
+    if let Some((top, i)) = group_start {
+        group_span.insert(i, (top, y));
+    }
 
     // Markers over everything, labels in lanes above the axis.
     let mut marker_group = Group::new().set("class", "markers");
-    for ((t, kind, dev), (lane, at_end)) in marks.iter().zip(lanes) {
+    for ((t, kind, dev, dev_index), (lane, at_end)) in marks.iter().zip(lanes) {
+        let (own_top, own_bottom) = group_span
+            .get(dev_index)
+            .copied()
+            .unwrap_or((axis_y, rows_bottom));
         let x = r(scale.x(*t));
         let (colour, width, dash) = kind.stroke();
         let label_y = lanes_y + lane as f64 * 13.0;
@@ -657,7 +729,7 @@ fn render(trace: &Trace, a: &Analysis) -> (Document, String) {
                     .set("x1", x)
                     .set("x2", x)
                     .set("y1", r(label_y + 2.0))
-                    .set("y2", r(tick_label_y - 11.0))
+                    .set("y2", r(tick_label_y - 13.0))
                     .set("stroke", colour)
                     .set("stroke-width", 1)
                     .set("stroke-dasharray", dash)
@@ -669,6 +741,18 @@ fn render(trace: &Trace, a: &Analysis) -> (Document, String) {
                     .set("x2", x)
                     .set("y1", r(axis_y))
                     .set("y2", r(rows_bottom))
+                    .set("stroke", colour)
+                    .set("stroke-width", 1)
+                    .set("stroke-opacity", 0.3)
+                    .set("stroke-dasharray", dash)
+                    .set("class", "marker-faint"),
+            )
+            .add(
+                Line::new()
+                    .set("x1", x)
+                    .set("x2", x)
+                    .set("y1", r(own_top))
+                    .set("y2", r(own_bottom))
                     .set("stroke", colour)
                     .set("stroke-width", width)
                     .set("stroke-dasharray", dash)
@@ -767,21 +851,24 @@ fn bar_row(bar: &Bar, y: f64, scale: &Scale, zebra: bool) -> Group {
         );
     }
     let max_chars = ((PLOT_X0 - 8.0 - (LABEL_X + 24.0)) / CHAR_W) as usize;
-    let mut label = bar.label.clone();
-    if bar.never_released > 0 && bar.aggregated {
-        label = format!("{label} ({} unreleased)", bar.never_released);
-    }
+    let suffix = if bar.never_released > 0 && bar.aggregated {
+        format!(" ({} unreleased)", bar.never_released)
+    } else {
+        String::new()
+    };
+    let label = row_label(&bar.prefix, &bar.name, &bar.loc, &suffix, max_chars);
     g = g.add(
-        text(LABEL_X + 24.0, y + 12.0, &fit(&label, max_chars), FONT_SIZE)
+        text(LABEL_X + 24.0, y + 12.0, &label, FONT_SIZE)
             .set("class", "row-label")
             .add(Title::new(clean(&bar.tooltip))),
     );
     let x0 = scale.x(bar.start);
     let x1 = scale.x(bar.end).max(x0 + 2.0);
-    let class = if bar.never_released > 0 {
-        "bar never-released"
-    } else {
-        "bar"
+    let class = match (bar.never_released > 0, bar.problems > 0) {
+        (false, false) => "bar",
+        (true, false) => "bar never-released",
+        (false, true) => "bar problem",
+        (true, true) => "bar never-released problem",
     };
     let top = y + (ROW_H - BAR_H) / 2.0;
     g = g.add(
@@ -794,6 +881,8 @@ fn bar_row(bar: &Bar, y: f64, scale: &Scale, zebra: bool) -> Group {
             .set("fill-opacity", if bar.aggregated { 0.3 } else { 1.0 })
             .set("class", class)
             .set("data-list", bar.list.as_str())
+            .set("stroke", if bar.problems > 0 { LEAK_RED } else { "none" })
+            .set("stroke-width", 1.5)
             .add(Title::new(clean(&bar.tooltip))),
     );
     if bar.aggregated {
@@ -912,6 +1001,19 @@ fn legend(y: f64) -> Group {
     let label = "never released (runs to the end)";
     g = g.add(text(x + 18.0, y, label, FONT_SIZE));
     x += 18.0 + label.len() as f64 * CHAR_W + 16.0;
+    g = g.add(
+        Rectangle::new()
+            .set("x", r(x))
+            .set("y", r(y - 9.0))
+            .set("width", 14)
+            .set("height", BAR_H)
+            .set("fill", "#9a9a9a")
+            .set("stroke", LEAK_RED)
+            .set("stroke-width", 1.5),
+    );
+    let label = "out of order / after its device";
+    g = g.add(text(x + 18.0, y, label, FONT_SIZE));
+    x += 18.0 + label.len() as f64 * CHAR_W + 16.0;
     for kind in MarkerKind::ALL {
         let (colour, width, dash) = kind.stroke();
         g = g
@@ -954,5 +1056,21 @@ mod tests {
         assert_eq!(short_path("/home/u/drmm/src/device.rs"), "src/device.rs");
         assert_eq!(short_path("main.rs"), "main.rs");
         assert_eq!(clean("a\nb\u{1}"), "a b ");
+        assert_eq!(fit_middle("abcdefghij", 6), "ab..ij");
+        assert_eq!(
+            row_label("#1", "vram", "src/gem.rs:10", "", 40),
+            "#1 vram src/gem.rs:10"
+        );
+        let long = "obj_with_a_rather_long_descriptive_name_17";
+        let label = row_label("#17", long, "module/path_17.rs:170", "", 47);
+        assert_eq!(label.chars().count(), 47, "{label}");
+        assert!(
+            label.starts_with("#17 obj_with_") && label.ends_with("_17 module/path_17.rs:170"),
+            "{label}"
+        );
+        let loc = "a/very_long_module_name_here.rs:170";
+        let label = row_label("2000x", long, loc, " (3 unreleased)", 47);
+        assert!(label.ends_with(".rs:170 (3 unreleased)"), "{label}");
+        assert!(label.chars().count() <= 47, "{label}");
     }
 }
