@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 mod analysis;
 mod parse;
+mod raw;
 mod report;
 mod timeline;
 

@@ -16,7 +16,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde::Deserialize;
+
+use super::raw::{RawEvent, RawHeader};
 
 /// The header's `schema` value.
 pub(crate) const SCHEMA: &str = "drmm-trace";
@@ -200,32 +201,6 @@ pub(crate) struct Trace {
     pub(crate) unknown_ops: BTreeMap<String, u64>,
     /// The line dropped because it was cut mid-write (only with `allow_truncated`).
     pub(crate) truncated: Option<usize>,
-}
-
-#[derive(Deserialize)]
-struct RawHeader {
-    schema: Option<String>,
-    version: Option<u64>,
-    pid: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct RawEvent {
-    t: Option<u64>,
-    thread: Option<String>,
-    op: Option<String>,
-    dev: Option<u64>,
-    dev_name: Option<String>,
-    dev_kind: Option<String>,
-    list: Option<String>,
-    entry: Option<u64>,
-    name: Option<String>,
-    kind: Option<String>,
-    size: Option<u64>,
-    file: Option<String>,
-    line: Option<u32>,
-    ref_id: Option<u64>,
-    detail: Option<String>,
 }
 
 /// serde_json's message without its "at line 1 column N" (each line is parsed alone, so the
