@@ -268,6 +268,13 @@ fn ten_thousand_entries_aggregate_by_call_site_and_still_draw() {
     let report = drmm(&["trace", "report", trace.to_str().unwrap()]);
     let text = String::from_utf8(report.stdout).unwrap();
     assert!(text.contains("10000 entries from 5 call site(s)"), "{text}");
+    assert!(
+        text.contains("103 entries never released, by call site")
+            && text.contains(
+                "src/gem.rs:100: entry never released: 20x \"vram_chunk\" (alloc) on card0 drmm"
+            ),
+        "{text}"
+    );
     let check = drmm(&["trace", "check", trace.to_str().unwrap()]);
     assert_eq!(check.status.code(), Some(1));
     let lines = String::from_utf8(check.stdout).unwrap();

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
-use super::analysis::{Analysis, DevKind, Device, Entry, Moment};
+use super::analysis::{Analysis, DevKind, Device, Entry, Moment, Problem, ProblemKind};
 use super::human_time;
 use super::parse::{List, Trace};
 
@@ -39,8 +39,20 @@ pub(crate) fn write(out: &mut dyn Write, trace: &Trace, a: &Analysis) -> io::Res
         writeln!(out, "No problems found.")?;
     } else {
         writeln!(out, "Problems ({}):", a.problems.len())?;
+        let never: Vec<_> = a
+            .problems
+            .iter()
+            .filter(|p| p.kind == ProblemKind::EntryNeverReleased)
+            .collect();
+        // Thousands of leaked entries read better by call site; `check` lists each one.
+        let summarise = never.len() > ENTRY_LIST_MAX;
         for p in &a.problems {
-            writeln!(out, "  {}", p.render(&trace.path))?;
+            if !(summarise && p.kind == ProblemKind::EntryNeverReleased) {
+                writeln!(out, "  {}", p.render(&trace.path))?;
+            }
+        }
+        if summarise {
+            never_by_site(out, trace, a, &never)?;
         }
     }
     refusals(out, a)?;
@@ -243,6 +255,41 @@ fn by_site(out: &mut dyn Write, entries: &[&Entry]) -> io::Result<()> {
             human_time(s.last_end),
             ends.join(", ")
         )?;
+    }
+    Ok(())
+}
+
+/// Entries never released, one line per call site with a count.
+fn never_by_site(
+    out: &mut dyn Write,
+    trace: &Trace,
+    a: &Analysis,
+    never: &[&Problem],
+) -> io::Result<()> {
+    let mut sites: BTreeMap<(String, String, String), usize> = BTreeMap::new();
+    for p in never {
+        let Some(e) = p.entry.map(|i| &a.entries[i]) else {
+            continue;
+        };
+        let dev = a
+            .device(e.dev)
+            .map_or_else(|| "?".to_owned(), Device::label);
+        let at = p
+            .location
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", trace.path, p.trace_line));
+        let what = format!("\"{}\" ({}) on {dev} {}", e.name, e.kind, e.list.as_str());
+        *sites.entry((at, what, e.kind.clone())).or_default() += 1;
+    }
+    writeln!(
+        out,
+        "  {} entries never released, by call site (`drmm trace check` lists each):",
+        never.len()
+    )?;
+    let mut sites: Vec<_> = sites.into_iter().collect();
+    sites.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
+    for ((at, what, _), count) in sites {
+        writeln!(out, "  {at}: entry never released: {count}x {what}")?;
     }
     Ok(())
 }
