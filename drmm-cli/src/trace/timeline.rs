@@ -8,7 +8,6 @@
 //! count, so that 10,000 entries still make a picture a person can read (and a browser can
 //! draw: canvases past ~32,000 px do not render).
 
-use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::io;
 use std::path::Path;
@@ -16,15 +15,15 @@ use std::path::Path;
 use svg::Document;
 use svg::node::element::{Group, Line, Polygon, Rectangle, Text, Title};
 
-use super::analysis::{Analysis, DevKind, Device, Entry, Moment, ProblemKind};
+use super::analysis::{Analysis, DevKind, Device, Moment};
 use super::human_time;
 use super::parse::{List, Trace};
 
-/// More entries than this: rows aggregate by call site.
-pub(crate) const AGGREGATE_ABOVE: usize = 200;
-/// At most this many rows are drawn (each list keeps its first rows; a note says how many were
-/// left out).
-const MAX_ROWS: usize = 1500;
+mod labels;
+mod rows;
+
+use labels::{clean, fit, row_label, ticks};
+use rows::{AGGREGATE_ABOVE, Bar, MAX_ROWS, Row, rows};
 
 const WIDTH: f64 = 1200.0;
 const LABEL_X: f64 = 10.0;
@@ -102,36 +101,6 @@ impl MarkerKind {
     }
 }
 
-/// One drawn bar: an entry, or a call site's entries.
-struct Bar {
-    /// `#id` of an entry, `Nx` of a call site.
-    prefix: String,
-    name: String,
-    /// Short `file:line`.
-    loc: String,
-    tooltip: String,
-    list: List,
-    kind: String,
-    start: u64,
-    end: u64,
-    /// How many of its entries are never released.
-    never_released: usize,
-    /// More than one entry (an aggregated call site).
-    aggregated: bool,
-    /// An aggregated site's entries, (ADD, end): drawn as a live-count profile.
-    intervals: Vec<(u64, u64)>,
-    /// How many of its entries have a problem other than never being released (released out
-    /// of order, or after their device): outlined in red.
-    problems: usize,
-}
-
-enum Row {
-    Device(usize),
-    List { list: List, entries: usize },
-    Bar(Bar),
-    Omitted(usize),
-}
-
 /// The time range drawn and its mapping to x.
 struct Scale {
     t0: u64,
@@ -151,75 +120,6 @@ fn r(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
 
-/// Text safe for XML 1.0 (no control characters; `&`, `<` and `>` are escaped by `svg`).
-fn clean(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
-}
-
-/// Cuts `text` to at most `max` characters, ending in `..` when cut.
-fn fit(text: &str, max: usize) -> String {
-    let n = text.chars().count();
-    if n <= max {
-        return text.to_owned();
-    }
-    let keep = max.saturating_sub(2);
-    let mut out: String = text.chars().take(keep).collect();
-    out.push_str("..");
-    out
-}
-
-/// Cuts `text` to at most `max` characters by taking out its middle (names often differ at
-/// their end).
-fn fit_middle(text: &str, max: usize) -> String {
-    let n = text.chars().count();
-    if n <= max {
-        return text.to_owned();
-    }
-    let keep = max.saturating_sub(2);
-    let head: String = text.chars().take(keep.div_ceil(2)).collect();
-    let tail: String = text.chars().skip(n - keep / 2).collect();
-    format!("{head}..{tail}")
-}
-
-/// `prefix name loc suffix` in at most `max` characters: the name gives way first (cut in the
-/// middle), then the location (cut at its start, its line number stays).
-fn row_label(prefix: &str, name: &str, loc: &str, suffix: &str, max: usize) -> String {
-    const MIN_NAME: usize = 10;
-    let len = |s: &str| s.chars().count();
-    let fixed = len(prefix) + len(suffix) + 2;
-    let full = format!("{prefix} {name} {loc}{suffix}");
-    if len(&full) <= max {
-        return full;
-    }
-    let loc_room = max.saturating_sub(fixed + MIN_NAME.min(len(name)));
-    let loc = if len(loc) <= loc_room {
-        loc.to_owned()
-    } else {
-        let keep = loc_room.saturating_sub(2);
-        let tail: String = loc.chars().skip(len(loc) - keep).collect();
-        format!("..{tail}")
-    };
-    let name_room = max.saturating_sub(fixed + len(&loc));
-    fit(
-        &format!("{prefix} {} {loc}{suffix}", fit_middle(name, name_room)),
-        max,
-    )
-}
-
-/// The last two components of a path: `src/device.rs` of `/home/u/drmm/src/device.rs`.
-fn short_path(path: &str) -> &str {
-    let mut cut = path.len();
-    for _ in 0..2 {
-        match path[..cut].rfind('/') {
-            Some(at) => cut = at,
-            None => return path,
-        }
-    }
-    &path[cut + 1..]
-}
-
 fn text(x: f64, y: f64, content: &str, size: f64) -> Text {
     Text::new(clean(content))
         .set("x", r(x))
@@ -237,228 +137,6 @@ pub(crate) fn write(path: &Path, trace: &Trace, a: &Analysis) -> io::Result<Stri
     let (doc, summary) = render(trace, a);
     svg::save(path, &doc)?;
     Ok(summary)
-}
-
-/// The entries of each (device, list), in `ADD` order.
-fn lists(a: &Analysis) -> Vec<(usize, List, Vec<&Entry>)> {
-    let mut out = Vec::new();
-    for (index, d) in a.devices.iter().enumerate() {
-        for list in [List::Devres, List::Drmm] {
-            let entries: Vec<&Entry> = d
-                .entries
-                .iter()
-                .map(|&i| &a.entries[i])
-                .filter(|e| e.list == list)
-                .collect();
-            if !entries.is_empty() {
-                out.push((index, list, entries));
-            }
-        }
-    }
-    out
-}
-
-/// Which lists to aggregate by call site: none if all entries fit in [`AGGREGATE_ABOVE`]
-/// rows; otherwise the lists that save the most rows first, until the rows fit (or every list
-/// is aggregated). Small lists keep one row per entry.
-fn to_aggregate(lists: &[(usize, List, Vec<&Entry>)]) -> Vec<bool> {
-    let mut rows: usize = lists.iter().map(|l| l.2.len()).sum();
-    let mut chosen = vec![false; lists.len()];
-    if rows <= AGGREGATE_ABOVE {
-        return chosen;
-    }
-    let mut savings: Vec<(usize, usize)> = lists
-        .iter()
-        .enumerate()
-        .map(|(i, (_, _, entries))| {
-            let sites: std::collections::HashSet<_> = entries
-                .iter()
-                .map(|e| (&e.name, &e.kind, &e.file, e.src_line))
-                .collect();
-            (entries.len() - sites.len(), i)
-        })
-        .collect();
-    savings.sort_by(|a, b| b.cmp(a));
-    for (saved, i) in savings {
-        if rows <= AGGREGATE_ABOVE || saved == 0 {
-            break;
-        }
-        chosen[i] = true;
-        rows -= saved;
-    }
-    chosen
-}
-
-/// Builds the rows: per device a header, per list a header and its bars. Returns the rows,
-/// how many entries were aggregated, and how many rows were left out.
-fn rows(a: &Analysis, end: u64) -> (Vec<Row>, usize, usize) {
-    // By address: the rows hold references into `a.entries`.
-    let flagged: HashSet<*const Entry> = a
-        .problems
-        .iter()
-        .filter(|p| p.kind != ProblemKind::EntryNeverReleased)
-        .filter_map(|p| p.entry)
-        .map(|i| &a.entries[i] as *const Entry)
-        .collect();
-    let is_flagged = |e: &Entry| flagged.contains(&(e as *const Entry));
-    let lists = lists(a);
-    let aggregate = to_aggregate(&lists);
-    let mut rows = Vec::new();
-    let mut omitted = 0;
-    let mut aggregated = 0;
-    let mut next = lists.iter().zip(&aggregate).peekable();
-    for index in 0..a.devices.len() {
-        rows.push(Row::Device(index));
-        while let Some(((_, list, entries), &agg)) = next.next_if(|((d, _, _), _)| *d == index) {
-            rows.push(Row::List {
-                list: *list,
-                entries: entries.len(),
-            });
-            let bars = if agg {
-                aggregated += entries.len();
-                by_site(entries, end, &is_flagged)
-            } else {
-                entries.iter().map(|e| one(e, end, is_flagged(e))).collect()
-            };
-            let room = MAX_ROWS.saturating_sub(rows.len());
-            let total = bars.len();
-            rows.extend(bars.into_iter().take(room).map(Row::Bar));
-            if total > room {
-                omitted += total - room;
-                rows.push(Row::Omitted(total - room));
-            }
-        }
-    }
-    (rows, aggregated, omitted)
-}
-
-fn one(e: &Entry, end: u64, flagged: bool) -> Bar {
-    let loc = e.location().unwrap_or_default();
-    let ended = match e.end {
-        Some((op, at)) => format!("{} at {}", op.as_str(), human_time(at.t)),
-        None => "never released".to_owned(),
-    };
-    let size = e.size.map(|s| format!(", {s} bytes")).unwrap_or_default();
-    Bar {
-        prefix: format!("#{}", e.id),
-        name: e.name.clone(),
-        loc: e
-            .file
-            .as_deref()
-            .map(|f| location_short(f, e.src_line))
-            .unwrap_or_default(),
-        tooltip: format!(
-            "#{} {} ({}{size}) {loc}\nADD at {}, {ended}",
-            e.id,
-            e.name,
-            e.kind,
-            human_time(e.added.t)
-        ),
-        list: e.list,
-        kind: e.kind.clone(),
-        start: e.added.t,
-        end: e.end.map_or(end, |(_, at)| at.t),
-        never_released: usize::from(e.end.is_none()),
-        aggregated: false,
-        intervals: Vec::new(),
-        problems: usize::from(flagged),
-    }
-}
-
-fn location_short(file: &str, line: Option<u32>) -> String {
-    match line {
-        Some(line) => format!("{}:{line}", short_path(file)),
-        None => short_path(file).to_owned(),
-    }
-}
-
-/// One bar per call site, in order of the site's first `ADD`.
-fn by_site(entries: &[&Entry], end: u64, is_flagged: &dyn Fn(&Entry) -> bool) -> Vec<Bar> {
-    let mut sites: Vec<(Bar, usize)> = Vec::new();
-    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    for e in entries {
-        let loc = e.location().unwrap_or_default();
-        let key = format!("{}\u{0}{}\u{0}{loc}", e.name, e.kind);
-        let e_end = e.end.map_or(end, |(_, at)| at.t);
-        match index.get(&key) {
-            Some(&i) => {
-                let (bar, count) = &mut sites[i];
-                *count += 1;
-                bar.start = bar.start.min(e.added.t);
-                bar.end = bar.end.max(e_end);
-                bar.never_released += usize::from(e.end.is_none());
-                bar.intervals.push((e.added.t, e_end));
-                bar.problems += usize::from(is_flagged(e));
-            }
-            None => {
-                index.insert(key, sites.len());
-                let short = e
-                    .file
-                    .as_deref()
-                    .map(|f| location_short(f, e.src_line))
-                    .unwrap_or_default();
-                sites.push((
-                    Bar {
-                        prefix: String::new(),
-                        name: e.name.clone(),
-                        loc: short,
-                        tooltip: format!("{} ({}) {loc}", e.name, e.kind),
-                        list: e.list,
-                        kind: e.kind.clone(),
-                        start: e.added.t,
-                        end: e_end,
-                        never_released: usize::from(e.end.is_none()),
-                        aggregated: true,
-                        intervals: vec![(e.added.t, e_end)],
-                        problems: usize::from(is_flagged(e)),
-                    },
-                    1,
-                ));
-            }
-        }
-    }
-    sites
-        .into_iter()
-        .map(|(mut bar, count)| {
-            bar.prefix = format!("{count}x");
-            let _ = write!(
-                bar.tooltip,
-                "\n{count} entries: first ADD at {}, last end at {}, {} never released",
-                human_time(bar.start),
-                human_time(bar.end),
-                bar.never_released
-            );
-            bar
-        })
-        .collect()
-}
-
-/// Tick positions (in ns) and labels for `[t0, t1]`: about 8 "nice" steps (1, 2, 5 × 10^k).
-fn ticks(t0: u64, t1: u64) -> Vec<(u64, String)> {
-    let span = (t1 - t0).max(1) as f64;
-    let raw = span / 8.0;
-    let mag = 10f64.powf(raw.log10().floor());
-    let step = match raw / mag {
-        n if n <= 1.0 => mag,
-        n if n <= 2.0 => 2.0 * mag,
-        n if n <= 5.0 => 5.0 * mag,
-        _ => 10.0 * mag,
-    }
-    .max(1.0);
-    let (unit, div) = match t1 {
-        0..1_000 => ("ns", 1.0),
-        1_000..1_000_000 => ("µs", 1e3),
-        1_000_000..1_000_000_000 => ("ms", 1e6),
-        _ => ("s", 1e9),
-    };
-    let decimals = (-(step / div).log10().floor()).clamp(0.0, 6.0) as usize;
-    let mut out = Vec::new();
-    let mut t = (t0 as f64 / step).ceil() * step;
-    while t <= t1 as f64 + 0.5 {
-        out.push((t as u64, format!("{:.*} {unit}", decimals, t / div)));
-        t += step;
-    }
-    out
 }
 
 /// Device markers: (x in ns, kind, device label).
@@ -1031,46 +709,4 @@ fn legend(y: f64) -> Group {
         x += 14.0 + kind.label().len() as f64 * CHAR_W + 18.0;
     }
     g
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ticks_are_round_and_inside_the_range() {
-        let t = ticks(0, 30_000);
-        assert_eq!(t.first().map(|t| t.1.as_str()), Some("0 µs"));
-        assert!(t.iter().any(|t| t.1 == "5 µs"), "{t:?}");
-        assert!(t.len() >= 4 && t.len() <= 12, "{t:?}");
-        let t = ticks(1_500_000, 1_503_000);
-        assert!(t.iter().all(|t| t.0 >= 1_500_000 && t.0 <= 1_503_000));
-        assert!(t.iter().any(|t| t.1 == "1.5005 ms"), "{t:?}");
-        assert_eq!(ticks(0, 1).len(), 2);
-    }
-
-    #[test]
-    fn labels_are_cut_and_paths_shortened() {
-        assert_eq!(fit("abcdef", 4), "ab..");
-        assert_eq!(fit("abc", 4), "abc");
-        assert_eq!(short_path("/home/u/drmm/src/device.rs"), "src/device.rs");
-        assert_eq!(short_path("main.rs"), "main.rs");
-        assert_eq!(clean("a\nb\u{1}"), "a b ");
-        assert_eq!(fit_middle("abcdefghij", 6), "ab..ij");
-        assert_eq!(
-            row_label("#1", "vram", "src/gem.rs:10", "", 40),
-            "#1 vram src/gem.rs:10"
-        );
-        let long = "obj_with_a_rather_long_descriptive_name_17";
-        let label = row_label("#17", long, "module/path_17.rs:170", "", 47);
-        assert_eq!(label.chars().count(), 47, "{label}");
-        assert!(
-            label.starts_with("#17 obj_with_") && label.ends_with("_17 module/path_17.rs:170"),
-            "{label}"
-        );
-        let loc = "a/very_long_module_name_here.rs:170";
-        let label = row_label("2000x", long, loc, " (3 unreleased)", 47);
-        assert!(label.ends_with(".rs:170 (3 unreleased)"), "{label}");
-        assert!(label.chars().count() <= 47, "{label}");
-    }
 }
