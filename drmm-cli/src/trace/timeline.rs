@@ -3,10 +3,10 @@
 //! One row per entry, grouped by device and then by list, a bar from its `ADD` to its end
 //! (entries never released run to the end of the trace and end in a red cap), coloured by list
 //! and kind; vertical markers for `UNPLUG`, `UNBIND`, `LAST_REF` and the last `CLOSE`; a legend
-//! and a time axis. Beyond [`AGGREGATE_ABOVE`] entries the rows of each list are aggregated by
-//! call site (name, kind and file:line): one bar from the first `ADD` to the last end, with a
-//! count, so that 10,000 entries still make a picture a person can read (and a browser can
-//! draw: canvases past ~32,000 px do not render).
+//! and a time axis. Beyond [`AGGREGATE_ABOVE`] entries the largest lists are aggregated by call
+//! site (name, kind and file:line): one bar from the first `ADD` to the last end, with a count
+//! and a profile of how many are live, so that 10,000 entries still make a picture a person can
+//! read (and a browser can draw: canvases past ~32,000 px do not render).
 
 use std::fmt::Write as _;
 use std::io;
