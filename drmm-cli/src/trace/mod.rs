@@ -139,3 +139,127 @@ pub(crate) fn human_time(ns: u64) -> String {
         format!("{:.3} s", f / 1e9)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLEAN: &str = include_str!("../../tests/fixtures/clean.jsonl");
+
+    /// Reads, analyses, reports and draws `text`; only a panic fails.
+    fn pipeline(text: &str) {
+        let Ok(trace) = parse::read_lines(&mut text.as_bytes(), "x", true, |_| {}) else {
+            return;
+        };
+        let a = analysis::analyse(&trace);
+        let mut out = Vec::new();
+        report::write(&mut out, &trace, &a).unwrap();
+        let _ = timeline::render(&trace, &a);
+    }
+
+    /// Cut at every byte, every event line dropped, repeated or moved to the end, every number
+    /// set to 0 and to `u64::MAX`, every op swapped for every other op: no panic anywhere.
+    #[test]
+    fn no_input_derived_from_a_real_trace_panics() {
+        for cut in 0..CLEAN.len() {
+            if CLEAN.is_char_boundary(cut) {
+                pipeline(&CLEAN[..cut]);
+            }
+        }
+        let lines: Vec<&str> = CLEAN.lines().collect();
+        for number in ["0", "4294967295", "18446744073709551615"] {
+            let every: Vec<String> = std::iter::once(lines[0].to_owned())
+                .chain(lines[1..].iter().map(|l| numbers_set_to(l, number)))
+                .collect();
+            pipeline(&every.join("\n"));
+        }
+        for key in ["t", "size", "dev", "entry", "ref_id"] {
+            let every: Vec<String> = std::iter::once(lines[0].to_owned())
+                .chain(
+                    lines[1..]
+                        .iter()
+                        .map(|l| key_set_to(l, key, "18446744073709551615")),
+                )
+                .collect();
+            pipeline(&every.join("\n"));
+        }
+        let ops: Vec<&str> = lines[1..]
+            .iter()
+            .filter_map(|l| l.split("\"op\":\"").nth(1))
+            .filter_map(|rest| rest.split('"').next())
+            .collect();
+        for i in 1..lines.len() {
+            let mut v = lines.clone();
+            v.remove(i);
+            pipeline(&v.join("\n"));
+            let mut v = lines.clone();
+            v.insert(i, lines[i]);
+            pipeline(&v.join("\n"));
+            let mut v = lines.clone();
+            let moved = v.remove(i);
+            v.push(moved);
+            pipeline(&v.join("\n"));
+            for number in ["0", "18446744073709551615"] {
+                let mut v: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+                v[i] = numbers_set_to(lines[i], number);
+                pipeline(&v.join("\n"));
+            }
+            for op in &ops {
+                let mut v: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+                if let Some(old) = lines[i]
+                    .split("\"op\":\"")
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                {
+                    v[i] =
+                        lines[i].replace(&format!("\"op\":\"{old}\""), &format!("\"op\":\"{op}\""));
+                }
+                pipeline(&v.join("\n"));
+            }
+        }
+    }
+
+    /// Every JSON number of `line` replaced by `number` (a `line` key beyond u32 is then an
+    /// error, which is fine: only panics matter).
+    fn numbers_set_to(line: &str, number: &str) -> String {
+        let mut out = String::new();
+        let mut in_number = false;
+        let mut in_string = false;
+        for c in line.chars() {
+            if c == '"' {
+                in_string = !in_string;
+            }
+            if !in_string && c.is_ascii_digit() {
+                if !in_number {
+                    out.push_str(number);
+                }
+                in_number = true;
+                continue;
+            }
+            in_number = false;
+            out.push(c);
+        }
+        out
+    }
+
+    /// The value of `"key":N` in `line` replaced by `number`.
+    fn key_set_to(line: &str, key: &str, number: &str) -> String {
+        let pattern = format!("\"{key}\":");
+        let Some(at) = line.find(&pattern) else {
+            return line.to_owned();
+        };
+        let start = at + pattern.len();
+        let end = line[start..]
+            .find(|c: char| !c.is_ascii_digit())
+            .map_or(line.len(), |n| start + n);
+        format!("{}{number}{}", &line[..start], &line[end..])
+    }
+
+    #[test]
+    fn times_read_well() {
+        assert_eq!(human_time(850), "850 ns");
+        assert_eq!(human_time(12_345), "12.3 µs");
+        assert_eq!(human_time(4_250_000), "4.250 ms");
+        assert_eq!(human_time(1_500_000_000), "1.500 s");
+    }
+}

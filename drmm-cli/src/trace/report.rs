@@ -221,7 +221,7 @@ fn by_site(out: &mut dyn Write, entries: &[&Entry]) -> io::Result<()> {
             ..Site::default()
         });
         site.count += 1;
-        site.bytes += e.size.unwrap_or(0);
+        site.bytes = site.bytes.saturating_add(e.size.unwrap_or(0));
         site.first = site.first.min(e.added.t);
         let end = match e.end {
             Some((op, at)) => {

@@ -188,7 +188,7 @@ fn label_lanes(
 }
 
 /// Builds the document; returns it and a one-line summary.
-fn render(trace: &Trace, a: &Analysis) -> (Document, String) {
+pub(super) fn render(trace: &Trace, a: &Analysis) -> (Document, String) {
     let t0 = a
         .entries
         .iter()
@@ -200,7 +200,7 @@ fn render(trace: &Trace, a: &Analysis) -> (Document, String) {
         )
         .min()
         .unwrap_or(0);
-    let t1 = a.end_t.max(t0 + 1);
+    let t1 = a.end_t.max(t0.saturating_add(1));
     let scale = Scale { t0, t1 };
     let (rows, aggregated, omitted) = rows(a, t1);
     let marks = markers(a);

@@ -90,7 +90,8 @@ pub(super) fn ticks(t0: u64, t1: u64) -> Vec<(u64, String)> {
     let decimals = (-(step / div).log10().floor()).clamp(0.0, 6.0) as usize;
     let mut out = Vec::new();
     let mut t = (t0 as f64 / step).ceil() * step;
-    while t <= t1 as f64 + 0.5 {
+    // Bounded: near u64::MAX, adding a step to an f64 may not move it.
+    while t <= t1 as f64 + 0.5 && out.len() < 20 {
         out.push((t as u64, format!("{:.*} {unit}", decimals, t / div)));
         t += step;
     }
@@ -111,6 +112,7 @@ mod tests {
         assert!(t.iter().all(|t| t.0 >= 1_500_000 && t.0 <= 1_503_000));
         assert!(t.iter().any(|t| t.1 == "1.5005 ms"), "{t:?}");
         assert_eq!(ticks(0, 1).len(), 2);
+        assert!(ticks(u64::MAX - 1, u64::MAX).len() <= 20);
     }
 
     #[test]
