@@ -243,3 +243,31 @@ fn help_on_every_command() {
     // A usage error is clap's: exit 2.
     assert_eq!(drmm(&["trace", "check"]).status.code(), Some(2));
 }
+
+/// A trace written by the library's recorder (its golden scenario, timestamps zeroed): read as
+/// written; the scenario's deliberate access to a revoked `Devres` is its one problem.
+#[test]
+fn a_trace_written_by_the_recorder_reads_and_checks() {
+    assert_eq!(
+        one_problem("recorded.jsonl"),
+        "tests/trace_golden.rs:86: access after revocation: trace_golden::Regs of vgpu.0 reached after it was revoked on thread T (trace line 29; refused, but in C a use-after-free)"
+    );
+    let out = drmm(&[
+        "trace",
+        "report",
+        fixture("recorded.jsonl").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    for expected in [
+        // REPLACE carries the new size.
+        "128 B",
+        "(resized 1x)",
+        "-> REM 0 ns",
+        "tests/trace_golden.rs:84: gate refused on card0, 1x",
+        "tests/trace_golden.rs:85: open refused on card0, 1x",
+        "Problems (1):",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing from:\n{text}");
+    }
+}

@@ -392,7 +392,14 @@ fn step(a: &mut Analysis, pass: &mut Pass, ev: &Event, path: &str) {
             }
         }
         Op::Replace => match pass.live.get(&key) {
-            Some(&index) => a.entries[index].replaced += 1,
+            Some(&index) => {
+                let entry = &mut a.entries[index];
+                entry.replaced += 1;
+                // The recorder gives the new size.
+                if ev.size.is_some() {
+                    entry.size = ev.size;
+                }
+            }
             None => pass.orphan_ends += 1,
         },
         Op::AddFailed => {

@@ -171,15 +171,21 @@ fn end_text(e: &Entry) -> String {
     }
 }
 
+/// One line per entry: the columns first, the name (of any length) last.
 fn each(out: &mut dyn Write, entries: &[&Entry]) -> io::Result<()> {
-    let name_w = entries
-        .iter()
-        .map(|e| e.name.chars().count())
-        .max()
-        .unwrap_or(0)
-        .min(32);
+    let width = |texts: &mut dyn Iterator<Item = usize>| texts.max().unwrap_or(0);
+    let loc_w = width(
+        &mut entries
+            .iter()
+            .map(|e| e.location().map_or(0, |l| l.chars().count())),
+    )
+    .min(48);
+    let end_w = width(&mut entries.iter().map(|e| end_text(e).chars().count()));
     for e in entries {
-        let size = e.size.map(|s| format!("{s} B")).unwrap_or_default();
+        let size = match e.size {
+            Some(0) | None => String::new(),
+            Some(s) => format!("{s} B"),
+        };
         let resized = if e.replaced > 0 {
             format!(" (resized {}x)", e.replaced)
         } else {
@@ -187,13 +193,13 @@ fn each(out: &mut dyn Write, entries: &[&Entry]) -> io::Result<()> {
         };
         writeln!(
             out,
-            "    #{:<5} {:<11} {size:>8}  {:<name_w$}  {:>11} -> {}{resized}  {}",
+            "    #{:<5} {:<11} {size:>9}  {:>11} -> {:<end_w$}  {:<loc_w$}  \"{}\"{resized}",
             e.id,
             e.kind,
-            e.name,
             human_time(e.added.t),
             end_text(e),
             e.location().unwrap_or_default(),
+            e.name,
         )?;
     }
     Ok(())
