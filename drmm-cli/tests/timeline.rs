@@ -327,3 +327,50 @@ fn too_many_distinct_call_sites_are_cut_with_a_note_and_the_canvas_stays_drawabl
     // Browsers do not draw canvases past 32,767 px.
     assert!(num(&doc.root_element(), "height") < 32_767.0);
 }
+
+#[test]
+fn the_axis_shows_event_order_when_asked_or_when_every_timestamp_is_equal() {
+    let ticks = |svg: &str| -> Vec<String> {
+        let doc = roxmltree::Document::parse(svg).unwrap();
+        doc.descendants()
+            .filter(|n| has_class(n, "tick"))
+            .filter_map(|n| n.text())
+            .map(|t| t.trim().to_owned())
+            .collect()
+    };
+    // The recorder's golden scenario has every timestamp zeroed.
+    let svg = timeline(&fixture("recorded.jsonl"), &tmp("recorded.svg"));
+    assert!(svg.contains("every event has the same timestamp"));
+    let labels = ticks(&svg);
+    assert!(labels.iter().all(|t| t.starts_with("line ")), "{labels:?}");
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    assert_eq!(count(&doc, "g", "row"), 7);
+    // Bars spread over the width instead of piling up at one x.
+    let xs: std::collections::BTreeSet<i64> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("rect") && has_class(n, "bar"))
+        .map(|n| num(&n, "x") as i64)
+        .collect();
+    assert_eq!(xs.len(), 7, "{xs:?}");
+
+    let out = tmp("clean-order.svg");
+    let status = drmm(&[
+        "trace",
+        "timeline",
+        fixture("clean.jsonl").to_str().unwrap(),
+        "--axis",
+        "order",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(status.status.code(), Some(0));
+    let svg = std::fs::read_to_string(out).unwrap();
+    assert!(!svg.contains("every event has the same timestamp"));
+    assert!(ticks(&svg).iter().all(|t| t.starts_with("line ")));
+    let time = timeline(&fixture("clean.jsonl"), &tmp("clean-time.svg"));
+    assert!(
+        ticks(&time).iter().all(|t| t.ends_with(" µs")),
+        "{:?}",
+        ticks(&time)
+    );
+}

@@ -268,6 +268,9 @@ fn a_trace_written_by_the_recorder_reads_and_checks() {
         "tests/trace_golden.rs:85: open refused on card0, 1x",
         "Problems (1):",
     ] {
-        assert!(text.contains(expected), "{expected:?} missing from:\n{text}");
+        assert!(
+            text.contains(expected),
+            "{expected:?} missing from:\n{text}"
+        );
     }
 }

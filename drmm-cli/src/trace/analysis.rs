@@ -226,6 +226,8 @@ pub(crate) struct Analysis {
     pub(crate) notes: Vec<String>,
     /// The last timestamp.
     pub(crate) end_t: u64,
+    /// The trace line of the last event.
+    pub(crate) end_line: usize,
     pub(crate) events: usize,
     dev_index: HashMap<u64, usize>,
 }
@@ -312,6 +314,7 @@ pub(crate) fn analyse(trace: &Trace) -> Analysis {
     let mut pass = Pass::default();
     for ev in &trace.events {
         a.end_t = a.end_t.max(ev.t);
+        a.end_line = ev.line;
         step(&mut a, &mut pass, ev, &trace.path);
     }
     finish(&mut a, pass);

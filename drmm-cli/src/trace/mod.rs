@@ -51,6 +51,10 @@ pub(crate) enum TraceCommand {
         /// Where to write the SVG.
         #[arg(short, long)]
         output: PathBuf,
+        /// The horizontal axis: the events' timestamps, or their order in the trace (evenly
+        /// spaced; chosen by itself when every timestamp is equal).
+        #[arg(long, value_enum, default_value_t = timeline::Axis::Time)]
+        axis: timeline::Axis,
     },
 }
 
@@ -97,8 +101,8 @@ pub(crate) fn run(command: TraceCommand) -> ExitCode {
                 Ok(())
             })
         }
-        TraceCommand::Timeline { output, .. } => {
-            match timeline::write(&output, &trace, &analysis) {
+        TraceCommand::Timeline { output, axis, .. } => {
+            match timeline::write(&output, &trace, &analysis, axis) {
                 Ok(summary) => {
                     eprintln!("drmm: wrote {}: {summary}", output.display());
                     ExitCode::SUCCESS
@@ -154,7 +158,8 @@ mod tests {
         let a = analysis::analyse(&trace);
         let mut out = Vec::new();
         report::write(&mut out, &trace, &a).unwrap();
-        let _ = timeline::render(&trace, &a);
+        let _ = timeline::render(&trace, &a, timeline::Axis::Time);
+        let _ = timeline::render(&trace, &a, timeline::Axis::Order);
     }
 
     /// Cut at every byte, every event line dropped, repeated or moved to the end, every number

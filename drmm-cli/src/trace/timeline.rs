@@ -41,6 +41,34 @@ const MARKER_FONT: f64 = 10.0;
 const MARKER_CHAR_W: f64 = 6.1;
 const LEAK_RED: &str = "#d62728";
 
+/// What the horizontal axis shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Axis {
+    /// The events' timestamps.
+    Time,
+    /// The order of the events (their trace lines), evenly spaced: for traces whose timestamps
+    /// are all equal, or whose long pauses squeeze the bursts.
+    Order,
+}
+
+impl Axis {
+    /// Where a moment is on this axis.
+    fn pos(self, at: Moment) -> u64 {
+        match self {
+            Axis::Time => at.t,
+            Axis::Order => at.line as u64,
+        }
+    }
+
+    /// A position as text.
+    fn show(self, v: u64) -> String {
+        match self {
+            Axis::Time => human_time(v),
+            Axis::Order => format!("line {v}"),
+        }
+    }
+}
+
 /// Bar colour by list and kind.
 fn colour(list: List, kind: &str) -> &'static str {
     let group = kind.starts_with("group");
@@ -133,19 +161,19 @@ fn text(x: f64, y: f64, content: &str, size: f64) -> Text {
 /// # Errors
 ///
 /// Those of creating or writing the file.
-pub(crate) fn write(path: &Path, trace: &Trace, a: &Analysis) -> io::Result<String> {
-    let (doc, summary) = render(trace, a);
+pub(crate) fn write(path: &Path, trace: &Trace, a: &Analysis, axis: Axis) -> io::Result<String> {
+    let (doc, summary) = render(trace, a, axis);
     svg::save(path, &doc)?;
     Ok(summary)
 }
 
 /// Device markers: (x in ns, kind, device label).
-fn markers(a: &Analysis) -> Vec<(u64, MarkerKind, String, usize)> {
+fn markers(a: &Analysis, axis: Axis) -> Vec<(u64, MarkerKind, String, usize)> {
     let mut out = Vec::new();
     for (index, d) in a.devices.iter().enumerate() {
         let mut push = |at: Option<Moment>, kind| {
             if let Some(at) = at {
-                out.push((at.t, kind, d.label(), index));
+                out.push((axis.pos(at), kind, d.label(), index));
             }
         };
         push(d.unplugged, MarkerKind::Unplug);
@@ -188,22 +216,31 @@ fn label_lanes(
 }
 
 /// Builds the document; returns it and a one-line summary.
-pub(super) fn render(trace: &Trace, a: &Analysis) -> (Document, String) {
-    let t0 = a
-        .entries
-        .iter()
-        .map(|e| e.added.t)
-        .chain(
-            a.devices
-                .iter()
-                .filter_map(|d| d.created.or(d.added).map(|m| m.t)),
-        )
-        .min()
-        .unwrap_or(0);
-    let t1 = a.end_t.max(t0.saturating_add(1));
+pub(super) fn render(trace: &Trace, a: &Analysis, axis: Axis) -> (Document, String) {
+    let start = |axis: Axis| {
+        a.entries
+            .iter()
+            .map(|e| axis.pos(e.added))
+            .chain(
+                a.devices
+                    .iter()
+                    .filter_map(|d| d.created.or(d.added).map(|m| axis.pos(m))),
+            )
+            .min()
+            .unwrap_or(0)
+    };
+    // A trace whose timestamps are all equal has nothing to draw on a time axis.
+    let same_time = axis == Axis::Time && start(Axis::Time) >= a.end_t && a.end_line > 0;
+    let axis = if same_time { Axis::Order } else { axis };
+    let t0 = start(axis);
+    let end = match axis {
+        Axis::Time => a.end_t,
+        Axis::Order => a.end_line as u64,
+    };
+    let t1 = end.max(t0.saturating_add(1));
     let scale = Scale { t0, t1 };
-    let (rows, aggregated, omitted) = rows(a, t1);
-    let marks = markers(a);
+    let (rows, aggregated, omitted) = rows(a, t1, axis);
+    let marks = markers(a, axis);
     let (lanes, lane_count) = label_lanes(&scale, &marks);
 
     // Vertical layout, top to bottom.
@@ -212,6 +249,12 @@ pub(super) fn render(trace: &Trace, a: &Analysis) -> (Document, String) {
     let legend_rows = 2.0;
     let mut y = legend_y + legend_rows * 18.0;
     let mut notes = Vec::new();
+    if same_time {
+        notes.push(
+            "every event has the same timestamp: the axis shows their order (trace lines)"
+                .to_owned(),
+        );
+    }
     if aggregated > 0 {
         notes.push(format!(
             "{} entries (more than {AGGREGATE_ABOVE} rows): {aggregated} of them in rows per call site (name, kind, file:line) with their count;",
@@ -268,8 +311,8 @@ pub(super) fn render(trace: &Trace, a: &Analysis) -> (Document, String) {
         "{} device(s), {} entries, {} .. {}",
         a.devices.len(),
         a.entries.len(),
-        human_time(t0),
-        human_time(t1)
+        axis.show(t0),
+        axis.show(t1)
     );
     doc = doc.add(
         text(PLOT_X1, title_y, &summary, FONT_SIZE)
@@ -286,8 +329,8 @@ pub(super) fn render(trace: &Trace, a: &Analysis) -> (Document, String) {
     }
 
     // Axis with ticks and a light grid over the rows.
-    let mut axis = Group::new().set("class", "axis");
-    axis = axis.add(
+    let mut axis_g = Group::new().set("class", "axis");
+    axis_g = axis_g.add(
         Line::new()
             .set("x1", PLOT_X0)
             .set("x2", PLOT_X1)
@@ -295,9 +338,9 @@ pub(super) fn render(trace: &Trace, a: &Analysis) -> (Document, String) {
             .set("y2", r(axis_y))
             .set("stroke", "#333333"),
     );
-    for (t, label) in ticks(t0, t1) {
+    for (t, label) in ticks(t0, t1, axis) {
         let x = r(scale.x(t));
-        axis = axis
+        axis_g = axis_g
             .add(
                 Line::new()
                     .set("x1", x)
@@ -313,7 +356,7 @@ pub(super) fn render(trace: &Trace, a: &Analysis) -> (Document, String) {
                     .set("class", "tick"),
             );
         if bottom_axis {
-            axis = axis.add(
+            axis_g = axis_g.add(
                 text(x, rows_bottom + 14.0, &label, 10.0)
                     .set("text-anchor", "middle")
                     .set("class", "tick"),
@@ -350,7 +393,7 @@ pub(super) fn render(trace: &Trace, a: &Analysis) -> (Document, String) {
                 }
                 group_start = Some((y, *index));
                 let d = &a.devices[*index];
-                body = body.add(device_row(d, y, &scale, t1));
+                body = body.add(device_row(d, y, &scale, t1, axis));
                 y += DEVICE_H;
                 zebra = false;
             }
@@ -438,7 +481,7 @@ pub(super) fn render(trace: &Trace, a: &Analysis) -> (Document, String) {
                     .add(Title::new(clean(&format!(
                         "{} {dev} at {}",
                         kind.label(),
-                        human_time(*t)
+                        axis.show(*t)
                     )))),
             )
             .add(
@@ -453,7 +496,7 @@ pub(super) fn render(trace: &Trace, a: &Analysis) -> (Document, String) {
                 .set("class", "marker-label"),
             );
     }
-    doc = doc.add(shade).add(axis).add(body).add(marker_group);
+    doc = doc.add(shade).add(axis_g).add(body).add(marker_group);
     let summary = if aggregated > 0 {
         format!(
             "{} entries in {bar_count} rows ({aggregated} aggregated by call site)",
@@ -466,7 +509,7 @@ pub(super) fn render(trace: &Trace, a: &Analysis) -> (Document, String) {
 }
 
 /// The device header: its name and a thin grey bar for its own life.
-fn device_row(d: &Device, y: f64, scale: &Scale, end: u64) -> Group {
+fn device_row(d: &Device, y: f64, scale: &Scale, end: u64, axis: Axis) -> Group {
     let label = d.describe();
     let mut g = Group::new().set("class", "device");
     g = g.add(
@@ -474,9 +517,9 @@ fn device_row(d: &Device, y: f64, scale: &Scale, end: u64) -> Group {
             .set("font-weight", "bold")
             .set("class", "device-label"),
     );
-    let born = d.created.or(d.added).map(|m| m.t);
+    let born = d.created.or(d.added).map(|m| axis.pos(m));
     if let Some(born) = born {
-        let gone = d.released.map(|m| m.t);
+        let gone = d.released.map(|m| axis.pos(m));
         // A bus device still present at the end is fine; a logical one never released leaks.
         let leaks = d.kind == DevKind::Logical;
         let x0 = scale.x(born);
@@ -485,13 +528,13 @@ fn device_row(d: &Device, y: f64, scale: &Scale, end: u64) -> Group {
             Some(t) => format!(
                 "{} lives {} .. {}",
                 d.label(),
-                human_time(born),
-                human_time(t)
+                axis.show(born),
+                axis.show(t)
             ),
             None => format!(
                 "{} lives from {} and is never released (or removed)",
                 d.label(),
-                human_time(born)
+                axis.show(born)
             ),
         };
         g = g.add(

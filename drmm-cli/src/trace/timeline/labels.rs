@@ -1,5 +1,7 @@
 //! Text of the timeline: XML-safe labels cut to fit, and the time axis' ticks.
 
+use super::Axis;
+
 /// Text safe for XML 1.0 (no control characters; `&`, `<` and `>` are escaped by `svg`).
 pub(super) fn clean(text: &str) -> String {
     text.chars()
@@ -70,7 +72,7 @@ pub(super) fn short_path(path: &str) -> &str {
 }
 
 /// Tick positions (in ns) and labels for `[t0, t1]`: about 8 "nice" steps (1, 2, 5 × 10^k).
-pub(super) fn ticks(t0: u64, t1: u64) -> Vec<(u64, String)> {
+pub(super) fn ticks(t0: u64, t1: u64, axis: Axis) -> Vec<(u64, String)> {
     let span = (t1 - t0).max(1) as f64;
     let raw = span / 8.0;
     let mag = 10f64.powf(raw.log10().floor());
@@ -82,6 +84,7 @@ pub(super) fn ticks(t0: u64, t1: u64) -> Vec<(u64, String)> {
     }
     .max(1.0);
     let (unit, div) = match t1 {
+        _ if axis == Axis::Order => ("", 1.0),
         0..1_000 => ("ns", 1.0),
         1_000..1_000_000 => ("µs", 1e3),
         1_000_000..1_000_000_000 => ("ms", 1e6),
@@ -92,7 +95,11 @@ pub(super) fn ticks(t0: u64, t1: u64) -> Vec<(u64, String)> {
     let mut t = (t0 as f64 / step).ceil() * step;
     // Bounded: near u64::MAX, adding a step to an f64 may not move it.
     while t <= t1 as f64 + 0.5 && out.len() < 20 {
-        out.push((t as u64, format!("{:.*} {unit}", decimals, t / div)));
+        let label = match axis {
+            Axis::Time => format!("{:.*} {unit}", decimals, t / div),
+            Axis::Order => format!("line {}", t as u64),
+        };
+        out.push((t as u64, label));
         t += step;
     }
     out
@@ -104,15 +111,21 @@ mod tests {
 
     #[test]
     fn ticks_are_round_and_inside_the_range() {
-        let t = ticks(0, 30_000);
+        let t = ticks(0, 30_000, Axis::Time);
         assert_eq!(t.first().map(|t| t.1.as_str()), Some("0 µs"));
         assert!(t.iter().any(|t| t.1 == "5 µs"), "{t:?}");
         assert!(t.len() >= 4 && t.len() <= 12, "{t:?}");
-        let t = ticks(1_500_000, 1_503_000);
+        let t = ticks(1_500_000, 1_503_000, Axis::Time);
         assert!(t.iter().all(|t| t.0 >= 1_500_000 && t.0 <= 1_503_000));
         assert!(t.iter().any(|t| t.1 == "1.5005 ms"), "{t:?}");
-        assert_eq!(ticks(0, 1).len(), 2);
-        assert!(ticks(u64::MAX - 1, u64::MAX).len() <= 20);
+        assert_eq!(ticks(0, 1, Axis::Time).len(), 2);
+        let lines = ticks(2, 40, Axis::Order);
+        assert_eq!(
+            lines.first().map(|t| t.1.as_str()),
+            Some("line 5"),
+            "{lines:?}"
+        );
+        assert!(ticks(u64::MAX - 1, u64::MAX, Axis::Time).len() <= 20);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
+use super::Axis;
 use super::labels::short_path;
 use crate::trace::analysis::{Analysis, Entry, ProblemKind};
 use crate::trace::human_time;
@@ -97,7 +98,7 @@ fn to_aggregate(lists: &[(usize, List, Vec<&Entry>)]) -> Vec<bool> {
 
 /// Builds the rows: per device a header, per list a header and its bars. Returns the rows,
 /// how many entries were aggregated, and how many rows were left out.
-pub(super) fn rows(a: &Analysis, end: u64) -> (Vec<Row>, usize, usize) {
+pub(super) fn rows(a: &Analysis, end: u64, axis: Axis) -> (Vec<Row>, usize, usize) {
     // By address: the rows hold references into `a.entries`.
     let flagged: HashSet<*const Entry> = a
         .problems
@@ -122,9 +123,12 @@ pub(super) fn rows(a: &Analysis, end: u64) -> (Vec<Row>, usize, usize) {
             });
             let bars = if agg {
                 aggregated += entries.len();
-                by_site(entries, end, &is_flagged)
+                by_site(entries, end, axis, &is_flagged)
             } else {
-                entries.iter().map(|e| one(e, end, is_flagged(e))).collect()
+                entries
+                    .iter()
+                    .map(|e| one(e, end, axis, is_flagged(e)))
+                    .collect()
             };
             let room = MAX_ROWS.saturating_sub(rows.len());
             let total = bars.len();
@@ -138,7 +142,7 @@ pub(super) fn rows(a: &Analysis, end: u64) -> (Vec<Row>, usize, usize) {
     (rows, aggregated, omitted)
 }
 
-fn one(e: &Entry, end: u64, flagged: bool) -> Bar {
+fn one(e: &Entry, end: u64, axis: Axis, flagged: bool) -> Bar {
     let loc = e.location().unwrap_or_default();
     let ended = match e.end {
         Some((op, at)) => format!("{} at {}", op.as_str(), human_time(at.t)),
@@ -162,8 +166,8 @@ fn one(e: &Entry, end: u64, flagged: bool) -> Bar {
         ),
         list: e.list,
         kind: e.kind.clone(),
-        start: e.added.t,
-        end: e.end.map_or(end, |(_, at)| at.t),
+        start: axis.pos(e.added),
+        end: e.end.map_or(end, |(_, at)| axis.pos(at)),
         never_released: usize::from(e.end.is_none()),
         aggregated: false,
         intervals: Vec::new(),
@@ -179,21 +183,27 @@ fn location_short(file: &str, line: Option<u32>) -> String {
 }
 
 /// One bar per call site, in order of the site's first `ADD`.
-fn by_site(entries: &[&Entry], end: u64, is_flagged: &dyn Fn(&Entry) -> bool) -> Vec<Bar> {
+fn by_site(
+    entries: &[&Entry],
+    end: u64,
+    axis: Axis,
+    is_flagged: &dyn Fn(&Entry) -> bool,
+) -> Vec<Bar> {
     let mut sites: Vec<(Bar, usize)> = Vec::new();
     let mut index: HashMap<String, usize> = std::collections::HashMap::new();
     for e in entries {
         let loc = e.location().unwrap_or_default();
         let key = format!("{}\u{0}{}\u{0}{loc}", e.name, e.kind);
-        let e_end = e.end.map_or(end, |(_, at)| at.t);
+        let e_end = e.end.map_or(end, |(_, at)| axis.pos(at));
+        let e_start = axis.pos(e.added);
         match index.get(&key) {
             Some(&i) => {
                 let (bar, count) = &mut sites[i];
                 *count += 1;
-                bar.start = bar.start.min(e.added.t);
+                bar.start = bar.start.min(e_start);
                 bar.end = bar.end.max(e_end);
                 bar.never_released += usize::from(e.end.is_none());
-                bar.intervals.push((e.added.t, e_end));
+                bar.intervals.push((e_start, e_end));
                 bar.problems += usize::from(is_flagged(e));
             }
             None => {
@@ -211,11 +221,11 @@ fn by_site(entries: &[&Entry], end: u64, is_flagged: &dyn Fn(&Entry) -> bool) ->
                         tooltip: format!("{} ({}) {loc}", e.name, e.kind),
                         list: e.list,
                         kind: e.kind.clone(),
-                        start: e.added.t,
+                        start: e_start,
                         end: e_end,
                         never_released: usize::from(e.end.is_none()),
                         aggregated: true,
-                        intervals: vec![(e.added.t, e_end)],
+                        intervals: vec![(e_start, e_end)],
                         problems: usize::from(is_flagged(e)),
                     },
                     1,
@@ -230,8 +240,8 @@ fn by_site(entries: &[&Entry], end: u64, is_flagged: &dyn Fn(&Entry) -> bool) ->
             let _ = write!(
                 bar.tooltip,
                 "\n{count} entries: first ADD at {}, last end at {}, {} never released",
-                human_time(bar.start),
-                human_time(bar.end),
+                axis.show(bar.start),
+                axis.show(bar.end),
                 bar.never_released
             );
             bar
