@@ -274,3 +274,21 @@ fn a_trace_written_by_the_recorder_reads_and_checks() {
         );
     }
 }
+
+#[test]
+fn an_unwritable_timeline_is_one_error_line_and_exit_2() {
+    let out = drmm(&[
+        "trace",
+        "timeline",
+        fixture("clean.jsonl").to_str().unwrap(),
+        "-o",
+        "/nonexistent-dir/timeline.svg",
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("drmm: error: cannot write /nonexistent-dir/timeline.svg: "),
+        "{err}"
+    );
+}
