@@ -305,19 +305,42 @@ struct Window {
     ends: Vec<(usize, bool, usize)>,
 }
 
-/// Analyses a trace.
-pub(crate) fn analyse(trace: &Trace) -> Analysis {
-    let mut a = Analysis {
-        events: trace.events.len(),
-        ..Analysis::default()
-    };
-    let mut pass = Pass::default();
-    for ev in &trace.events {
+/// The analysis of a trace, one event at a time as the trace is read.
+#[derive(Default)]
+pub(crate) struct Analyser {
+    a: Analysis,
+    pass: Pass,
+    path: String,
+}
+
+impl Analyser {
+    /// An analyser of the trace at `path` (for messages).
+    pub(crate) fn new(path: &str) -> Analyser {
+        Analyser {
+            path: path.to_owned(),
+            ..Analyser::default()
+        }
+    }
+
+    /// Takes the next event, in file order.
+    pub(crate) fn step(&mut self, ev: &Event) {
+        let a = &mut self.a;
+        a.events += 1;
         a.end_t = a.end_t.max(ev.t);
         a.end_line = ev.line;
-        step(&mut a, &mut pass, ev, &trace.path);
+        step(a, &mut self.pass, ev, &self.path);
     }
-    finish(&mut a, pass);
+
+    /// The analysis, once every event of `trace` was given.
+    pub(crate) fn finish(self, trace: &Trace) -> Analysis {
+        let Analyser { mut a, pass, .. } = self;
+        analyse_end(&mut a, pass, trace);
+        a
+    }
+}
+
+fn analyse_end(a: &mut Analysis, pass: Pass, trace: &Trace) {
+    finish(a, pass);
     for (op, count) in &trace.unknown_ops {
         a.notes.push(format!(
             "{count} event(s) with unknown op \"{op}\" ignored (written by a newer drmm?)"
@@ -328,7 +351,6 @@ pub(crate) fn analyse(trace: &Trace) -> Analysis {
             "line {line} was cut mid-write and is ignored: the program stopped while recording, so the trace's end is missing"
         ));
     }
-    a
 }
 
 fn step(a: &mut Analysis, pass: &mut Pass, ev: &Event, path: &str) {

@@ -70,7 +70,11 @@ pub(crate) fn run(command: TraceCommand) -> ExitCode {
         | TraceCommand::Check { input }
         | TraceCommand::Timeline { input, .. } => input,
     };
-    let trace = match parse::read(&input.file, input.allow_truncated) {
+    let mut analyser = analysis::Analyser::new(&input.file.display().to_string());
+    let read = parse::read(&input.file, input.allow_truncated, &mut |event| {
+        analyser.step(&event);
+    });
+    let trace = match read {
         Ok(trace) => trace,
         Err(e) => {
             eprintln!("drmm: error: {e}");
@@ -83,7 +87,7 @@ pub(crate) fn run(command: TraceCommand) -> ExitCode {
             trace.path
         );
     }
-    let analysis = analysis::analyse(&trace);
+    let analysis = analyser.finish(&trace);
     match command {
         TraceCommand::Report { .. } => to_stdout(ExitCode::SUCCESS, |out| {
             report::write(out, &trace, &analysis)
@@ -152,10 +156,18 @@ mod tests {
 
     /// Reads, analyses, reports and draws `text`; only a panic fails.
     fn pipeline(text: &str) {
-        let Ok(trace) = parse::read_lines(&mut text.as_bytes(), "x", true, |_| {}) else {
+        let mut analyser = analysis::Analyser::new("x");
+        let read = parse::read_lines(
+            &mut text.as_bytes(),
+            "x",
+            true,
+            &mut |e| analyser.step(&e),
+            |_| {},
+        );
+        let Ok(trace) = read else {
             return;
         };
-        let a = analysis::analyse(&trace);
+        let a = analyser.finish(&trace);
         let mut out = Vec::new();
         report::write(&mut out, &trace, &a).unwrap();
         let _ = timeline::render(&trace, &a, timeline::Axis::Time);

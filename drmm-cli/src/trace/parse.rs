@@ -196,7 +196,8 @@ pub(crate) struct Trace {
     /// The path as the user gave it (for messages).
     pub(crate) path: String,
     pub(crate) header: Header,
-    pub(crate) events: Vec<Event>,
+    /// How many events were read (and given to the sink).
+    pub(crate) events: usize,
     /// Events whose `op` this reader does not know, by op, with their count.
     pub(crate) unknown_ops: BTreeMap<String, u64>,
     /// The line dropped because it was cut mid-write (only with `allow_truncated`).
@@ -229,7 +230,11 @@ const PROGRESS_AFTER: Duration = Duration::from_millis(300);
 /// # Errors
 ///
 /// A [`ReadError`] naming the file and line of the first problem.
-pub(crate) fn read(path: &Path, allow_truncated: bool) -> Result<Trace, ReadError> {
+pub(crate) fn read(
+    path: &Path,
+    allow_truncated: bool,
+    sink: &mut dyn FnMut(Event),
+) -> Result<Trace, ReadError> {
     let shown = path.display().to_string();
     let io_err = |source| ReadError::Io {
         path: shown.clone(),
@@ -240,7 +245,7 @@ pub(crate) fn read(path: &Path, allow_truncated: bool) -> Result<Trace, ReadErro
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
     let started = Instant::now();
     let mut reader = BufReader::with_capacity(1 << 16, file);
-    let result = read_lines(&mut reader, &shown, allow_truncated, |read| {
+    let result = read_lines(&mut reader, &shown, allow_truncated, sink, |read| {
         bar.set_position(read);
         if bar.is_hidden() && started.elapsed() > PROGRESS_AFTER {
             bar.set_style(
@@ -255,11 +260,13 @@ pub(crate) fn read(path: &Path, allow_truncated: bool) -> Result<Trace, ReadErro
     result
 }
 
-/// Reads a trace from any reader; `progress` gets the number of bytes read so far, now and then.
+/// Reads a trace from any reader, giving each event to `sink` as it is read (a trace can be
+/// far larger than its analysis); `progress` gets the number of bytes read so far, now and then.
 pub(crate) fn read_lines(
     reader: &mut dyn BufRead,
     path: &str,
     allow_truncated: bool,
+    sink: &mut dyn FnMut(Event),
     mut progress: impl FnMut(u64),
 ) -> Result<Trace, ReadError> {
     let io_err = |source| ReadError::Io {
@@ -273,7 +280,7 @@ pub(crate) fn read_lines(
     let mut trace = Trace {
         path: path.to_owned(),
         header: Header { pid: None },
-        events: Vec::new(),
+        events: 0,
         unknown_ops: BTreeMap::new(),
         truncated: None,
     };
@@ -329,7 +336,8 @@ pub(crate) fn read_lines(
             }
         };
         if let Some(event) = convert(raw, line_no, path, &mut trace.unknown_ops)? {
-            trace.events.push(event);
+            trace.events += 1;
+            sink(event);
         }
     }
     progress(bytes);
@@ -471,14 +479,23 @@ mod tests {
     const HEADER: &str =
         "{\"schema\":\"drmm-trace\",\"version\":1,\"pid\":7,\"clock\":\"monotonic-ns\"}\n";
 
-    fn parse(text: &str, allow_truncated: bool) -> Result<Trace, ReadError> {
-        read_lines(&mut text.as_bytes(), "t.jsonl", allow_truncated, |_| {})
+    /// The trace and its events.
+    fn parse(text: &str, allow_truncated: bool) -> Result<(Trace, Vec<Event>), ReadError> {
+        let mut events = Vec::new();
+        let trace = read_lines(
+            &mut text.as_bytes(),
+            "t.jsonl",
+            allow_truncated,
+            &mut |e| events.push(e),
+            |_| {},
+        )?;
+        Ok((trace, events))
     }
 
     #[test]
     fn header_only_is_an_empty_trace() {
-        let trace = parse(HEADER, false).unwrap();
-        assert!(trace.events.is_empty());
+        let (trace, events) = parse(HEADER, false).unwrap();
+        assert!(events.is_empty());
         assert_eq!(trace.header.pid, Some(7));
     }
 
@@ -487,8 +504,8 @@ mod tests {
         let text = format!(
             "{HEADER}{{\"t\":1,\"op\":\"CREATE\",\"dev\":1,\"new_key\":[1,2]}}\n{{\"t\":2,\"op\":\"FUTURE\"}}\n{{\"t\":3,\"op\":\"FUTURE\"}}\n"
         );
-        let trace = parse(&text, false).unwrap();
-        assert_eq!(trace.events.len(), 1);
+        let (trace, events) = parse(&text, false).unwrap();
+        assert_eq!(events.len(), 1);
         assert_eq!(trace.unknown_ops.get("FUTURE"), Some(&2));
     }
 
@@ -502,15 +519,15 @@ mod tests {
             ["t.jsonl", "3"]
         );
         assert!(matches!(err, ReadError::Truncated { line: 3, .. }));
-        let trace = parse(&text, true).unwrap();
+        let (trace, events) = parse(&text, true).unwrap();
         assert_eq!(trace.truncated, Some(3));
-        assert_eq!(trace.events.len(), 1);
+        assert_eq!(events.len(), 1);
     }
 
     #[test]
     fn a_complete_last_line_without_newline_is_fine() {
         let text = format!("{HEADER}{{\"t\":1,\"op\":\"CREATE\",\"dev\":1}}");
-        assert_eq!(parse(&text, false).unwrap().events.len(), 1);
+        assert_eq!(parse(&text, false).unwrap().1.len(), 1);
     }
 
     #[test]
@@ -563,7 +580,7 @@ mod tests {
         ];
         for input in inputs {
             let mut reader = input;
-            assert!(read_lines(&mut reader, "x", false, |_| {}).is_err());
+            assert!(read_lines(&mut reader, "x", false, &mut |_| {}, |_| {}).is_err());
         }
     }
 }
