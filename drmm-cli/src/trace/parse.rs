@@ -4,8 +4,8 @@
 //! here panics on any input. Unknown keys are ignored (minor additions stay version 1) and
 //! unknown operations are counted and skipped.
 //!
-//! A last line without its `\n` that does not parse is a trace cut mid-write (the program died
-//! while the recorder wrote). By default that is an error naming the line, because an analysis
+//! A last line whose JSON ends early is a trace cut mid-write (the program died while the
+//! recorder wrote). By default that is an error naming the line, because an analysis
 //! of a cut trace reports false leaks; with `allow_truncated` the line is dropped, the rest is
 //! analysed and [`Trace::truncated`] names the dropped line so the caller can warn.
 
@@ -298,7 +298,7 @@ pub(crate) fn read_lines(
         // Only the very last line can lack its newline; if it also fails to parse, the writer
         // was stopped in the middle of it.
         let unterminated = buf.last() != Some(&b'\n');
-        let text = trim_ascii(&buf);
+        let text = buf.trim_ascii();
         if !have_header {
             trace.header = parse_header(text, path, unterminated)?;
             have_header = true;
@@ -309,22 +309,15 @@ pub(crate) fn read_lines(
         }
         let raw: RawEvent = match serde_json::from_slice(text) {
             Ok(raw) => raw,
-            Err(e) if unterminated || e.is_eof() => {
-                // Peek: a line that ends early and is the last one is a cut write.
-                if unterminated || at_end(reader).map_err(io_err)? {
-                    if allow_truncated {
-                        trace.truncated = Some(line_no);
-                        break;
-                    }
-                    return Err(ReadError::Truncated {
-                        path: path.to_owned(),
-                        line: line_no,
-                    });
+            // JSON that ends early on the last line is a cut write; elsewhere it is bad JSON.
+            Err(e) if e.is_eof() && (unterminated || at_end(reader).map_err(io_err)?) => {
+                if allow_truncated {
+                    trace.truncated = Some(line_no);
+                    break;
                 }
-                return Err(ReadError::Json {
+                return Err(ReadError::Truncated {
                     path: path.to_owned(),
                     line: line_no,
-                    msg: json_message(&e),
                 });
             }
             Err(e) => {
@@ -351,10 +344,6 @@ pub(crate) fn read_lines(
 
 fn at_end(reader: &mut dyn BufRead) -> io::Result<bool> {
     Ok(reader.fill_buf()?.is_empty())
-}
-
-fn trim_ascii(bytes: &[u8]) -> &[u8] {
-    bytes.trim_ascii()
 }
 
 fn parse_header(text: &[u8], path: &str, unterminated: bool) -> Result<Header, ReadError> {
@@ -522,6 +511,26 @@ mod tests {
         let (trace, events) = parse(&text, true).unwrap();
         assert_eq!(trace.truncated, Some(3));
         assert_eq!(events.len(), 1);
+    }
+
+    #[test]
+    fn garbage_on_the_last_line_is_bad_json_not_a_cut() {
+        let text = format!("{HEADER}{{\"t\":1,\"op\":\"CREATE\",\"dev\":1}} x");
+        assert!(matches!(
+            parse(&text, false).unwrap_err(),
+            ReadError::Json { line: 2, .. }
+        ));
+        // A cut inside a string, inside a number, after a key, after a comma.
+        for cut in [r#"{"t":2,"op":"UNP"#, r#"{"t":2"#, r#"{"t":"#, r#"{"t":2,"#] {
+            let text = format!("{HEADER}{cut}");
+            assert!(
+                matches!(
+                    parse(&text, false),
+                    Err(ReadError::Truncated { line: 2, .. })
+                ),
+                "{cut}"
+            );
+        }
     }
 
     #[test]
