@@ -374,3 +374,17 @@ fn the_axis_shows_event_order_when_asked_or_when_every_timestamp_is_equal() {
         ticks(&time)
     );
 }
+
+#[test]
+fn an_access_after_revocation_is_marked_on_its_device() {
+    let svg = timeline(
+        &fixture("access-after-revocation.jsonl"),
+        &tmp("access-after-revocation.svg"),
+    );
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    assert_eq!(count(&doc, "polygon", "refused-devres"), 1);
+    // Refused gate calls are the normal path: not marked.
+    let clean = timeline(&fixture("clean.jsonl"), &tmp("clean-refused.svg"));
+    let clean = roxmltree::Document::parse(&clean).unwrap();
+    assert_eq!(count(&clean, "polygon", "refused-devres"), 0);
+}

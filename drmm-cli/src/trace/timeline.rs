@@ -15,7 +15,7 @@ use std::path::Path;
 use svg::Document;
 use svg::node::element::{Group, Line, Polygon, Rectangle, Text, Title};
 
-use super::analysis::{Analysis, DevKind, Device, Moment};
+use super::analysis::{Analysis, DevKind, Device, Moment, Refusal};
 use super::human_time;
 use super::parse::{List, Trace};
 
@@ -394,6 +394,13 @@ pub(super) fn render(trace: &Trace, a: &Analysis, axis: Axis) -> (Document, Stri
                 group_start = Some((y, *index));
                 let d = &a.devices[*index];
                 body = body.add(device_row(d, y, &scale, t1, axis));
+                for refusal in a
+                    .refusals
+                    .iter()
+                    .filter(|r| r.detail == "devres" && r.dev == Some(d.id))
+                {
+                    body = body.add(refused_mark(refusal, y, &scale, axis));
+                }
                 y += DEVICE_H;
                 zebra = false;
             }
@@ -556,6 +563,38 @@ fn device_row(d: &Device, y: f64, scale: &Scale, end: u64, axis: Axis) -> Group 
         );
     }
     g
+}
+
+/// A red triangle on the device's header row where a revoked `Devres` value was reached.
+fn refused_mark(refusal: &Refusal, y: f64, scale: &Scale, axis: Axis) -> Polygon {
+    let x = scale.x(axis.pos(refusal.at));
+    let what = refusal.name.as_deref().unwrap_or("a Devres value");
+    let place = refusal
+        .location
+        .as_deref()
+        .map(|l| format!(" at {l}"))
+        .unwrap_or_default();
+    Polygon::new()
+        .set("points", triangle_down(x, y + 4.0))
+        .set("fill", LEAK_RED)
+        .set("class", "refused-devres")
+        .add(Title::new(clean(&format!(
+            "access after revocation: {what}{place}, {}",
+            axis.show(axis.pos(refusal.at))
+        ))))
+}
+
+/// A triangle pointing down, its top edge centred on `x` at `top`.
+fn triangle_down(x: f64, top: f64) -> String {
+    format!(
+        "{},{} {},{} {},{}",
+        r(x - 5.0),
+        r(top),
+        r(x + 5.0),
+        r(top),
+        r(x),
+        r(top + 9.0)
+    )
 }
 
 fn bar_row(bar: &Bar, y: f64, scale: &Scale, zebra: bool) -> Group {
@@ -735,6 +774,14 @@ fn legend(y: f64) -> Group {
     let label = "out of order / after its device";
     g = g.add(text(x + 18.0, y, label, FONT_SIZE));
     x += 18.0 + label.len() as f64 * CHAR_W + 16.0;
+    g = g.add(
+        Polygon::new()
+            .set("points", triangle_down(x + 6.0, y - 9.0))
+            .set("fill", LEAK_RED),
+    );
+    let label = "access after revocation";
+    g = g.add(text(x + 16.0, y, label, FONT_SIZE));
+    x += 16.0 + label.len() as f64 * CHAR_W + 16.0;
     for kind in MarkerKind::ALL {
         let (colour, width, dash) = kind.stroke();
         g = g
