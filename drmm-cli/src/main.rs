@@ -30,3 +30,13 @@ fn main() -> ExitCode {
         Command::Trace(command) => trace::run(command),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}
