@@ -753,6 +753,15 @@ fn too_many_readers() -> ! {
 /// });
 /// ```
 ///
+/// Covariant in `'a`, as a shared borrow of the domain is; the guard cannot outlive it:
+///
+/// ```compile_fail
+/// let domain = drmm::revoke::grace::Domain::new();
+/// let guard = domain.read();
+/// drop(domain); // error: `domain` is borrowed by `guard`
+/// drop(guard);
+/// ```
+///
 /// # Invariants
 ///
 /// `counter` is the shard counter of the domain that was incremented when this guard was
@@ -959,6 +968,16 @@ impl Gate {
 ///     let guard = gate.enter().unwrap();
 ///     s.spawn(move || drop(guard)); // error: `GateGuard` cannot be sent between threads
 /// });
+/// ```
+///
+/// Covariant in `'a`, as a shared borrow of the gate is: a shorter `'a` only ends the proof
+/// sooner, and the guard cannot outlive the gate it borrows:
+///
+/// ```compile_fail
+/// let gate = drmm::revoke::Gate::new();
+/// let guard = gate.enter().unwrap();
+/// drop(gate); // error: `gate` is borrowed by `guard`
+/// drop(guard);
 /// ```
 #[doc(alias = "drm_dev_exit")]
 #[must_use = "the gate is left as soon as the guard is dropped"]
