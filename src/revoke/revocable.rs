@@ -519,7 +519,7 @@ impl<T: Send + Sync> Revoke for Revocable<T> {
 /// section of one of the domains (release builds deadlock).
 ///
 /// If dropping values panics, the remaining values are still dropped and the first panic is
-/// resumed afterwards. If the iterator itself panics, the values already revoked are still
+/// resumed afterwards (logged instead if the thread is already unwinding). If the iterator itself panics, the values already revoked are still
 /// waited for and dropped during unwinding.
 ///
 /// # Examples
