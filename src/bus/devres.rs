@@ -9,7 +9,7 @@ use crate::res::Key;
 use crate::res::fallible::{Shared, try_box};
 use crate::res::list::PanicPayload;
 use crate::revoke::grace::Domain;
-use crate::revoke::{Revocable, RevocableGuard, resume_unless_unwinding};
+use crate::revoke::{Revocable, RevocableGuard, drop_payload, resume_unless_unwinding};
 use crate::sync::{Arc, Condvar, Mutex, ThreadKey, current_thread, lock};
 
 /// One registered `Devres`, type-erased for the batch revocation at unbind.
@@ -107,6 +107,7 @@ impl Registry {
                     first = Some(p);
                 } else {
                     tracing::error!(target: "drmm", "another revoked value panicked while dropping");
+                    drop_payload(p);
                 }
             }
         }

@@ -54,5 +54,5 @@ pub mod grace;
 mod revocable;
 
 pub use grace::{Gate, GateGuard};
-pub(crate) use revocable::resume_unless_unwinding;
 pub use revocable::{Revocable, RevocableGuard, Revoke, revoke_all};
+pub(crate) use revocable::{drop_payload, resume_unless_unwinding};

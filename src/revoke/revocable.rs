@@ -736,6 +736,7 @@ fn note(first: &mut Option<Box<dyn Any + Send + 'static>>, dropped: std::thread:
             *first = Some(payload);
         } else {
             tracing::error!(target: "drmm", "another revoked value panicked while dropping");
+            drop_payload(payload);
         }
     }
 }
@@ -762,7 +763,12 @@ pub(crate) fn resume_unless_unwinding(payload: Box<dyn Any + Send + 'static>) {
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(not a string)");
     tracing::error!(target: "drmm", "a revoked value panicked while dropping during unwinding (not resumed): {message}");
-    // The payload's own drop is foreign code too: a panic from it must not escape either.
+    drop_payload(payload);
+}
+
+/// Drops a panic payload: its destructor is foreign code too, and a panic from it must not
+/// escape a release path.
+pub(crate) fn drop_payload(payload: Box<dyn Any + Send + 'static>) {
     if let Err(inner) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
         std::mem::forget(inner);
     }
