@@ -309,6 +309,9 @@ fn wait<'a, U>(cv: &Condvar, g: crate::sync::MutexGuard<'a, U>) -> crate::sync::
 ///   If the binding ends at the same moment, exactly one of the two drops the value and the
 ///   other waits for it (the completion handshake Rust-for-Linux added to fix its
 ///   `Devres::drop` race): after `drop` returns, and after the unbind returns, the value is gone.
+/// * A value may own other `Devres` of the same binding: the unbind drops them from inside the
+///   value's drop, in that order, and dropping a `Devres` never waits for a grace period (its
+///   guards borrow it, so none exists then).
 ///
 /// `T` is dropped on whichever thread revokes it, so it must be `Send`; it is shared with the
 /// readers, so it must be `Sync`. "Devres users should simply free the backing resource in
