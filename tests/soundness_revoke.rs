@@ -6,6 +6,11 @@
 //!
 //! A deadlock fails a test after a deadline instead of hanging it (a watchdog thread), and a
 //! process abort fails it from a child process (the test runs itself again).
+//!
+//! What the types refuse cannot be a test here (it would not compile): those are compile-fail
+//! doctests, `Managed`'s "Variance" (a handle whose value type's lifetime could be shortened,
+//! then written through `get_mut`, was a use after free at the release) and
+//! `Devres::access` (a guard held across an unbind on its own thread hung the unbind).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::Command;
@@ -425,7 +430,7 @@ fn devres_dropped_while_holding_a_guard_of_another_devres_drops_its_value_at_onc
 
 // ----- `Revocable` -----------------------------------------------------------------------------
 
-/// A revocable value whose drop re-enters (reads and revokes other revocables of its domain,
+/// A revocable value whose drop re-enters (reads and revokes another revocable of its domain,
 /// drops the revocable it owns) and/or panics.
 struct RevValue {
     inner: Option<Revocable<InnerValue>>,
@@ -439,7 +444,8 @@ impl Drop for RevValue {
         push(&self.log, "outer dropping");
         if self.mode != Mode::Panic {
             let _ = self.sibling.try_access_with(|v| *v);
-            let _ = self.sibling.is_revoked();
+            // In the same batch: `false` at once (the batch drops it), otherwise a grace period.
+            let _ = self.sibling.revoke();
             drop(self.inner.take());
             push(&self.log, "outer dropped its inner devres");
         }
