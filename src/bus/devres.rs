@@ -68,7 +68,12 @@ impl Registry {
     }
 
     fn unregister(&self, id: u64) {
-        lock(&self.items).live.retain(|(i, _)| *i != id);
+        let mut items = lock(&self.items);
+        let at = items.live.iter().position(|(i, _)| *i == id);
+        let removed = at.map(|at| items.live.remove(at));
+        drop(items);
+        // Outside the lock: were it the last reference, the value's drop (user code) would run.
+        drop(removed);
     }
 
     /// Revokes every registered value that nobody else is revoking, newest first, after one
