@@ -359,8 +359,9 @@ impl Drop for Counted {
     }
 }
 
-/// Debug builds detect an unbind on a thread that holds an access guard (release builds would
-/// wait for it forever, which is why `access` ties the guard to the `Bound`).
+/// Debug builds always detect an unbind on a thread that holds an access guard (release builds
+/// when the guard went through the thread's own shard, and otherwise wait for it forever,
+/// which is why `access` ties its guard to the `Bound`).
 #[test]
 #[cfg(debug_assertions)]
 fn unbind_panicking_on_a_held_guard_leaves_no_devres_accessible_after_removal() {

@@ -424,9 +424,10 @@ impl<T: Send + Sync + 'static> Devres<T> {
     /// guard to be dropped before dropping the value.
     ///
     /// Do not unbind or remove the device while this thread holds the guard: the unbind would
-    /// wait for the guard forever (debug builds detect it and panic; every value then stays
+    /// wait for the guard forever. It panics instead when it detects it (always in debug
+    /// builds, usually in release builds: see [`Domain::synchronize`]); every value then stays
     /// registered and is revoked by the next end of the binding, or when its `Devres` is
-    /// dropped). The types cannot refuse it here, as this guard borrows only the `Devres`; the
+    /// dropped. The types cannot refuse it here, as this guard borrows only the `Devres`; the
     /// guard of [`access`](Self::access) also borrows the [`Bound`], so it cannot be held
     /// across an unbind at all. Dropping another `Devres` while holding a guard is fine.
     pub fn try_access(&self) -> Option<RevocableGuard<'_, T>> {

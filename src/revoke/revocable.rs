@@ -295,9 +295,10 @@ impl<T> Revocable<T> {
     ///
     /// # Panics
     ///
-    /// In debug builds, panics (before revoking anything) if the calling thread is inside a read
-    /// section of this value's domain, for example holding a guard of this value: the grace period
-    /// could never end. Release builds deadlock in that case.
+    /// Panics (before revoking anything) if the calling thread is inside a read section of this
+    /// value's domain, for example holding a guard of this value: the grace period could never
+    /// end. Detected as [`Domain::synchronize`] detects it (always in debug builds, usually in
+    /// release builds, which otherwise deadlock).
     ///
     /// If dropping the value panics, the panic propagates; the value counts as dropped and is
     /// never touched again. Called while the thread is already unwinding, the panic is logged
@@ -515,8 +516,9 @@ impl<T: Send + Sync> Revoke for Revocable<T> {
 ///
 /// # Panics
 ///
-/// In debug builds, panics before revoking anything if the calling thread is inside a read
-/// section of one of the domains (release builds deadlock).
+/// Panics before revoking anything if the calling thread is inside a read section of one of
+/// the domains, as [`Domain::synchronize`] detects it (always in debug builds, usually in
+/// release builds, which otherwise deadlock).
 ///
 /// If dropping values panics, the remaining values are still dropped and the first panic is
 /// resumed afterwards (logged instead if the thread is already unwinding). If the iterator itself panics, the values already revoked are still
