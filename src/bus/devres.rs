@@ -78,9 +78,10 @@ impl Registry {
 
     /// Revokes every registered value that nobody else is revoking, newest first, after one
     /// grace period for all of them; waits for nothing else. Returns the first panic of a
-    /// value's drop (the others are logged), or the panic of a thread that holds a guard of one
-    /// of the values (debug builds): nothing is claimed then, every value stays registered and
-    /// reachable, and the next end of the binding (or the value's owner) revokes it.
+    /// value's drop (the others are logged), or the panic that reports a guard of one of the
+    /// values held by this thread (see `Domain::synchronize`): nothing is claimed then, every
+    /// value stays registered and reachable, and the next end of the binding (or the value's
+    /// owner) revokes it.
     ///
     /// A value's drop may drop another `Devres` of this batch (a value that owns one): that
     /// `Devres` drops its value at once, on this thread, and the batch skips it.
@@ -161,8 +162,9 @@ impl<T: Send + Sync> Inner<T> {
     /// this call drop the value at once: a value dropped by the batch may own another
     /// `Devres` of the same binding, and waiting for the batch would wait for itself.
     ///
-    /// Returns the panic of the value's drop, or of a guard of the domain held by this thread
-    /// (debug builds; the value is left unrevoked and reachable then), for the caller to resume.
+    /// Returns the panic of the value's drop, or the one that reports a guard of the domain
+    /// held by this thread (the value is left unrevoked and reachable then), for the caller to
+    /// resume.
     ///
     /// `unshared`: the caller is the `Devres` being dropped. Guards borrow the `Devres`, so
     /// none can exist then, and no grace period is needed (nor waited for: a guard of another
@@ -206,8 +208,8 @@ impl<T: Send + Sync> Inner<T> {
         }
         let domain = self.data.domain();
         // A guard of the domain held by this thread would make the grace period wait for
-        // itself (debug builds panic): the claim is given back first, so that the value stays
-        // reachable and the next revocation (at the end of the binding) still drops it.
+        // itself (a panic where detected): the claim is given back first, so that the value
+        // stays reachable and the next revocation (at the end of the binding) still drops it.
         if let Err(p) = panic::catch_unwind(AssertUnwindSafe(|| domain.assert_not_reading())) {
             self.set(Stage::Unclaimed);
             return Some(p);
