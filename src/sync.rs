@@ -36,3 +36,22 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
         m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
+
+/// Identifies a thread (loom's threads under `cfg(loom)`, which share one OS thread).
+#[cfg(not(loom))]
+pub(crate) type ThreadKey = std::thread::ThreadId;
+/// Identifies a thread (loom's threads under `cfg(loom)`, which share one OS thread).
+#[cfg(loom)]
+pub(crate) type ThreadKey = loom::thread::ThreadId;
+
+/// The calling thread's [`ThreadKey`].
+pub(crate) fn current_thread() -> ThreadKey {
+    #[cfg(not(loom))]
+    {
+        std::thread::current().id()
+    }
+    #[cfg(loom)]
+    {
+        loom::thread::current().id()
+    }
+}

@@ -80,6 +80,59 @@ fn devres_drop_races_with_unbind() {
     });
 }
 
+/// A `Devres` value that owns another `Devres` of the same binding.
+struct Owner {
+    _inner: Devres<Tracked>,
+    drops: Arc<AtomicUsize>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The owner of a `Devres` whose value owns another `Devres` of the binding drops it while the
+/// binding ends: whoever drops the outer value drops the inner one from inside that drop, or
+/// waits for the other thread to; nobody waits for itself, and each value is dropped once
+/// before either call returns.
+#[test]
+fn devres_owning_a_devres_dropped_while_the_binding_ends() {
+    loom::model(|| {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let (_bus, dev, inner) = bound_devres(&drops);
+        let outer = dev
+            .with_bound(|b| {
+                Devres::new(
+                    b,
+                    Owner {
+                        _inner: inner,
+                        drops: drops.clone(),
+                    },
+                )
+                .unwrap()
+            })
+            .unwrap();
+        let d = drops.clone();
+        let owner = thread::spawn(move || {
+            drop(outer);
+            assert_eq!(
+                d.load(Ordering::Relaxed),
+                2,
+                "values alive after drop returned"
+            );
+        });
+        dev.unbind().unwrap();
+        assert_eq!(
+            drops.load(Ordering::Relaxed),
+            2,
+            "values alive after unbind returned"
+        );
+        owner.join().unwrap();
+        assert_eq!(dev.resource_count(), 0);
+    });
+}
+
 /// A reader races with the unbind: it sees the live value or nothing, never a dropped one.
 #[test]
 fn devres_access_races_with_unbind() {

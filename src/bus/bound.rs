@@ -38,6 +38,15 @@ use crate::res::{ActionHandle, EntryInfo, Group, Key, Managed, ResourceOwner, Si
 /// let mut leaked: Option<&Bound<'_>> = None;
 /// dev.with_driverless(|b| leaked = Some(b)).unwrap(); // error: `b` escapes the closure
 /// ```
+///
+/// `Bound<'a>` is invariant in `'a`: the scope it holds cannot be passed off as a shorter one.
+///
+/// ```compile_fail
+/// use drmm::Bound;
+/// fn shorten<'s, 'l: 's>(b: &'s Bound<'l>) -> &'s Bound<'s> {
+///     b // error: `Bound` is invariant in its lifetime
+/// }
+/// ```
 pub struct Bound<'a> {
     dev: &'a BusDevice,
     scope: Scope<'a, ()>,

@@ -7,17 +7,24 @@ use super::{Bound, BusDevice};
 use crate::error::{Error, Result};
 use crate::res::Key;
 use crate::res::fallible::{Shared, try_box};
+use crate::res::list::PanicPayload;
 use crate::revoke::grace::Domain;
-use crate::revoke::{Revocable, RevocableGuard, Revoke, revoke_all};
-use crate::sync::{Arc, AtomicBool, Condvar, Mutex, Ordering, lock};
+use crate::revoke::{Revocable, RevocableGuard, drop_payload, resume_unless_unwinding};
+use crate::sync::{Arc, Condvar, Mutex, ThreadKey, current_thread, lock};
 
 /// One registered `Devres`, type-erased for the batch revocation at unbind.
 trait Registered: Send + Sync {
-    fn revocable(&self) -> &dyn Revoke;
-    /// Takes the duty of revoking; `true` for exactly one caller.
-    fn claim(&self) -> bool;
-    /// Signals that the claimed revocation is complete (the value is dropped).
-    fn complete(&self);
+    /// Takes the duty of revoking for the batch of thread `by`; `true` for exactly one caller.
+    fn claim(&self, by: ThreadKey) -> bool;
+    /// Clears the flag of a claimed value (the first half of its revocation).
+    fn begin(&self);
+    /// Marks a claimed value whose flag was cleared before a grace period that has now ended:
+    /// from now on the claiming thread may drop it from anywhere (see [`Inner::revoke_or_wait`]).
+    fn ready(&self);
+    /// Drops a ready value unless the claiming thread already did (from a value's drop, while
+    /// the batch was dropping an earlier one), and signals completion. Returns the panic of the
+    /// value's drop.
+    fn finish(&self) -> Option<PanicPayload>;
 }
 
 /// The `Devres` values registered on a device's current binding, and the grace-period domain
@@ -61,67 +68,195 @@ impl Registry {
     }
 
     fn unregister(&self, id: u64) {
-        lock(&self.items).live.retain(|(i, _)| *i != id);
+        let mut items = lock(&self.items);
+        let at = items.live.iter().position(|(i, _)| *i == id);
+        let removed = at.map(|at| items.live.remove(at));
+        drop(items);
+        // Outside the lock: were it the last reference, the value's drop (user code) would run.
+        drop(removed);
     }
 
     /// Revokes every registered value that nobody else is revoking, newest first, after one
     /// grace period for all of them; waits for nothing else. Returns the first panic of a
-    /// value's drop.
-    pub(super) fn revoke_all_newest_first(&self) -> Option<crate::res::list::PanicPayload> {
-        // Filtered in place, newest first by iterating backwards: a release path must not
-        // allocate (it could only abort).
+    /// value's drop (the others are logged), or the panic that reports a guard of one of the
+    /// values held by this thread (see `Domain::synchronize`): nothing is claimed then, every
+    /// value stays registered and reachable, and the next end of the binding (or the value's
+    /// owner) revokes it.
+    ///
+    /// A value's drop may drop another `Devres` of this batch (a value that owns one): that
+    /// `Devres` drops its value at once, on this thread, and the batch skips it.
+    pub(super) fn revoke_all_newest_first(&self) -> Option<PanicPayload> {
+        // Checked before anything is claimed: a claim is only ever taken by a batch that will
+        // complete it.
+        if let Err(p) = panic::catch_unwind(AssertUnwindSafe(|| self.domain.assert_not_reading())) {
+            return Some(p);
+        }
+        let me = current_thread();
+        // Filtered in place: a release path must not allocate (it could only abort).
         let mut mine = std::mem::take(&mut lock(&self.items).live);
-        mine.retain(|(_, item)| item.claim());
+        mine.retain(|(_, item)| item.claim(me));
         if mine.is_empty() {
             return None;
         }
-        let revoked = panic::catch_unwind(AssertUnwindSafe(|| {
-            revoke_all(mine.iter().rev().map(|(_, i)| i.revocable()));
-        }));
+        // Library code only from here to the drops: no exit path leaves a claim unfinished.
         for (_, item) in &mine {
-            item.complete();
+            item.begin();
         }
-        revoked.err()
+        self.domain.synchronize();
+        for (_, item) in &mine {
+            item.ready();
+        }
+        let mut first: Option<PanicPayload> = None;
+        for (_, item) in mine.iter().rev() {
+            if let Some(p) = item.finish() {
+                if first.is_none() {
+                    first = Some(p);
+                } else {
+                    tracing::error!(target: "drmm", "another revoked value panicked while dropping");
+                    drop_payload(p);
+                }
+            }
+        }
+        first
     }
+}
+
+/// Who is revoking a `Devres` value, and how far they are.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Stage {
+    /// Nobody yet.
+    Unclaimed,
+    /// Thread `by` owns the revocation; `ready` once the flag was cleared and no guard can
+    /// remain (a grace period has ended since, or the `Devres` is being dropped), so that only
+    /// the drop is left.
+    Claimed { by: ThreadKey, ready: bool },
+    /// Thread `by` is dropping the value.
+    Dropping { by: ThreadKey },
+    /// The value is gone.
+    Done,
 }
 
 /// The shared part of a `Devres<T>`: the value, and the handshake between the two parties that
 /// may revoke it (the owner dropping it early, the binding ending).
+///
+/// # Invariants
+///
+/// `data` is revoked (its flag cleared) only by the thread that moved `stage` out of
+/// `Unclaimed`, and its value is dropped only by the thread that moved `stage` to `Dropping`,
+/// which it does only from `Claimed { ready: true }`. `stage` goes back to `Unclaimed` only
+/// from `Claimed { ready: false }` before the flag was cleared.
 struct Inner<T> {
     data: Revocable<T>,
-    claimed: AtomicBool,
-    done: Mutex<bool>,
-    revoked: Condvar,
+    stage: Mutex<Stage>,
+    changed: Condvar,
 }
 
 impl<T: Send + Sync> Inner<T> {
-    /// Revokes the value, or, if another party claimed that duty, waits until it has dropped
+    /// Revokes the value, or, if another thread claimed that duty, waits until it has dropped
     /// it. Either way the value is gone when this returns (the completion handshake of
-    /// Rust-for-Linux's `Devres`).
-    fn revoke_or_wait(&self) {
-        if self.claim() {
-            let r = panic::catch_unwind(AssertUnwindSafe(|| self.data.revoke()));
-            self.complete();
-            if let Err(p) = r {
-                panic::resume_unwind(p);
-            }
-        } else {
-            let mut done = lock(&self.done);
-            while !*done {
-                done = wait(&self.revoked, done);
+    /// Rust-for-Linux's `Devres`), with one exception that cannot wait: when this thread is
+    /// itself dropping the value (a value that holds the last reference to its own `Devres`),
+    /// which completes as soon as that drop returns.
+    ///
+    /// A batch of this thread that has cleared the flag and waited for the grace period lets
+    /// this call drop the value at once: a value dropped by the batch may own another
+    /// `Devres` of the same binding, and waiting for the batch would wait for itself.
+    ///
+    /// Returns the panic of the value's drop, or the one that reports a guard of the domain
+    /// held by this thread (the value is left unrevoked and reachable then), for the caller to
+    /// resume.
+    ///
+    /// `unshared`: the caller is the `Devres` being dropped. Guards borrow the `Devres`, so
+    /// none can exist then, and no grace period is needed (nor waited for: a guard of another
+    /// value of the domain held by this thread does not matter).
+    fn revoke_or_wait(&self, unshared: bool) -> Option<PanicPayload> {
+        let me = current_thread();
+        let mut stage = lock(&self.stage);
+        loop {
+            match *stage {
+                Stage::Unclaimed => {
+                    *stage = Stage::Claimed {
+                        by: me,
+                        ready: false,
+                    };
+                    drop(stage);
+                    return self.revoke_claimed(me, unshared);
+                }
+                Stage::Claimed { by, ready: true } if by == me => {
+                    drop(stage);
+                    return self.drop_ready(me);
+                }
+                // This thread is inside the value's drop, or (not reached: no user code runs
+                // between a claim and its grace period) about to clear its flag.
+                Stage::Dropping { by } | Stage::Claimed { by, .. } if by == me => return None,
+                Stage::Done => return None,
+                _ => stage = wait(&self.changed, stage),
             }
         }
     }
-}
 
-impl<T> Inner<T> {
-    fn claim(&self) -> bool {
-        !self.claimed.swap(true, Ordering::AcqRel)
+    /// The whole revocation, for the thread `me` that just claimed it; returns a panic as
+    /// [`revoke_or_wait`](Self::revoke_or_wait).
+    fn revoke_claimed(&self, me: ThreadKey, unshared: bool) -> Option<PanicPayload> {
+        if unshared {
+            self.begin();
+            self.set(Stage::Claimed {
+                by: me,
+                ready: true,
+            });
+            return self.drop_ready(me);
+        }
+        let domain = self.data.domain();
+        // A guard of the domain held by this thread would make the grace period wait for
+        // itself (a panic where detected): the claim is given back first, so that the value
+        // stays reachable and the next revocation (at the end of the binding) still drops it.
+        if let Err(p) = panic::catch_unwind(AssertUnwindSafe(|| domain.assert_not_reading())) {
+            self.set(Stage::Unclaimed);
+            return Some(p);
+        }
+        self.begin();
+        domain.synchronize();
+        self.set(Stage::Claimed {
+            by: me,
+            ready: true,
+        });
+        self.drop_ready(me)
     }
 
-    fn complete(&self) {
-        *lock(&self.done) = true;
-        self.revoked.notify_all();
+    /// Clears the flag of a value this thread claimed.
+    fn begin(&self) {
+        let first = self.data.begin_revoke();
+        debug_assert!(first, "only the claiming thread clears the flag");
+    }
+
+    /// Drops the value if it is still `Claimed { by: me, ready: true }`, then completes.
+    /// Returns the panic of the value's drop.
+    fn drop_ready(&self, me: ThreadKey) -> Option<PanicPayload> {
+        {
+            let mut stage = lock(&self.stage);
+            if *stage
+                != (Stage::Claimed {
+                    by: me,
+                    ready: true,
+                })
+            {
+                // Dropped already, from inside an earlier value's drop on this thread.
+                return None;
+            }
+            *stage = Stage::Dropping { by: me };
+        }
+        // SAFETY: this thread claimed the revocation and cleared the flag (so it owns the
+        // drop, and the stage moved to `Dropping` once, here), and after that a grace period of
+        // the domain completed or the `Devres` was found unshared (`ready`): no guard remains.
+        let dropped =
+            panic::catch_unwind(AssertUnwindSafe(|| unsafe { self.data.finish_revoke() }));
+        self.set(Stage::Done);
+        dropped.err()
+    }
+
+    fn set(&self, to: Stage) {
+        *lock(&self.stage) = to;
+        self.changed.notify_all();
     }
 }
 
@@ -130,16 +265,28 @@ impl<T> Inner<T> {
 struct Holder<T>(Shared<Inner<T>>);
 
 impl<T: Send + Sync> Registered for Holder<T> {
-    fn revocable(&self) -> &dyn Revoke {
-        &self.0.data
+    fn claim(&self, by: ThreadKey) -> bool {
+        let mut stage = lock(&self.0.stage);
+        if *stage != Stage::Unclaimed {
+            return false;
+        }
+        *stage = Stage::Claimed { by, ready: false };
+        true
     }
 
-    fn claim(&self) -> bool {
-        self.0.claim()
+    fn begin(&self) {
+        self.0.begin();
     }
 
-    fn complete(&self) {
-        self.0.complete()
+    fn ready(&self) {
+        let mut stage = lock(&self.0.stage);
+        if let Stage::Claimed { ready, .. } = &mut *stage {
+            *ready = true;
+        }
+    }
+
+    fn finish(&self) -> Option<PanicPayload> {
+        self.0.drop_ready(current_thread())
     }
 }
 
@@ -169,10 +316,24 @@ fn wait<'a, U>(cv: &Condvar, g: crate::sync::MutexGuard<'a, U>) -> crate::sync::
 ///   If the binding ends at the same moment, exactly one of the two drops the value and the
 ///   other waits for it (the completion handshake Rust-for-Linux added to fix its
 ///   `Devres::drop` race): after `drop` returns, and after the unbind returns, the value is gone.
+/// * A value may own other `Devres` of the same binding: the unbind drops them from inside the
+///   value's drop, in that order, and dropping a `Devres` never waits for a grace period (its
+///   guards borrow it, so none exists then).
 ///
 /// `T` is dropped on whichever thread revokes it, so it must be `Send`; it is shared with the
 /// readers, so it must be `Sync`. "Devres users should simply free the backing resource in
 /// `T`'s `Drop`."
+///
+/// # Variance
+///
+/// The value outlives the `Devres` (the unbind may drop it later), so `T` is `'static` and
+/// `Devres<T>` is invariant in it: no lifetime in `T` can be shortened.
+///
+/// ```compile_fail
+/// fn shorten<'a>(d: drmm::Devres<&'static str>, _local: &'a str) {
+///     let _short: drmm::Devres<&'a str> = d; // error: `&'a str` is not `'static`
+/// }
+/// ```
 ///
 /// # Examples
 ///
@@ -236,16 +397,17 @@ impl<T: Send + Sync + 'static> Devres<T> {
         // Every allocation is fallible: `Shared` and `try_box` instead of `Arc` and `Box`.
         let inner = Shared::try_new(Inner {
             data: Revocable::new_in(value, registry.domain.clone()),
-            claimed: AtomicBool::new(false),
-            done: Mutex::new(false),
-            revoked: Condvar::new(),
+            stage: Mutex::new(Stage::Unclaimed),
+            changed: Condvar::new(),
         })?;
         let id = registry.register(try_box(Holder(inner.clone()))?)?;
         let theirs = inner.clone();
         // Registration comes last, so that nothing is registered if anything before failed
         // (the Rust-for-Linux fix "leaking call to devm_add_action()").
         match bound.add_action_named(std::any::type_name::<Self>(), move || {
-            theirs.revoke_or_wait();
+            if let Some(p) = theirs.revoke_or_wait(false) {
+                resume_unless_unwinding(p);
+            }
         }) {
             Ok(handle) => Ok(Devres {
                 inner,
@@ -263,8 +425,13 @@ impl<T: Send + Sync + 'static> Devres<T> {
     /// Access to the value, or `None` once revocation has begun. The unbind waits for the
     /// guard to be dropped before dropping the value.
     ///
-    /// Do not drop a `Devres` of the same device while holding a guard: its revocation would
-    /// wait for this guard (debug builds panic instead).
+    /// Do not unbind or remove the device while this thread holds the guard: the unbind would
+    /// wait for the guard forever. It panics instead when it detects it (always in debug
+    /// builds, usually in release builds: see [`Domain::synchronize`]); every value then stays
+    /// registered and is revoked by the next end of the binding, or when its `Devres` is
+    /// dropped. The types cannot refuse it here, as this guard borrows only the `Devres`; the
+    /// guard of [`access`](Self::access) also borrows the [`Bound`], so it cannot be held
+    /// across an unbind at all. Dropping another `Devres` while holding a guard is fine.
     pub fn try_access(&self) -> Option<RevocableGuard<'_, T>> {
         self.inner.data.try_access()
     }
@@ -276,6 +443,26 @@ impl<T: Send + Sync + 'static> Devres<T> {
 
     /// Access with proof of the binding: the device must be the one the value is registered
     /// on.
+    ///
+    /// The guard borrows `bound` as well as the `Devres` (as Rust-for-Linux ties the access to
+    /// the bound device): it cannot leave the [`with_bound`](BusDevice::with_bound) scope or
+    /// the driver callback, so it cannot be held across an unbind, which would wait for it
+    /// forever:
+    ///
+    /// ```compile_fail
+    /// # use drmm::{Bound, Driver};
+    /// # struct Nop;
+    /// # impl Driver for Nop { type Data = (); fn probe(&self, _: &mut Bound<'_>) -> drmm::Result<()> { Ok(()) } }
+    /// use drmm::Devres;
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// dev.bind(std::sync::Arc::new(Nop))?;
+    /// let regs = dev.with_bound(|b| Devres::new(b, 7u32))??;
+    /// let guard = dev.with_bound(|b| regs.access(b))??; // error: the guard borrows `b`
+    /// dev.unbind()?; // would wait for `guard` forever
+    /// drop(guard);
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -298,7 +485,7 @@ impl<T: Send + Sync + 'static> Devres<T> {
     /// assert_eq!(v, 7);
     /// # Ok::<(), drmm::Error>(())
     /// ```
-    pub fn access<'a>(&'a self, bound: &Bound<'_>) -> Result<RevocableGuard<'a, T>> {
+    pub fn access<'a>(&'a self, bound: &'a Bound<'_>) -> Result<RevocableGuard<'a, T>> {
         if !BusDevice::ptr_eq(bound.device(), &self.dev) {
             return Err(Error::ForeignHandle {
                 handle_list: self.dev.list_id(),
@@ -329,9 +516,13 @@ impl<T: Send + Sync + 'static> Drop for Devres<T> {
     /// entry off the devres list if the unbind has not already taken it
     /// (`devm_remove_action_nowarn`).
     fn drop(&mut self) {
-        self.inner.revoke_or_wait();
+        let panicked = self.inner.revoke_or_wait(true);
         self.dev.core().revocables.unregister(self.id);
         let _ = self.dev.core().devres.list().remove(&self.key);
+        if let Some(p) = panicked {
+            // Only logged while unwinding: resuming then would abort the process.
+            resume_unless_unwinding(p);
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Open files (`struct drm_file`): one reference to the device, plus per-file driver data.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::ops::Deref;
 
 use super::{Device, LogicalDevice};
@@ -30,11 +31,26 @@ use crate::trace;
 /// assert!(file.enter().is_none());             // hardware gone
 /// # Ok::<(), drmm::Error>(())
 /// ```
+///
+/// # Variance
+///
+/// A file outlives the borrow of the device that opened it, so it is invariant in both
+/// parameters (`T` is also `'static`): the lifetimes in the per-file data `F`, which
+/// [`data_mut`](Self::data_mut) writes, cannot be shortened.
+///
+/// ```compile_fail
+/// use drmm::device::File;
+/// fn shorten<'a>(f: File<(), &'static str>) -> File<(), &'a str> {
+///     f // error: `File` is invariant in `F`
+/// }
+/// ```
 #[doc(alias = "drm_file")]
 pub struct File<T: Send + Sync + 'static, F> {
     // Declared first: dropped before the device reference.
     data: F,
     dev: Device<T>,
+    /// Invariance in `F` (see "Variance"); `fn` pointers are `Send`, `Sync` and `Unpin`.
+    _invariant: PhantomData<fn(F) -> F>,
 }
 
 impl<T: Send + Sync + 'static> Device<T> {
@@ -96,6 +112,7 @@ impl<T: Send + Sync + 'static> Device<T> {
         Ok(File {
             data,
             dev: self.clone(),
+            _invariant: PhantomData,
         })
     }
 }

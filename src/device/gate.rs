@@ -64,8 +64,9 @@ impl<T> LogicalDevice<T> {
     ///
     /// # Panics
     ///
-    /// In debug builds, if the calling thread is inside this device's gate (it would wait for
-    /// itself forever; release builds deadlock).
+    /// If the calling thread is inside this device's gate (it would wait for itself forever):
+    /// always detected in debug builds, usually in release builds, which otherwise deadlock
+    /// (see [`Gate::close_and_wait`](crate::revoke::Gate::close_and_wait)).
     ///
     /// # Examples
     ///

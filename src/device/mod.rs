@@ -65,6 +65,18 @@ use crate::sync::{AtomicBool, AtomicUsize};
 ///     drop(again);
 /// });
 /// ```
+///
+/// # Variance
+///
+/// Invariant in `T` (the data is set once into a cell): a release action or a holder of
+/// `&LogicalDevice<T>` cannot see the data as having shorter lifetimes.
+///
+/// ```compile_fail
+/// use drmm::LogicalDevice;
+/// fn shorten<'s>(d: &'s LogicalDevice<&'static str>) -> &'s LogicalDevice<&'s str> {
+///     d // error: `LogicalDevice` is invariant in `T`
+/// }
+/// ```
 pub struct LogicalDevice<T> {
     list: ResourceList<LogicalDevice<T>>,
     data: SetOnce<T>,
@@ -104,6 +116,17 @@ pub struct LogicalDevice<T> {
 /// drop(file);             // last close: drm_dev_put -> release
 /// assert_eq!(*log.lock().unwrap(), ["second", "first", "driver data"]);
 /// # Ok::<(), drmm::Error>(())
+/// ```
+///
+/// # Variance
+///
+/// The driver data outlives any borrow (it lives until the last reference), so `T` is
+/// `'static` and `Device<T>` is invariant in it:
+///
+/// ```compile_fail
+/// fn shorten<'a>(d: drmm::Device<&'static str>, _local: &'a str) {
+///     let _short: drmm::Device<&'a str> = d; // error: `&'a str` is not `'static`
+/// }
 /// ```
 #[doc(alias = "drm_device")]
 pub struct Device<T: Send + Sync + 'static> {

@@ -61,6 +61,30 @@ impl fmt::Debug for ActionHandle {
 ///
 /// Not `Clone`: freeing consumes it.
 ///
+/// # Variance
+///
+/// `Managed<U>` is **invariant** in `U`. The value lives on the list, not in the handle: it
+/// outlives the handle and is dropped at the list's release with the drop glue of the type it
+/// was made with. A covariant handle would let a `Managed<P<'static>>` be used as a
+/// `Managed<P<'short>>`, [`get_mut`](Self::get_mut) would then store a short borrow in a value
+/// that is dropped later as `P<'static>`, reading the borrow after it ended. So the lifetime
+/// cannot be shortened:
+///
+/// ```compile_fail
+/// fn shorten<'a>(m: drmm::Managed<&'static str>) -> drmm::Managed<&'a str> {
+///     m // error: `Managed` is invariant in its value type
+/// }
+/// ```
+///
+/// The same function compiles for the value itself, which is covariant:
+///
+/// ```
+/// fn shorten<'a>(v: Option<&'static str>) -> Option<&'a str> {
+///     v
+/// }
+/// # assert_eq!(shorten(Some("x")), Some("x"));
+/// ```
+///
 /// # Invariants
 ///
 /// `ptr` points to the value owned by the entry `key`, valid for as long as that entry is on
@@ -69,7 +93,9 @@ impl fmt::Debug for ActionHandle {
 pub struct Managed<U: ?Sized> {
     pub(crate) key: Key,
     pub(crate) ptr: NonNull<U>,
-    _owns: PhantomData<U>,
+    /// Invariance in `U` (see "Variance"); `*mut` also accepts unsized `U`. Sending and sharing
+    /// are given by the impls below.
+    _invariant: PhantomData<*mut U>,
 }
 
 // SAFETY: the handle gives `&U` (needs `U: Sync` to be usable from several threads) and `&mut U`
@@ -85,7 +111,7 @@ impl<U: ?Sized> Managed<U> {
         Managed {
             key,
             ptr,
-            _owns: PhantomData,
+            _invariant: PhantomData,
         }
     }
 

@@ -20,23 +20,7 @@ use std::marker::PhantomData;
 use crate::error::{Error, Result};
 use crate::res::group::{Group, GroupRelease};
 use crate::res::list::{Key, PanicPayload, ResourceList};
-use crate::sync::{Condvar, Mutex, MutexGuard, lock};
-
-#[cfg(not(loom))]
-type ThreadKey = std::thread::ThreadId;
-#[cfg(loom)]
-type ThreadKey = loom::thread::ThreadId;
-
-fn current_thread() -> ThreadKey {
-    #[cfg(not(loom))]
-    {
-        std::thread::current().id()
-    }
-    #[cfg(loom)]
-    {
-        loom::thread::current().id()
-    }
-}
+use crate::sync::{Condvar, Mutex, MutexGuard, ThreadKey, current_thread, lock};
 
 /// What the scope's slot holds.
 pub(crate) type SlotValue = Box<dyn Any + Send + Sync>;

@@ -251,6 +251,11 @@ mod slot {
         let _ = OWN_OPEN.try_with(|n| n.set(n.get().wrapping_sub(1)));
     }
 
+    /// The calling thread's slot if it has one, without taking one.
+    pub(super) fn peek() -> Option<usize> {
+        SLOT.try_with(Cell::get).ok().filter(|&s| s < GONE)
+    }
+
     /// Whether `slot` is waiting in the free list to be reused.
     #[cfg(test)]
     pub(super) fn is_free(slot: usize) -> bool {
@@ -627,8 +632,10 @@ impl Domain {
     ///
     /// # Panics
     ///
-    /// In debug builds, panics if the calling thread is itself inside a read section of this
-    /// domain: the call could never return. Release builds deadlock in that case.
+    /// Panics if the calling thread is itself inside a read section of this domain: the call
+    /// could never return. Debug builds always detect it; release builds when the section went
+    /// through the thread's own shard (unless more threads read the domain than it has shards)
+    /// and deadlock otherwise.
     ///
     /// # Examples
     ///
@@ -670,15 +677,44 @@ impl Domain {
         self.grace_periods.load(Ordering::Acquire)
     }
 
-    /// Panics (debug builds only) if the calling thread is inside a read section of this domain.
+    /// Panics if the calling thread is inside a read section of this domain: always in debug
+    /// builds, and in release builds when the section went through a shard of the thread's
+    /// own (see [`reading_on_own_shard`](Self::reading_on_own_shard)).
     #[track_caller]
     pub(crate) fn assert_not_reading(&self) {
-        if held::contains(self.id) {
+        if held::contains(self.id) || self.reading_on_own_shard() {
             panic!(
                 "grace period requested from inside a read section of the same domain \
                  on the same thread: this would wait forever"
             );
         }
+    }
+
+    /// Whether the calling thread is inside a read section of this domain that it entered
+    /// through its own shard: only the owner of a shard counts itself in it, and a thread's
+    /// sections end on that thread (guards are `!Send`), so a non-zero count there is this
+    /// thread's. Sections entered through the shared shard (more reading threads than shards)
+    /// are not seen. Costs the writer two loads; readers pay nothing.
+    #[cfg(not(loom))]
+    fn reading_on_own_shard(&self) -> bool {
+        let Some(slot) = slot::peek() else {
+            return false;
+        };
+        // Not made here if missing: then no section of this thread went through them.
+        if self.owned.load(Ordering::Acquire).is_null() {
+            return false;
+        }
+        let Some(shard) = self.owned_shard(slot) else {
+            return false;
+        };
+        // Relaxed: only this thread writes these counters, and it sees its own stores.
+        shard.count.iter().any(|c| c.load(Ordering::Relaxed) != 0)
+    }
+
+    /// Loom models do not check (their slots are not exclusive to a thread).
+    #[cfg(loom)]
+    fn reading_on_own_shard(&self) -> bool {
+        false
     }
 
     /// Waits until every shard's counter for `phase` reads zero.
@@ -751,6 +787,15 @@ fn too_many_readers() -> ! {
 ///     let guard = domain.read();
 ///     s.spawn(move || drop(guard)); // error: `ReadGuard` cannot be sent between threads
 /// });
+/// ```
+///
+/// Covariant in `'a`, as a shared borrow of the domain is; the guard cannot outlive it:
+///
+/// ```compile_fail
+/// let domain = drmm::revoke::grace::Domain::new();
+/// let guard = domain.read();
+/// drop(domain); // error: `domain` is borrowed by `guard`
+/// drop(guard);
 /// ```
 ///
 /// # Invariants
@@ -889,9 +934,9 @@ impl Gate {
     ///
     /// # Panics
     ///
-    /// In debug builds, panics if the calling thread holds a guard of this gate (the call would
-    /// wait for itself forever). Release builds deadlock in that case. The gate is left open
-    /// when the panic happens.
+    /// Panics if the calling thread holds a guard of this gate (the call would wait for itself
+    /// forever), as [`Domain::synchronize`] detects it (always in debug builds, usually in
+    /// release builds, which otherwise deadlock). The gate is left open when the panic happens.
     ///
     /// # Examples
     ///
@@ -959,6 +1004,16 @@ impl Gate {
 ///     let guard = gate.enter().unwrap();
 ///     s.spawn(move || drop(guard)); // error: `GateGuard` cannot be sent between threads
 /// });
+/// ```
+///
+/// Covariant in `'a`, as a shared borrow of the gate is: a shorter `'a` only ends the proof
+/// sooner, and the guard cannot outlive the gate it borrows:
+///
+/// ```compile_fail
+/// let gate = drmm::revoke::Gate::new();
+/// let guard = gate.enter().unwrap();
+/// drop(gate); // error: `gate` is borrowed by `guard`
+/// drop(guard);
 /// ```
 #[doc(alias = "drm_dev_exit")]
 #[must_use = "the gate is left as soon as the guard is dropped"]
@@ -1083,6 +1138,27 @@ mod tests {
         // Other tests run concurrently and may grab the freed slot first, so only check that
         // slots stay small (they would grow without bound without reuse).
         assert!(first < 1024 && second < 1024);
+    }
+
+    #[test]
+    fn synchronize_inside_own_section_on_own_shard_panics_in_every_build() {
+        // A thread of its own, so that its slot is small (freed slots are reused).
+        std::thread::spawn(|| {
+            let d = Domain::new();
+            let g = d.read();
+            let own = slot::peek().is_some_and(|s| s < d.owned_count);
+            assert_eq!(d.reading_on_own_shard(), own);
+            // Undetected, release builds would wait forever: only tried where it is detected.
+            if own || cfg!(debug_assertions) {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d.synchronize()));
+                assert!(r.is_err(), "detected");
+            }
+            drop(g);
+            assert!(!d.reading_on_own_shard());
+            d.synchronize();
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

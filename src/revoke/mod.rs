@@ -55,3 +55,4 @@ mod revocable;
 
 pub use grace::{Gate, GateGuard};
 pub use revocable::{Revocable, RevocableGuard, Revoke, revoke_all};
+pub(crate) use revocable::{drop_payload, resume_unless_unwinding};

@@ -129,6 +129,19 @@ use cell::{DataCell, DataPtr};
 /// * A shared reference to the value is created only inside a read section of `domain` that
 ///   observed `available == true` after it began (see [`RevocableGuard`]).
 ///
+/// # Variance
+///
+/// Invariant in `T` (the value sits in a cell written by the revocation): a revocable shared
+/// with threads that outlive the borrow that made it cannot have the lifetimes in `T`
+/// shortened.
+///
+/// ```compile_fail
+/// use drmm::revoke::Revocable;
+/// fn shorten<'a>(r: Revocable<&'static str>) -> Revocable<&'a str> {
+///     r // error: `Revocable` is invariant in `T`
+/// }
+/// ```
+///
 /// # Examples
 ///
 /// ```
@@ -282,12 +295,14 @@ impl<T> Revocable<T> {
     ///
     /// # Panics
     ///
-    /// In debug builds, panics (before revoking anything) if the calling thread is inside a read
-    /// section of this value's domain, for example holding a guard of this value: the grace period
-    /// could never end. Release builds deadlock in that case.
+    /// Panics (before revoking anything) if the calling thread is inside a read section of this
+    /// value's domain, for example holding a guard of this value: the grace period could never
+    /// end. Detected as [`Domain::synchronize`] detects it (always in debug builds, usually in
+    /// release builds, which otherwise deadlock).
     ///
     /// If dropping the value panics, the panic propagates; the value counts as dropped and is
-    /// never touched again.
+    /// never touched again. Called while the thread is already unwinding, the panic is logged
+    /// instead (a second panic escaping during unwinding would abort the process).
     ///
     /// # Examples
     ///
@@ -305,12 +320,15 @@ impl<T> Revocable<T> {
         // SAFETY: `begin_revoke` returned `true`, so this call owns the drop, and the grace
         // period that just ended began after `available` was cleared: every guard created before
         // is gone and no guard can be created any more.
-        unsafe { self.finish_revoke() };
+        let dropped = catch_unwind(AssertUnwindSafe(|| unsafe { self.finish_revoke() }));
+        if let Err(payload) = dropped {
+            resume_unless_unwinding(payload);
+        }
         true
     }
 
     /// Clears the flag; `true` if this call made the transition and therefore owns the drop.
-    fn begin_revoke(&self) -> bool {
+    pub(crate) fn begin_revoke(&self) -> bool {
         // SeqCst: the writer's half of the Dekker pairing with `try_access`.
         self.available.swap(false, Ordering::SeqCst)
     }
@@ -319,12 +337,13 @@ impl<T> Revocable<T> {
     ///
     /// # Safety
     ///
-    /// [`begin_revoke`](Self::begin_revoke) returned `true` to the caller, and a grace period of
-    /// the domain has completed since.
-    unsafe fn finish_revoke(&self) {
+    /// [`begin_revoke`](Self::begin_revoke) returned `true` to the caller, and no guard made
+    /// before remains: a grace period of the domain has completed since, or the caller knows
+    /// that no guard of this value can exist (the only way to make one is borrowed by nobody).
+    pub(crate) unsafe fn finish_revoke(&self) {
         // SAFETY: per the contract, the caller owns the drop (the value is still live and nobody
-        // else will drop it), no guard that saw the value remains after the grace period, and
-        // `available` is `false`, so no guard can be created any more.
+        // else will drop it), no guard that saw the value remains, and `available` is `false`,
+        // so no guard can be created any more.
         unsafe { self.data.drop_value() }
     }
 }
@@ -336,7 +355,15 @@ impl<T> Drop for Revocable<T> {
         if self.available.load(Ordering::Relaxed) {
             // SAFETY: the value is live (`available`) and `&mut self` gives exclusive access; the
             // value is never used again since `self` is being dropped.
-            unsafe { self.data.drop_value() }
+            let drop_value = || unsafe { self.data.drop_value() };
+            if std::thread::panicking() {
+                // A panic of the value's drop would abort the process here: logged instead.
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(drop_value)) {
+                    resume_unless_unwinding(payload);
+                }
+            } else {
+                drop_value();
+            }
         }
     }
 }
@@ -362,6 +389,18 @@ impl<T> fmt::Debug for Revocable<T> {
 /// The value is held as a pointer rather than `&'a T` because the guard can be dropped while a
 /// reference field would still be asserted to be valid (for example inside a function that
 /// received the guard by value and dropped it).
+///
+/// # Variance
+///
+/// Covariant in `'a` and `T`, as `&'a T` is: the guard only reads, so nothing shorter-lived can
+/// be written through it, and it cannot outlive the revocable it borrows:
+///
+/// ```compile_fail
+/// let r = drmm::revoke::Revocable::new(3u8);
+/// let guard = r.try_access().unwrap();
+/// drop(r); // error: `r` is borrowed by `guard`
+/// drop(guard);
+/// ```
 ///
 /// # Examples
 ///
@@ -477,11 +516,12 @@ impl<T: Send + Sync> Revoke for Revocable<T> {
 ///
 /// # Panics
 ///
-/// In debug builds, panics before revoking anything if the calling thread is inside a read
-/// section of one of the domains (release builds deadlock).
+/// Panics before revoking anything if the calling thread is inside a read section of one of
+/// the domains, as [`Domain::synchronize`] detects it (always in debug builds, usually in
+/// release builds, which otherwise deadlock).
 ///
 /// If dropping values panics, the remaining values are still dropped and the first panic is
-/// resumed afterwards. If the iterator itself panics, the values already revoked are still
+/// resumed afterwards (logged instead if the thread is already unwinding). If the iterator itself panics, the values already revoked are still
 /// waited for and dropped during unwinding.
 ///
 /// # Examples
@@ -698,6 +738,7 @@ fn note(first: &mut Option<Box<dyn Any + Send + 'static>>, dropped: std::thread:
             *first = Some(payload);
         } else {
             tracing::error!(target: "drmm", "another revoked value panicked while dropping");
+            drop_payload(payload);
         }
     }
 }
@@ -706,12 +747,32 @@ impl<R: Revoke + ?Sized> Drop for Batch<'_, R> {
     fn drop(&mut self) {
         self.flush();
         if let Some(payload) = self.first_panic.take() {
-            if std::thread::panicking() {
-                tracing::error!(target: "drmm", "revoked value panicked while dropping during unwinding");
-            } else {
-                resume_unwind(payload);
-            }
+            resume_unless_unwinding(payload);
         }
+    }
+}
+
+/// Resumes the panic of a revoked value's drop, or, if this thread is already unwinding, logs
+/// it and drops the payload: resuming then would abort the process (a release during
+/// unwinding only logs).
+pub(crate) fn resume_unless_unwinding(payload: Box<dyn Any + Send + 'static>) {
+    if !std::thread::panicking() {
+        resume_unwind(payload);
+    }
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not a string)");
+    tracing::error!(target: "drmm", "a revoked value panicked while dropping during unwinding (not resumed): {message}");
+    drop_payload(payload);
+}
+
+/// Drops a panic payload: its destructor is foreign code too, and a panic from it must not
+/// escape a release path.
+pub(crate) fn drop_payload(payload: Box<dyn Any + Send + 'static>) {
+    if let Err(inner) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(inner);
     }
 }
 
