@@ -131,7 +131,9 @@ impl<T: Send + Sync + 'static, F> File<T, F> {
 impl<T: Send + Sync + 'static, F> Drop for File<T, F> {
     fn drop(&mut self) {
         self.dev.open_files.fetch_sub(1, Ordering::AcqRel);
-        trace::lifecycle(self.dev.name(), "CLOSE");
+        // The subscriber is user code: its panic must not escape a drop during unwinding.
+        let event = trace::caught(|| trace::lifecycle(self.dev.name(), "CLOSE"));
+        crate::res::list::PanicSink::resume(event, self.dev.name());
     }
 }
 

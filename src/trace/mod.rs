@@ -11,7 +11,9 @@
 //! call site's cached interest.
 
 use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
 
+use crate::res::list::PanicPayload;
 use crate::res::{EntryKind, ResourceList, Site};
 
 /// The operation an event reports, in the kernel's vocabulary.
@@ -97,6 +99,46 @@ fn entry_event<C>(
         size,
         site.location(),
     );
+}
+
+/// An entry event emitted inside a panic net, for the release paths: the subscriber is user
+/// code, and its panic must not stop a release (nor abort one that runs while the thread is
+/// unwinding). Returns the subscriber's panic. Costs what [`entry`] costs when nothing is
+/// recorded.
+#[inline(always)]
+pub(crate) fn entry_caught<C>(
+    op: Op,
+    list: &ResourceList<C>,
+    seq: u64,
+    site: &Site,
+    kind: EntryKind,
+    size: usize,
+) -> Option<PanicPayload> {
+    if debug_possible() {
+        entry_event_caught(op, list, seq, site, kind, size)
+    } else {
+        None
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn entry_event_caught<C>(
+    op: Op,
+    list: &ResourceList<C>,
+    seq: u64,
+    site: &Site,
+    kind: EntryKind,
+    size: usize,
+) -> Option<PanicPayload> {
+    caught(|| entry_event(op, list, seq, site, kind, size))
+}
+
+/// Runs `emit` (code that emits events: the subscriber behind them is user code) inside a
+/// panic net, and returns its panic.
+#[inline]
+pub(crate) fn caught(emit: impl FnOnce()) -> Option<PanicPayload> {
+    panic::catch_unwind(AssertUnwindSafe(emit)).err()
 }
 
 /// Whether any debug event could be recorded now: `tracing`'s global level check only (one
