@@ -1,6 +1,8 @@
 //! Shared test helpers: an event log and drop-counting values.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod hook;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 

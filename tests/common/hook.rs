@@ -1,0 +1,141 @@
+//! A `tracing` subscriber that hands every `drmm` event to a callback: to re-enter the library
+//! from a subscriber, to panic from one, or just to record what was emitted. Plus the harness
+//! pieces those tests need: a watchdog (a deadlock fails the test instead of hanging it), a
+//! child process (an abort fails the test instead of killing the whole binary) and a way to
+//! run code while the thread unwinds.
+
+use std::fmt::Debug;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tracing::field::{Field, Visit};
+use tracing::level_filters::LevelFilter;
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Metadata, Subscriber};
+
+/// What a [`Hook`] sees of an event: its `op` field (`ADD`, `REL`, `BEGIN`, `UNBIND`, ...), or
+/// its level (`ERROR`, `WARN`, `DEBUG`) for events without one.
+pub struct Hook<F>(pub F);
+
+impl<F: Fn(&str) + Send + Sync + 'static> Subscriber for Hook<F> {
+    fn enabled(&self, m: &Metadata<'_>) -> bool {
+        m.target() == "drmm"
+    }
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(LevelFilter::TRACE)
+    }
+    fn new_span(&self, _: &Attributes<'_>) -> Id {
+        Id::from_u64(1)
+    }
+    fn record(&self, _: &Id, _: &Record<'_>) {}
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+    fn event(&self, e: &Event<'_>) {
+        let mut op = Op(None);
+        e.record(&mut op);
+        let level = e.metadata().level().as_str();
+        (self.0)(op.0.as_deref().unwrap_or(level));
+    }
+    fn enter(&self, _: &Id) {}
+    fn exit(&self, _: &Id) {}
+}
+
+struct Op(Option<String>);
+
+impl Visit for Op {
+    fn record_str(&mut self, f: &Field, v: &str) {
+        if f.name() == "op" {
+            self.0 = Some(v.to_string());
+        }
+    }
+    fn record_debug(&mut self, f: &Field, v: &dyn Debug) {
+        if f.name() == "op" {
+            self.0 = Some(format!("{v:?}"));
+        }
+    }
+}
+
+/// Runs `body` with `on_event` as this thread's subscriber.
+pub fn with_hook<R>(
+    on_event: impl Fn(&str) + Send + Sync + 'static,
+    body: impl FnOnce() -> R,
+) -> R {
+    tracing::subscriber::with_default(Hook(on_event), body)
+}
+
+/// Runs `f` on another thread and returns its result; fails if it has not finished after
+/// `secs` seconds (a deadlock: the stuck thread is left behind).
+pub fn within<R: Send + 'static>(secs: u64, f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(catch_unwind(AssertUnwindSafe(f)));
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(Ok(r)) => r,
+        Ok(Err(p)) => resume_unwind(p),
+        Err(_) => panic!("deadlock: not finished after {secs} s"),
+    }
+}
+
+/// Runs `f` while this thread unwinds from a panic (in a destructor), then catches that panic.
+/// Returns the message of the panic that was caught: "outer" unless something replaced it.
+pub fn while_unwinding(f: impl FnOnce()) -> String {
+    struct OnDrop<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for OnDrop<F> {
+        fn drop(&mut self) {
+            assert!(std::thread::panicking());
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    let r = quiet(|| {
+        catch_unwind(AssertUnwindSafe(|| {
+            let _run = OnDrop(Some(f));
+            panic!("outer");
+        }))
+    });
+    message(&*r.expect_err("the outer panic"))
+}
+
+/// The variable that tells a test it runs as the child of [`in_child`].
+const CHILD: &str = "DRMM_SOUNDNESS_CHILD";
+
+/// Runs the test `name` of this binary in a child process when called from the parent, and
+/// returns whether the caller should run the body itself (it is the child). An abort in the
+/// child fails the parent's assertion instead of the whole test binary.
+pub fn in_child(name: &str) -> bool {
+    if std::env::var_os(CHILD).is_some() {
+        return true;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "child {name} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    false
+}
+
+/// The message of a panic payload.
+pub fn message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
+/// Runs `f` with the panic hook silenced (expected panics stay out of the output).
+pub fn quiet<R>(f: impl FnOnce() -> R) -> R {
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = f();
+    std::panic::set_hook(prev);
+    r
+}
