@@ -264,3 +264,302 @@ fn panicking_subscriber_during_a_release_while_unwinding_does_not_abort() {
     assert_eq!(ran.load(Ordering::SeqCst), 5);
     assert_eq!(drops.load(Ordering::SeqCst), 6);
 }
+
+/// Dropping the bus while unwinding inside `with_bound`: the device is removed when the scope
+/// is left, during the unwinding, without aborting.
+#[test]
+fn bus_dropped_inside_with_bound_while_unwinding_unbinds_the_device() {
+    if !in_child("bus_dropped_inside_with_bound_while_unwinding_unbinds_the_device") {
+        return;
+    }
+    let log = Log::new();
+    let (bus, devs) = noisy_bus(&log, &["d1"]);
+    let d1 = devs[1].clone();
+    drop(devs);
+    let outer = while_unwinding(|| {
+        let _ = d1.with_bound(move |_| drop(bus));
+    });
+    assert_eq!(outer, "outer");
+    assert!(!d1.is_present());
+    let got = log.take();
+    assert_eq!(got[6..], unbound_newest_first(&["d1"]));
+}
+
+/// A subscriber that unplugs the device from the `REGISTER` and `OPEN` events: those used to be
+/// emitted inside the gate, so the unplug waited for its own thread.
+#[test]
+fn subscriber_unplugging_the_device_on_register_or_open_does_not_deadlock() {
+    within(30, || {
+        for at in ["REGISTER", "OPEN"] {
+            let dev = Device::new(());
+            let d = dev.clone();
+            with_hook(
+                move |op| {
+                    if op == at {
+                        d.unplug();
+                    }
+                },
+                || {
+                    let _ = dev.register();
+                    let _ = dev.open(());
+                },
+            );
+            assert!(dev.is_unplugged(), "{at}");
+        }
+    });
+}
+
+// ----- every call site of user code: re-enter, panic, both while unwinding -----------------
+
+/// Counts what the user code of a scenario made and dropped: exactly once means every token
+/// made is dropped once, whatever panicked.
+#[derive(Clone, Default)]
+struct Ledger {
+    made: Arc<AtomicUsize>,
+    dropped: Arc<AtomicUsize>,
+}
+
+struct Token(Ledger);
+
+impl Ledger {
+    fn token(&self) -> Token {
+        self.made.fetch_add(1, Ordering::SeqCst);
+        Token(self.clone())
+    }
+    fn balanced(&self) -> bool {
+        self.made.load(Ordering::SeqCst) == self.dropped.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Token {
+    fn drop(&mut self) {
+        self.0.dropped.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Runs a step of a scenario, catching its panic (a panicking subscriber can make any step
+/// panic).
+fn step<R>(f: impl FnOnce() -> R) -> Option<R> {
+    catch_unwind(AssertUnwindSafe(f)).ok()
+}
+
+/// A `Display` whose second formatting is longer than the first (kasprintf then warns).
+struct Unsteady(std::cell::Cell<usize>);
+impl std::fmt::Display for Unsteady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.set(self.0.get() + 1);
+        f.write_str(if self.0.get() == 1 { "ab" } else { "abcd" })
+    }
+}
+
+/// A driver for [`every_event_kind`]: probe registers devres of every kind (and fails if
+/// asked), remove logs.
+struct Everything {
+    ledger: Ledger,
+    fail: bool,
+}
+
+impl Driver for Everything {
+    type Data = Token;
+    fn probe(&self, b: &mut Bound<'_>) -> drmm::Result<Token> {
+        let l = &self.ledger;
+        let t = l.token();
+        let _ = step(|| b.add_action(move || drop(t)));
+        let _ = step(|| b.alloc(l.token()));
+        let _ = step(|| b.kasprintf(format_args!("{}", Unsteady(Default::default()))));
+        if let Some(Ok(g)) = step(|| b.open_group()) {
+            let t = l.token();
+            let _ = step(|| b.add_action(move || drop(t)));
+            let _ = step(|| b.close_group(&g));
+            let _ = step(|| b.release_group(g));
+        }
+        if let Some(Ok(mut m)) = step(|| b.kzalloc(8)) {
+            let _ = step(|| b.krealloc_zeroed(&mut m, 4096));
+        }
+        if self.fail {
+            return Err(Error::probe_failed("asked to"));
+        }
+        Ok(l.token())
+    }
+    fn remove(&self, b: &mut Bound<'_>, _: &Token) {
+        let t = self.ledger.token();
+        let _ = step(|| b.add_action(move || drop(t)));
+    }
+}
+
+/// Every kind of event the engine, the logical device and the bus emit, each caused once:
+/// REGISTER, OPEN, CLOSE, ADD, DEL, REM, FAIL, UNPLUG, UNREGISTER, BEGIN, REL, END, ERROR
+/// (a panicking action), BIND, PROBE_FAILED, REPLACE, WARN (kasprintf), UNBIND, REMOVE.
+/// `reach` lets a subscriber read the devices while they exist.
+fn every_event_kind(l: &Ledger, reach: &Reach) {
+    let dev = Device::new(l.token());
+    *reach.dev.lock().unwrap() = Some(dev.clone());
+    let _ = step(|| dev.register());
+    let file = step(|| dev.open(l.token()));
+    let _ = step(move || drop(file));
+    let (t1, t2, t3) = (l.token(), l.token(), l.token());
+    let early = step(|| dev.add_action_named("early", move |_| drop(t1)));
+    let removed = step(|| dev.add_action_named("removed", move |_| drop(t2)));
+    let _ = step(|| dev.add_action_named("late", move |_| drop(t3)));
+    let _ = step(|| dev.add_action_named("panics", |_| panic!("action")));
+    let value = step(|| dev.alloc(l.token()));
+    let bytes = step(|| dev.kzalloc(64));
+    if let Some(Ok(h)) = early {
+        let _ = step(|| dev.release_action(h));
+    }
+    if let Some(Ok(h)) = removed {
+        let _ = step(|| dev.remove_action(h));
+    }
+    if let Some(Ok(h)) = value {
+        let _ = step(|| dev.kfree(h));
+    }
+    if let Some(Ok(h)) = bytes {
+        let _ = step(|| dev.kfree(h));
+    }
+    let _ = step(|| dev.kmalloc_aligned(8, 3)); // FAIL
+    let _ = step(|| dev.unplug());
+    *reach.dev.lock().unwrap() = None;
+    let _ = step(move || drop(dev));
+
+    let bus = Bus::new("b");
+    let (good, bad) = (bus.add_device("good"), bus.add_device("bad"));
+    *reach.bus.lock().unwrap() = Some(good.clone());
+    let driver = |fail| {
+        Arc::new(Everything {
+            ledger: l.clone(),
+            fail,
+        })
+    };
+    let _ = step(|| good.bind(driver(false)));
+    let _ = step(|| bad.bind(driver(true)));
+    let _ = step(|| good.unbind());
+    let _ = step(|| good.bind(driver(false)));
+    let _ = step(|| good.remove());
+    let _ = step(|| bad.remove());
+    *reach.bus.lock().unwrap() = None;
+    let _ = step(move || drop(bus));
+    // The last references: their final release emits events too.
+    let _ = step(move || drop(good));
+    let _ = step(move || drop(bad));
+}
+
+/// The event kinds [`every_event_kind`] causes.
+const KINDS: [&str; 19] = [
+    "REGISTER",
+    "OPEN",
+    "CLOSE",
+    "ADD",
+    "DEL",
+    "REM",
+    "FAIL",
+    "UNPLUG",
+    "UNREGISTER",
+    "BEGIN",
+    "REL",
+    "END",
+    "ERROR",
+    "BIND",
+    "PROBE_FAILED",
+    "REPLACE",
+    "WARN",
+    "UNBIND",
+    "REMOVE",
+];
+
+/// The devices of a scenario, for a subscriber that reads them.
+#[derive(Clone, Default)]
+struct Reach {
+    dev: Arc<Mutex<Option<Device<Token>>>>,
+    bus: Arc<Mutex<Option<BusDevice>>>,
+}
+
+impl Reach {
+    /// Reads every device it can reach, the way a subscriber printing state would.
+    fn read(&self) -> usize {
+        let mut n = 0;
+        if let Some(d) = self.dev.lock().unwrap().as_ref() {
+            n += d.resource_count() + d.snapshot().len();
+            let _ = (d.is_registered(), d.open_files(), d.name());
+        }
+        if let Some(b) = self.bus.lock().unwrap().as_ref() {
+            n += b.resource_count() + b.snapshot().len();
+            let _ = (b.is_bound(), b.is_present());
+            // Inside the device's scope on this thread: `Reentrant`, never a wait.
+            let _ = b.with_bound(|b| b.resource_count());
+        }
+        n
+    }
+}
+
+/// Every event kind reaches a subscriber that re-enters the devices from it; nothing
+/// deadlocks and the scenario's outcome is the untraced one.
+#[test]
+fn subscriber_reentering_the_devices_on_every_event_kind() {
+    let seen = within(60, || {
+        let (l, reach) = (Ledger::default(), Reach::default());
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (s, r) = (seen.clone(), reach.clone());
+        quiet(|| {
+            with_hook(
+                move |op| {
+                    r.read();
+                    s.lock().unwrap().push(op.to_string());
+                },
+                || every_event_kind(&l, &reach),
+            )
+        });
+        assert!(l.balanced(), "every token dropped once");
+        let untraced = Ledger::default();
+        quiet(|| every_event_kind(&untraced, &Reach::default()));
+        assert_eq!(
+            l.made.load(Ordering::SeqCst),
+            untraced.made.load(Ordering::SeqCst)
+        );
+        std::mem::take(&mut *seen.lock().unwrap())
+    });
+    for kind in KINDS {
+        assert!(seen.iter().any(|op| op == kind), "{kind} not emitted");
+    }
+}
+
+/// A subscriber panicking on one event kind (each in turn, then on all): every step still
+/// completes, every closure and value is dropped exactly once, nothing is left.
+#[test]
+fn subscriber_panicking_on_every_event_kind() {
+    within(120, || {
+        for kind in KINDS.iter().copied().chain([""]) {
+            let l = Ledger::default();
+            quiet(|| {
+                with_hook(
+                    move |op| {
+                        if kind.is_empty() || op == kind {
+                            panic!("subscriber {op}");
+                        }
+                    },
+                    || every_event_kind(&l, &Reach::default()),
+                )
+            });
+            assert!(l.balanced(), "panicking on {kind:?}: made != dropped");
+        }
+    });
+}
+
+/// The same scenario run while the thread unwinds, with a subscriber that re-enters the
+/// devices and panics on every event: no abort, nothing leaked.
+#[test]
+fn subscriber_reentering_and_panicking_while_unwinding() {
+    if !in_child("subscriber_reentering_and_panicking_while_unwinding") {
+        return;
+    }
+    let (l, reach) = (Ledger::default(), Reach::default());
+    let r = reach.clone();
+    let outer = with_hook(
+        move |op| {
+            r.read();
+            panic!("subscriber {op}");
+        },
+        || while_unwinding(|| every_event_kind(&l, &reach)),
+    );
+    assert_eq!(outer, "outer");
+    assert!(l.balanced());
+}

@@ -5,13 +5,14 @@
 //! run code while the thread unwinds.
 
 use std::fmt::Debug;
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use tracing::field::{Field, Visit};
 use tracing::level_filters::LevelFilter;
 use tracing::span::{Attributes, Id, Record};
+use tracing::subscriber::Interest;
 use tracing::{Event, Metadata, Subscriber};
 
 /// What a [`Hook`] sees of an event: its `op` field (`ADD`, `REL`, `BEGIN`, `UNBIND`, ...), or
@@ -19,6 +20,11 @@ use tracing::{Event, Metadata, Subscriber};
 pub struct Hook<F>(pub F);
 
 impl<F: Fn(&str) + Send + Sync + 'static> Subscriber for Hook<F> {
+    fn register_callsite(&self, _: &'static Metadata<'static>) -> Interest {
+        // Asked at every event, never cached: tests install hooks on parallel threads, and a
+        // cached interest computed while another thread's hook comes or goes may be stale.
+        Interest::sometimes()
+    }
     fn enabled(&self, m: &Metadata<'_>) -> bool {
         m.target() == "drmm"
     }
@@ -72,7 +78,8 @@ pub fn within<R: Send + 'static>(secs: u64, f: impl FnOnce() -> R + Send + 'stat
     });
     match rx.recv_timeout(Duration::from_secs(secs)) {
         Ok(Ok(r)) => r,
-        Ok(Err(p)) => resume_unwind(p),
+        // `resume_unwind` would skip the panic hook, and with it the message.
+        Ok(Err(p)) => panic!("{}", message(&*p)),
         Err(_) => panic!("deadlock: not finished after {secs} s"),
     }
 }
@@ -135,7 +142,7 @@ pub fn message(p: &(dyn std::any::Any + Send)) -> String {
 pub fn quiet<R>(f: impl FnOnce() -> R) -> R {
     let prev = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let r = f();
+    let r = catch_unwind(AssertUnwindSafe(f));
     std::panic::set_hook(prev);
-    r
+    r.unwrap_or_else(|p| panic!("{}", message(&*p)))
 }
