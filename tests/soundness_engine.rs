@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use common::hook::{in_child, message, quiet, while_unwinding, with_hook, within};
-use common::{Log, Tracked};
+use common::{Log, counted_device};
 use drmm::bus::{Bound, Bus, BusDevice, Driver};
 use drmm::{Device, Error, Managed};
 
@@ -208,25 +208,6 @@ fn traced_release_gives_the_same_exactly_once_answer_as_untraced() {
     let untraced = free_of_a_released_block(false);
     assert_eq!(untraced, [Err(Error::NotOnList), Err(Error::NotOnList)]);
     assert_eq!(free_of_a_released_block(true), untraced);
-}
-
-/// A device with `n` actions and `n` values, all counted.
-fn counted_device(n: usize, ran: &Arc<AtomicUsize>, drops: &Arc<AtomicUsize>) -> Device<Tracked> {
-    let log = Log::new();
-    let dev = Device::new(Tracked::new("data", &log, drops));
-    for i in 0..n {
-        let r = ran.clone();
-        let _ = dev
-            .add_action_named("count", move |_| {
-                r.fetch_add(1, Ordering::SeqCst);
-            })
-            .unwrap();
-        let _ = dev
-            .alloc(Tracked::new(&format!("v{i}"), &log, drops))
-            .unwrap();
-        let _ = dev.kzalloc(24).unwrap();
-    }
-    dev
 }
 
 /// A subscriber panicking on `REL` used to stop the release at the first entry (the event was

@@ -51,3 +51,26 @@ impl Drop for Tracked {
         self.log.push(format!("drop {}", self.name));
     }
 }
+
+/// A device with `n` actions and `n` values, all counted.
+pub fn counted_device(
+    n: usize,
+    ran: &Arc<AtomicUsize>,
+    drops: &Arc<AtomicUsize>,
+) -> drmm::Device<Tracked> {
+    let log = Log::new();
+    let dev = drmm::Device::new(Tracked::new("data", &log, drops));
+    for i in 0..n {
+        let r = ran.clone();
+        let _ = dev
+            .add_action_named("count", move |_| {
+                r.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+        let _ = dev
+            .alloc(Tracked::new(&format!("v{i}"), &log, drops))
+            .unwrap();
+        let _ = dev.kzalloc(24).unwrap();
+    }
+    dev
+}
