@@ -385,7 +385,9 @@ impl BusDevice {
     ///
     /// # Panics
     ///
-    /// Resumes a panic of probe, or of a release action run because probe failed.
+    /// Resumes a panic of probe, or of a release action run because probe failed. If this
+    /// thread is already unwinding, such a panic is only logged and the error is
+    /// [`Error::ProbeFailed`].
     ///
     /// # Examples
     ///
