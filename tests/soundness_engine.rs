@@ -640,3 +640,40 @@ fn generated_programs_answer_the_same_traced_and_untraced() {
         assert_eq!(generated_program(seed, true), untraced, "program {seed}");
     }
 }
+
+/// A subscriber panicking on the `DEL` or `REM` event of an explicit release or removal: the
+/// action still runs (or is discarded) exactly once and the entry is gone; the subscriber's
+/// panic reaches the caller. (The event used to be emitted between taking the entry off and
+/// running it, so the panic discarded the action unrun.)
+#[test]
+fn panicking_subscriber_on_an_explicit_release_still_runs_the_action() {
+    for (op, runs) in [("DEL", 1), ("REM", 0)] {
+        let ran = Arc::new(AtomicUsize::new(0));
+        let dev = Device::new(());
+        let r = ran.clone();
+        let h = dev
+            .add_action_named("counted", move |_| {
+                r.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+        let v = dev.alloc(String::from("value")).unwrap();
+        let res = quiet(|| {
+            with_hook(panicking(&["DEL", "REM"]), || {
+                catch_unwind(AssertUnwindSafe(|| match op {
+                    "DEL" => dev.release_action(h),
+                    _ => dev.remove_action(h),
+                }))
+            })
+        });
+        assert_eq!(message(&*res.unwrap_err()), format!("subscriber {op}"));
+        let freed = quiet(|| {
+            with_hook(panicking(&["DEL"]), || {
+                catch_unwind(AssertUnwindSafe(|| dev.kfree(v)))
+            })
+        });
+        assert!(freed.is_err());
+        assert_eq!(dev.resource_count(), 0, "{op}");
+        drop(dev);
+        assert_eq!(ran.load(Ordering::SeqCst), runs, "{op}");
+    }
+}
