@@ -57,7 +57,7 @@ pub use devres::Devres;
 use crate::error::{Error, Result};
 use crate::res::fallible::try_box_uninit;
 use crate::res::kref::{FinalRelease, Kref};
-use crate::res::list::{PanicPayload, panic_message};
+use crate::res::list::{PanicPayload, PanicSink, drop_payload, panic_message};
 use crate::res::scope::ScopedList;
 use crate::res::{EntryInfo, ResourceList};
 use crate::sync::{AtomicBool, Mutex, Ordering, lock};
@@ -197,6 +197,7 @@ impl Bus {
                 bus: Arc::downgrade(&self.inner),
                 present: AtomicBool::new(true),
                 bound: AtomicBool::new(false),
+                remove_on_exit: AtomicBool::new(false),
                 revocables: devres::Registry::default(),
             }),
         };
@@ -219,16 +220,39 @@ impl Bus {
 }
 
 impl Drop for Bus {
+    /// Removes every device, newest first. A removal that panics does not stop the others:
+    /// the first panic is resumed once all are removed (only logged if this thread is already
+    /// unwinding). A device whose scope this thread holds (the bus dropped inside
+    /// [`with_bound`](BusDevice::with_bound), say) is removed as soon as that scope is left.
     fn drop(&mut self) {
+        let mut panics = PanicSink::default();
         loop {
             let last = lock(&self.inner.devices).last().cloned();
             let Some(dev) = last else { break };
-            if dev.remove().is_err() {
-                // Already removed concurrently, or this thread holds its scope: take it off the
-                // list anyway so that the loop ends.
-                lock(&self.inner.devices).retain(|d| !BusDevice::ptr_eq(d, &dev));
+            // The last reference may go here too (its final release is user code as well).
+            let removed = panic::catch_unwind(AssertUnwindSafe(|| {
+                match dev.remove() {
+                    Ok(()) | Err(Error::Removed) => {}
+                    Err(_) => {
+                        // This thread holds the device's scope: removed when it is left.
+                        dev.core().remove_on_exit.store(true, Ordering::Release);
+                    }
+                }
+                // Off the list in every case, so that the loop ends (`remove` takes it off
+                // even when it panics); dropped after unlocking.
+                let off = {
+                    let mut devices = lock(&self.inner.devices);
+                    let at = devices.iter().position(|d| BusDevice::ptr_eq(d, &dev));
+                    at.map(|i| devices.remove(i))
+                };
+                drop(off);
+                drop(dev);
+            }));
+            if let Err(p) = removed {
+                panics.keep(p);
             }
         }
+        PanicSink::resume(panics.into_first(), self.name());
     }
 }
 
@@ -249,7 +273,30 @@ struct Core {
     present: AtomicBool,
     /// A driver is bound. Written under the scope; the slot is the authority.
     bound: AtomicBool,
+    /// Its bus was dropped while this thread held its scope: the device is removed when the
+    /// scope is left ([`PendingRemoval`]).
+    remove_on_exit: AtomicBool,
     revocables: devres::Registry,
+}
+
+/// Removes the device, once its scope is left, if its bus was dropped meanwhile by the thread
+/// that held the scope (which could not remove it then: `Reentrant`). Made right after the
+/// scope is entered and dropped after it is left.
+struct PendingRemoval<'a>(&'a BusDevice);
+
+impl Drop for PendingRemoval<'_> {
+    fn drop(&mut self) {
+        let core = self.0.core();
+        if core.remove_on_exit.load(Ordering::Acquire)
+            && core.remove_on_exit.swap(false, Ordering::AcqRel)
+        {
+            // Panics are resumed by `remove` (only logged while this thread unwinds).
+            if let Err(Error::Reentrant) = self.0.remove() {
+                // An outer scope of this thread: removed when that one is left.
+                core.remove_on_exit.store(true, Ordering::Release);
+            }
+        }
+    }
 }
 
 /// A reference to a physical device on a [`Bus`] (`struct device` + `get_device`/`put_device`).
@@ -338,7 +385,9 @@ impl BusDevice {
     ///
     /// # Panics
     ///
-    /// Resumes a panic of probe, or of a release action run because probe failed.
+    /// Resumes a panic of probe, or of a release action run because probe failed. If this
+    /// thread is already unwinding, such a panic is only logged and the error is
+    /// [`Error::ProbeFailed`].
     ///
     /// # Examples
     ///
@@ -356,6 +405,8 @@ impl BusDevice {
     #[doc(alias = "really_probe")]
     #[doc(alias = "device_driver_attach")]
     pub fn bind<D: Driver>(&self, driver: Arc<D>) -> Result<()> {
+        // Declared first, so dropped after the scope is left.
+        let _pending = PendingRemoval(self);
         let scope = self.core().devres.enter()?;
         if !self.is_present() {
             return Err(Error::Removed);
@@ -381,18 +432,19 @@ impl BusDevice {
                 Ok(())
             }
             Ok(Err(e)) => {
-                trace::lifecycle(self.name(), "PROBE_FAILED");
+                let event = trace::caught(|| trace::lifecycle(self.name(), "PROBE_FAILED"));
                 let p = self.release_binding(&mut bound);
                 drop(bound);
-                resume(self.name(), [p]);
+                resume(self.name(), [event, p]);
                 Err(e)
             }
             Err(probe_panic) => {
-                trace::lifecycle(self.name(), "PROBE_FAILED");
+                let event = trace::caught(|| trace::lifecycle(self.name(), "PROBE_FAILED"));
                 let p = self.release_binding(&mut bound);
                 drop(bound);
-                resume(self.name(), [Some(probe_panic), p]);
-                unreachable!("a panic payload was resumed")
+                resume(self.name(), [Some(probe_panic), event, p]);
+                // Only reached while this thread is already unwinding (the panic was logged).
+                Err(Error::probe_failed("probe panicked"))
             }
         }
     }
@@ -427,6 +479,8 @@ impl BusDevice {
     /// ```
     #[doc(alias = "device_release_driver")]
     pub fn unbind(&self) -> Result<()> {
+        // Declared first, so dropped after the scope is left.
+        let _pending = PendingRemoval(self);
         let scope = self.core().devres.enter()?;
         let mut bound = Bound::new(self, scope);
         let panics = self.unbind_in(&mut bound)?;
@@ -453,9 +507,10 @@ impl BusDevice {
         let revoked = self.core().revocables.revoke_all_newest_first();
         let dropped = panic::catch_unwind(AssertUnwindSafe(move || drop(binding))).err();
         let released = bound.scope_mut().release_all(&());
-        trace::lifecycle(self.name(), "UNBIND");
-        let first = removed.or(revoked);
-        Ok([first, dropped, released])
+        let event = trace::caught(|| trace::lifecycle(self.name(), "UNBIND"));
+        let first = first_logging_rest(self.name(), [removed, revoked]);
+        let last = first_logging_rest(self.name(), [released, event]);
+        Ok([first, dropped, last])
     }
 
     /// Revokes and releases what a binding registered (probe failure, removal).
@@ -493,6 +548,8 @@ impl BusDevice {
     #[doc(alias = "device_del")]
     #[doc(alias = "device_unregister")]
     pub fn remove(&self) -> Result<()> {
+        // Declared first, so dropped after the scope is left.
+        let _pending = PendingRemoval(self);
         let scope = self.core().devres.enter()?;
         if !self.core().present.swap(false, Ordering::AcqRel) {
             return Err(Error::Removed);
@@ -500,12 +557,18 @@ impl BusDevice {
         let mut bound = Bound::new(self, scope);
         let [a, b, c] = self.unbind_in(&mut bound).unwrap_or_default();
         let d = self.release_binding(&mut bound);
-        trace::lifecycle(self.name(), "REMOVE");
+        let e = trace::caught(|| trace::lifecycle(self.name(), "REMOVE"));
         drop(bound);
         if let Some(bus) = self.core().bus.upgrade() {
-            lock(&bus.devices).retain(|d| !BusDevice::ptr_eq(d, self));
+            // Dropped after unlocking: no user code under the bus's lock.
+            let off = {
+                let mut devices = lock(&bus.devices);
+                let at = devices.iter().position(|d| BusDevice::ptr_eq(d, self));
+                at.map(|i| devices.remove(i))
+            };
+            drop(off);
         }
-        resume(self.name(), [a, b, c, d]);
+        resume(self.name(), [a, b, c, d, e]);
         Ok(())
     }
 
@@ -537,6 +600,8 @@ impl BusDevice {
     /// # Ok::<(), drmm::Error>(())
     /// ```
     pub fn with_bound<R>(&self, f: impl FnOnce(&mut Bound<'_>) -> R) -> Result<R> {
+        // Declared first, so dropped after the scope is left.
+        let _pending = PendingRemoval(self);
         let scope = self.core().devres.enter()?;
         if scope.slot().is_none() {
             return Err(Error::NotBound);
@@ -567,6 +632,8 @@ impl BusDevice {
     /// # Ok::<(), drmm::Error>(())
     /// ```
     pub fn with_driverless<R>(&self, f: impl FnOnce(&mut Bound<'_>) -> R) -> Result<R> {
+        // Declared first, so dropped after the scope is left.
+        let _pending = PendingRemoval(self);
         let scope = self.core().devres.enter()?;
         if !self.is_present() {
             return Err(Error::Removed);
@@ -595,13 +662,19 @@ fn first_logging_rest<const N: usize>(
         if first.is_none() {
             first = Some(p);
         } else {
-            tracing::error!(
-                target: "drmm",
-                owner,
-                "{}: another panic during the same unbind (not resumed): {}",
-                owner,
-                panic_message(&*p)
-            );
+            let message = panic_message(&*p);
+            // The report's subscriber is user code too: a panic of it is dropped.
+            let report = trace::caught(|| {
+                tracing::error!(
+                    target: "drmm",
+                    owner,
+                    "{}: another panic during the same unbind (not resumed): {}",
+                    owner,
+                    message
+                );
+            });
+            report.into_iter().for_each(drop_payload);
+            drop_payload(p);
         }
     }
     first
@@ -633,9 +706,21 @@ impl FinalRelease for Core {
     /// A bus holds a reference to each present device, so this only runs after removal, which
     /// already released the list; entries added afterwards (none can be, without a scope) would
     /// be caught here.
+    ///
+    /// A binding still there (none is: removal unbinds, and the bus removes every device,
+    /// even when it is dropped inside a scope) is torn down in the unbind order, but without
+    /// the driver's `remove`, which would need a reference to the device.
     fn release_resources(&self) -> Option<PanicPayload> {
         match self.devres.enter() {
-            Ok(mut scope) => scope.release_all(&()),
+            Ok(mut scope) => {
+                let binding = scope.slot_mut().take();
+                let revoked = binding
+                    .as_ref()
+                    .and_then(|_| self.revocables.revoke_all_newest_first());
+                let dropped = panic::catch_unwind(AssertUnwindSafe(move || drop(binding))).err();
+                let released = scope.release_all(&());
+                first_logging_rest(self.devres.list().owner(), [revoked, dropped, released])
+            }
             Err(_) => None,
         }
     }

@@ -102,18 +102,22 @@ impl<T: Send + Sync + 'static> Device<T> {
     ) -> Result<File<T, F>> {
         // Inside the gate: an unplug either happens before (and this fails) or waits for
         // this open to complete.
-        let _inside = self.gate.enter().ok_or(Error::Unplugged)?;
+        let inside = self.gate.enter().ok_or(Error::Unplugged)?;
         if !self.is_registered() {
             return Err(Error::NotRegistered);
         }
         let data = init(self)?;
         self.open_files.fetch_add(1, Ordering::AcqRel);
-        trace::lifecycle(self.name(), "OPEN");
-        Ok(File {
+        let file = File {
             data,
             dev: self.clone(),
             _invariant: PhantomData,
-        })
+        };
+        // The event after leaving the gate: a subscriber may unplug the device (which waits
+        // for every thread inside the gate, this one included).
+        drop(inside);
+        trace::lifecycle(self.name(), "OPEN");
+        Ok(file)
     }
 }
 
@@ -148,7 +152,9 @@ impl<T: Send + Sync + 'static, F> File<T, F> {
 impl<T: Send + Sync + 'static, F> Drop for File<T, F> {
     fn drop(&mut self) {
         self.dev.open_files.fetch_sub(1, Ordering::AcqRel);
-        trace::lifecycle(self.dev.name(), "CLOSE");
+        // The subscriber is user code: its panic must not escape a drop during unwinding.
+        let event = trace::caught(|| trace::lifecycle(self.dev.name(), "CLOSE"));
+        crate::res::list::PanicSink::resume(event, self.dev.name());
     }
 }
 

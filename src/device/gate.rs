@@ -33,10 +33,13 @@ impl<T> LogicalDevice<T> {
         self.gate.prepare()?;
         // Inside the gate, so that an unplug that starts meanwhile waits for this call and
         // its unregistration comes after it.
-        let _inside = self.gate.enter().ok_or(Error::Unplugged)?;
+        let inside = self.gate.enter().ok_or(Error::Unplugged)?;
         if self.registered.swap(true, Ordering::AcqRel) {
             return Err(Error::AlreadyRegistered);
         }
+        // The event after leaving the gate: a subscriber may unplug the device (which waits
+        // for every thread inside the gate, this one included).
+        drop(inside);
         trace::lifecycle(self.name(), "REGISTER");
         Ok(())
     }

@@ -49,7 +49,7 @@ pub(crate) struct BigHeader {
 /// * a pointer (boxed closure, block data, [`BigHeader`]) is stored as `*mut ()` with its
 ///   provenance, never through an integer;
 /// * a marker's value is stored as an address without provenance and read back as one;
-/// * the word of a vacant or claimed slot is unused and may be uninitialised.
+/// * the word of a vacant slot is unused and may be uninitialised.
 ///
 /// Copying a `Word` does not copy ownership: exactly one holder may drop or consume what it
 /// holds.
@@ -237,7 +237,7 @@ const UNUSED_SITE: SiteMeta = SiteMeta {
 };
 
 /// Sites one [`SiteTable`] holds at most: a slot has 16 bits for the site index, and one
-/// value marks a claimed slot.
+/// value is reserved (no occupied slot has it).
 pub(crate) const SITE_LIMIT: u32 = 0xFFFF;
 
 /// The map of a table past [`SCAN_MAX`] sites: site key to index.

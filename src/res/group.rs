@@ -123,9 +123,9 @@ impl<C> ResourceList<C> {
             payload: Payload::Marker(marker),
         };
         // The open marker's group is its own sequence number, known once it is on the list.
-        let key = self
-            .insert(&mut self.state.lock(), entry)
-            .map_err(|(e, _)| e)?;
+        // The guard (a temporary) is dropped at the end of this statement, before the event.
+        let inserted = self.insert(&mut self.state.lock(), entry);
+        let key = inserted.map_err(|(e, _)| e)?;
         self.note_added(&key, &site, EntryKind::GroupOpen);
         Ok(Group { key })
     }
@@ -303,8 +303,12 @@ impl<C> ResourceList<C> {
     /// block back. Returns 1 if it is not a marker (the count the kernel returns), 0 otherwise.
     fn release_taken(&self, seq: u64, entry: Entry<C>, ctx: &C, sink: &mut PanicSink) -> usize {
         let counted = usize::from(!matches!(entry.payload, Payload::Marker(_)));
-        trace::entry(Op::Rel, self, seq, &entry.site, entry.kind(), entry.size());
         let site = entry.site;
+        // The subscriber is user code: inside the panic net, and the entry is released anyway.
+        if let Some(p) = trace::entry_caught(Op::Rel, self, seq, &site, entry.kind(), entry.size())
+        {
+            sink.record(p, self.owner(), &site);
+        }
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| entry.release(ctx))) {
             Ok(freed) => self.recycle(freed),
             Err(p) => sink.record(p, self.owner(), &site),

@@ -233,11 +233,8 @@ const IN_PLACE_MAX: usize = 256;
 /// never borrowed.
 ///
 /// * Vacant: `tag == 0`; `aux` is the next vacant slot of the free list (or [`NO_SLOT`]).
-/// * Claimed (taken off by a bulk release that will release it shortly, an inert entry in its
-///   current batch; vacant for every other purpose, but an explicit release of it is not an
-///   error: it is being done): the site is [`CLAIMED_SITE`], the sequence number the entry's.
 /// * Occupied: `0 < seq <= MAX_SEQ` and the site is an index of the list's [`SiteTable`] (below
-///   [`CLAIMED_SITE`]), whose vtable, with `aux` and `word`, are the parts of an entry of the
+///   [`RESERVED_SITE`]), whose vtable, with `aux` and `word`, are the parts of an entry of the
 ///   list ([`Entry::into_raw`]), owned by the slot. A slot has no destructor: an occupied slot
 ///   is emptied only through [`State::unpack`], which hands its entry back.
 #[repr(C, packed(4))]
@@ -252,13 +249,14 @@ const SEQ_BITS: u32 = 48;
 /// The largest sequence number: a list accepts 2^48 - 1 adds in its life (at 10 ns per add,
 /// a month of nothing but adds; an add beyond it fails with an error).
 pub(super) const MAX_SEQ: u64 = (1 << SEQ_BITS) - 1;
-/// The site index that marks a claimed slot; every real site index is below it
-/// ([`SITE_LIMIT`](crate::res::erased::SITE_LIMIT) of them).
-const CLAIMED_SITE: u64 = (1 << (64 - SEQ_BITS)) - 1;
-/// The smallest tag of a claimed slot.
-const CLAIMED_TAG: u64 = CLAIMED_SITE << SEQ_BITS;
+/// A site index no slot holds (every real one is below it:
+/// [`SITE_LIMIT`](crate::res::erased::SITE_LIMIT) of them), so that a tag at or above
+/// [`RESERVED_TAG`] is never an occupied slot.
+const RESERVED_SITE: u64 = (1 << (64 - SEQ_BITS)) - 1;
+/// The smallest tag with the reserved site index.
+const RESERVED_TAG: u64 = RESERVED_SITE << SEQ_BITS;
 
-const _: () = assert!(crate::res::erased::SITE_LIMIT as u64 == CLAIMED_SITE);
+const _: () = assert!(crate::res::erased::SITE_LIMIT as u64 == RESERVED_SITE);
 
 // SAFETY: an occupied slot owns an entry's payload: `Send` closures and blocks of `Send + Sync`
 // values or bytes (see `Action` and `Block`); a slot is only reached through the list's lock.
@@ -272,7 +270,7 @@ impl Slot {
     /// An occupied slot: the entry `seq`'s parts (site index, `aux`, word).
     #[inline(always)]
     const fn new(seq: u64, site: u32, aux: u32, word: Word) -> Self {
-        debug_assert!(seq != 0 && seq <= MAX_SEQ && (site as u64) < CLAIMED_SITE);
+        debug_assert!(seq != 0 && seq <= MAX_SEQ && (site as u64) < RESERVED_SITE);
         Slot {
             tag: seq | (site as u64) << SEQ_BITS,
             aux,
@@ -289,15 +287,6 @@ impl Slot {
         }
     }
 
-    #[inline(always)]
-    const fn claimed(seq: u64) -> Self {
-        Slot {
-            tag: seq | CLAIMED_TAG,
-            aux: 0,
-            word: Word::uninit(),
-        }
-    }
-
     /// A bitwise copy (which owns nothing: see [`State::unpack`]).
     #[inline(always)]
     fn copy(&self) -> Self {
@@ -308,7 +297,7 @@ impl Slot {
         }
     }
 
-    /// The sequence number field (of an occupied or claimed slot; 0 when vacant).
+    /// The sequence number field (of an occupied slot; 0 when vacant).
     #[inline(always)]
     fn seq(&self) -> u64 {
         self.tag & MAX_SEQ
@@ -318,7 +307,7 @@ impl Slot {
     #[inline(always)]
     pub(super) fn occupied(&self) -> Option<u64> {
         let tag = self.tag;
-        (tag != 0 && tag < CLAIMED_TAG).then_some(tag & MAX_SEQ)
+        (tag != 0 && tag < RESERVED_TAG).then_some(tag & MAX_SEQ)
     }
 
     /// The site index of an occupied slot.
@@ -345,13 +334,6 @@ impl Slot {
     pub(super) fn replace_payload(&mut self, site: u32, aux: u32, word: Word) {
         debug_assert!(self.occupied().is_some());
         *self = Slot::new(self.seq(), site, aux, word);
-    }
-
-    /// The sequence number of the claimed entry, if the slot is claimed.
-    #[inline(always)]
-    fn claimed_seq(&self) -> Option<u64> {
-        let tag = self.tag;
-        (tag >= CLAIMED_TAG).then_some(tag & MAX_SEQ)
     }
 }
 
@@ -592,7 +574,7 @@ impl<C> State<C> {
     /// first entry that runs user code is popped and returned, to be released outside the lock.
     /// Returns the number of inert entries released.
     ///
-    /// Stops after `budget` inert entries, at a claimed slot, or where the top slot is not the
+    /// Stops after `budget` inert entries, or where the top slot is not the
     /// newest entry (slots were reused: the `walk` is not [`Walk::Down`] at the top), leaving
     /// the rest to [`next_to_release`](Self::next_to_release). Popping a slot below `floor`
     /// lowers `floor` (and the walk's cursor) with it, so that entries added later still land
@@ -635,10 +617,8 @@ impl<C> State<C> {
                         vt
                     }
                 })
-            } else if top.claimed_seq().is_none() {
-                None // vacant: nothing to release
             } else {
-                break;
+                None // vacant: nothing to release
             };
             let _ = self.slots.pop();
             if below {
@@ -705,12 +685,33 @@ pub(crate) struct PanicSink {
 
 impl PanicSink {
     pub(crate) fn record(&mut self, payload: PanicPayload, owner: &str, site: &Site) {
+        let first = self.first.is_none();
+        let message = panic_message(&*payload);
+        // The report is an event too: a subscriber that panics again is not listened to.
+        if let Some(p) = trace::caught(|| trace::release_panicked(owner, site, message, first)) {
+            drop_payload(p);
+        }
+        self.keep(payload);
+    }
+
+    /// Keeps `payload` if it is the first panic, else drops it (without a report: for panics
+    /// of subscribers, which a report would only reach again).
+    pub(crate) fn keep(&mut self, payload: PanicPayload) {
         self.count += 1;
-        trace::release_panicked(owner, site, panic_message(&*payload), self.first.is_none());
         if self.first.is_none() {
             self.first = Some(payload);
         } else {
             drop_payload(payload);
+        }
+    }
+
+    /// Emits events with `emit` inside the panic net, keeping a subscriber's panic.
+    #[inline]
+    pub(crate) fn event(&mut self, emit: impl FnOnce()) {
+        if trace::debug_possible()
+            && let Some(p) = trace::caught(emit)
+        {
+            self.keep(p);
         }
     }
 
@@ -724,7 +725,10 @@ impl PanicSink {
     pub(crate) fn resume(payload: Option<PanicPayload>, owner: &str) {
         if let Some(p) = payload {
             if std::thread::panicking() {
-                trace::panic_not_resumed(owner, panic_message(&*p));
+                let message = panic_message(&*p);
+                if let Some(q) = trace::caught(|| trace::panic_not_resumed(owner, message)) {
+                    drop_payload(q);
+                }
                 drop_payload(p);
             } else {
                 panic::resume_unwind(p);
@@ -734,7 +738,7 @@ impl PanicSink {
 }
 
 /// Drops a panic payload whose own destructor might panic, without letting that escape.
-fn drop_payload(p: PanicPayload) {
+pub(crate) fn drop_payload(p: PanicPayload) {
     if let Err(inner) = panic::catch_unwind(AssertUnwindSafe(move || drop(p))) {
         std::mem::forget(inner);
     }
@@ -894,7 +898,10 @@ impl<C> ResourceList<C> {
     pub(crate) fn push(&self, entry: Entry<C>) -> Result<Key, (Error, Entry<C>)> {
         let (size, kind) = (entry.size(), entry.kind());
         let (site, vt, aux, word) = entry.into_raw();
-        match self.insert_parts(&mut self.state.lock(), &site, vt, aux, word) {
+        // Its own statement: the lock guard, a temporary, is dropped at its end, before the
+        // event below (a subscriber may read the list; the lock is not reentrant).
+        let inserted = self.insert_parts(&mut self.state.lock(), &site, vt, aux, word);
+        match inserted {
             Ok(key) => {
                 trace::entry(Op::Add, self, key.seq, &site, kind, size);
                 Ok(key)
@@ -1163,17 +1170,14 @@ impl<C> ResourceList<C> {
     /// Takes the entry `key` off the list without releasing it.
     ///
     /// An entry whose release runs no user code (a plain allocation) is released right here,
-    /// under the same lock, and `None` is returned.
+    /// under the same lock, its `op` event emitted after unlocking, and `None` is returned.
+    /// Otherwise the entry is returned and the caller emits the event (in the panic net:
+    /// [`finish_taken`](Self::finish_taken)).
     fn take(&self, key: &Key, op: Op) -> Result<Option<Entry<C>>> {
         self.check_list(key)?;
         let mut st = self.state.lock();
         let Some(slot) = st.take_slot(key.index as usize, Some(key.seq)) else {
-            return match st.slots.get(key.index as usize) {
-                // In a bulk release's current batch: it is being released right now, and it
-                // runs no user code, so there is nothing left for this caller to wait for.
-                Some(slot) if slot.claimed_seq() == Some(key.seq) => Ok(None),
-                _ => Err(Error::NotOnList),
-            };
+            return Err(Error::NotOnList);
         };
         let meta = *st.sites.get(slot.site());
         let (site, vt) = (Site::new(meta.name, meta.location), meta.vtable);
@@ -1182,7 +1186,6 @@ impl<C> ResourceList<C> {
             // SAFETY: an occupied slot of this list taken out of the table, its site's vtable:
             // the parts of an `Entry<C>`, used once, here.
             let entry = unsafe { Entry::from_raw(slot.seq(), site, vt, slot.aux(), slot.word()) };
-            trace::entry(op, self, key.seq, &site, entry.kind(), entry.size());
             return Ok(Some(entry));
         }
         // Inert (a block whose elements need no dropping, or a marker): released right here,
@@ -1202,15 +1205,47 @@ impl<C> ResourceList<C> {
             0
         };
         drop(st);
-        trace::entry(op, self, key.seq, &site, vt.kind, size);
+        // Released already: a panicking subscriber leaves nothing undone, and its panic is
+        // resumed (only logged while the thread unwinds).
+        if let Some(p) = trace::entry_caught(op, self, key.seq, &site, vt.kind, size) {
+            PanicSink::resume(Some(p), self.owner());
+        }
         Ok(None)
+    }
+
+    /// Emits the `op` event of an entry [`take`](Self::take) handed back, then releases it
+    /// (`ctx`) or discards it (`None`). A panic of the subscriber does not keep the entry from
+    /// being released; it is resumed afterwards, before a panic of the action (which is then
+    /// logged).
+    #[inline]
+    fn finish_taken(&self, seq: u64, entry: Entry<C>, op: Op, ctx: Option<&C>) {
+        let event = trace::entry_caught(op, self, seq, &entry.site, entry.kind(), entry.size());
+        let Some(p) = event else {
+            self.recycle(match ctx {
+                Some(ctx) => entry.release(ctx),
+                None => entry.discard(),
+            });
+            return;
+        };
+        let mut sink = PanicSink::default();
+        let site = entry.site;
+        sink.record(p, self.owner(), &site);
+        let done = panic::catch_unwind(AssertUnwindSafe(|| match ctx {
+            Some(ctx) => entry.release(ctx),
+            None => entry.discard(),
+        }));
+        match done {
+            Ok(freed) => self.recycle(freed),
+            Err(p) => sink.record(p, self.owner(), &site),
+        }
+        PanicSink::resume(sink.into_first(), self.owner());
     }
 
     /// Takes the entry `key` off and releases it now (`drmm_release_action`, `drmm_kfree`).
     /// A panic of the action propagates to the caller; the entry is gone either way.
     pub(crate) fn release(&self, key: &Key, ctx: &C) -> Result<()> {
         if let Some(entry) = self.take(key, Op::Del)? {
-            self.recycle(entry.release(ctx));
+            self.finish_taken(key.seq, entry, Op::Del, Some(ctx));
         }
         Ok(())
     }
@@ -1219,7 +1254,7 @@ impl<C> ResourceList<C> {
     /// captured state (or the allocation) is dropped.
     pub(crate) fn remove(&self, key: &Key) -> Result<()> {
         if let Some(entry) = self.take(key, Op::Rem)? {
-            self.recycle(entry.discard());
+            self.finish_taken(key.seq, entry, Op::Rem, None);
         }
         Ok(())
     }
@@ -1275,7 +1310,10 @@ impl<C> ResourceList<C> {
     /// [`release_all_exclusive`](Self::release_all_exclusive).
     unsafe fn release_all_inner(&self, ctx: &C, exclusive: bool) -> Option<PanicPayload> {
         self.bulk.store(true, Ordering::Release);
-        trace::release_begin(self);
+        // Every event of a release is emitted inside the panic net: a panicking subscriber
+        // neither stops the release nor escapes it while the thread unwinds.
+        let mut sink = PanicSink::default();
+        sink.event(|| trace::release_begin(self));
         if exclusive && !trace::entry_events_enabled() {
             // SAFETY: the caller's promise covers `exclusive`.
             let mut st = unsafe { self.lock_for_release(exclusive) };
@@ -1283,7 +1321,7 @@ impl<C> ResourceList<C> {
                 // Every entry is a marker or an inert arena block (`all_inert`): releasing
                 // them newest first would run nothing and free nothing one by one, and nobody
                 // watches entry events, so they are released all at once, by forgetting the
-                // slots and resetting the arena. (No release in progress: no claimed slot, no
+                // slots and resetting the arena. (No release in progress: no
                 // block in flight.)
                 let released = st.live;
                 st.live = 0;
@@ -1292,8 +1330,8 @@ impl<C> ResourceList<C> {
                 // block is held anywhere else.
                 unsafe { st.arena.reset() };
                 drop(st);
-                trace::release_end(self, released);
-                return None;
+                sink.event(|| trace::release_end(self, released));
+                return sink.into_first();
             }
         }
         let (mut floor, mut walk) = {
@@ -1320,11 +1358,13 @@ impl<C> ResourceList<C> {
             };
             (floor, walk)
         };
-        let mut sink = PanicSink::default();
         let mut released = 0usize;
         // Inert entries (plain memory, markers: no user code to run) are taken off in batches,
-        // one lock per batch, and their slots marked claimed so that an explicit free of one
-        // in the meantime is not an error. An entry that runs user code (an action, a value
+        // one lock per batch, their slots left vacant exactly as the quiet path leaves them
+        // (which releases them in place): an explicit free of one meanwhile, from another
+        // thread or from a release action, finds it gone (`NotOnList`) whether or not a
+        // subscriber is listening, and a slot is never left marked while user code runs. An
+        // entry that runs user code (an action, a value
         // with a destructor) ends the batch and is released on its own, exactly as if taken
         // alone, so that an action can still release an older entry early; if it adds entries
         // (seen through `tail_seq`, without locking), those are released next.
@@ -1359,7 +1399,7 @@ impl<C> ResourceList<C> {
                 let quiet = !trace::entry_events_enabled();
                 let mut in_place = 0;
                 while n < BATCH {
-                    let Some((index, seq, entry)) = st.next_to_release(floor, &mut walk) else {
+                    let Some((_, seq, entry)) = st.next_to_release(floor, &mut walk) else {
                         break;
                     };
                     if !entry.is_inert() {
@@ -1374,9 +1414,6 @@ impl<C> ResourceList<C> {
                         }
                         released += 1;
                         continue;
-                    }
-                    if let Some(slot) = index.and_then(|i| st.slots.get_mut(i)) {
-                        *slot = Slot::claimed(seq);
                     }
                     batch[n] = Some((seq, entry));
                     n += 1;
@@ -1428,7 +1465,7 @@ impl<C> ResourceList<C> {
                 }
             }
         }
-        trace::release_end(self, released);
+        sink.event(|| trace::release_end(self, released));
         sink.into_first()
     }
 
@@ -1485,7 +1522,12 @@ impl<C> ResourceList<C> {
                 // through memory between functions cost more than the call).
                 if let Some(meta) = meta {
                     let site = Site::new(meta.name, meta.location);
-                    trace::entry(Op::Rel, self, slot.seq(), &site, EntryKind::Action, vt.size);
+                    let (seq, size) = (slot.seq(), vt.size);
+                    if let Some(p) =
+                        trace::entry_caught(Op::Rel, self, seq, &site, EntryKind::Action, size)
+                    {
+                        sink.record(p, self.owner(), &site);
+                    }
                 }
                 // SAFETY: the parts of an action of this list (the kind says so), owned by the
                 // slot taken out of the table, used once, here.
@@ -1524,8 +1566,13 @@ impl<C> ResourceList<C> {
         ctx: &C,
         sink: &mut PanicSink,
     ) -> Option<(NonNull<u8>, usize)> {
-        trace::entry(Op::Rel, self, seq, &entry.site, entry.kind(), entry.size());
         let site = entry.site;
+        // The event's subscriber is user code: inside the panic net, and the entry is
+        // released whatever it does.
+        if let Some(p) = trace::entry_caught(Op::Rel, self, seq, &site, entry.kind(), entry.size())
+        {
+            sink.record(p, self.owner(), &site);
+        }
         match panic::catch_unwind(AssertUnwindSafe(|| entry.release(ctx))) {
             Ok(freed) => freed,
             Err(p) => {
@@ -1605,10 +1652,19 @@ impl<C> Drop for ResourceList<C> {
             .map(|s| unsafe { st.unpack(s) })
             .collect();
         entries.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
+        // Destructors and subscribers are user code: each in the panic net, so that one
+        // panic does not leak the rest; the first is resumed (only logged while unwinding).
+        let mut sink = PanicSink::default();
         for (seq, e) in entries {
-            trace::entry(Op::Rem, self, seq, &e.site, e.kind(), e.size());
-            drop(e);
+            let site = e.site;
+            if let Some(p) = trace::entry_caught(Op::Rem, self, seq, &site, e.kind(), e.size()) {
+                sink.record(p, self.owner(), &site);
+            }
+            if let Err(p) = panic::catch_unwind(AssertUnwindSafe(move || drop(e))) {
+                sink.record(p, self.owner(), &site);
+            }
         }
+        PanicSink::resume(sink.into_first(), self.owner());
     }
 }
 
@@ -1687,7 +1743,7 @@ mod tests {
         assert!(unsafe { b.ptr.as_ref() }.iter().all(|&x| x == 0));
     }
 
-    /// A slot tells vacant, claimed and occupied apart at the extremes of both packed fields.
+    /// A slot tells vacant and occupied apart at the extremes of both packed fields.
     #[test]
     fn slot_states_at_the_limits_of_seq_and_site() {
         let last_site = crate::res::erased::SITE_LIMIT - 1;
@@ -1695,16 +1751,13 @@ mod tests {
             for site in [0, 1, last_site] {
                 let s = Slot::new(seq, site, 7, Word::from_bits(9));
                 assert_eq!(s.occupied(), Some(seq));
-                assert_eq!(s.claimed_seq(), None);
                 assert_eq!((s.site(), s.aux()), (site, 7));
                 // SAFETY: made by `from_bits`.
                 assert_eq!(unsafe { s.word().bits() }, 9);
             }
-            let c = Slot::claimed(seq);
-            assert_eq!((c.occupied(), c.claimed_seq()), (None, Some(seq)));
         }
         let v = Slot::vacant(5);
-        assert_eq!((v.occupied(), v.claimed_seq(), v.aux()), (None, None, 5));
+        assert_eq!((v.occupied(), v.aux()), (None, 5));
         assert_eq!(std::mem::align_of::<Slot>(), 4);
     }
 

@@ -15,8 +15,11 @@
 //!   ones come from the list's arena, larger ones are a single allocator call);
 //! * an entry added while the list is being released is released too (the kernel's
 //!   `drm_managed_release` skips it);
-//! * a panicking action does not stop the release: the others still run and the panic is
-//!   resumed once the release is complete.
+//! * a panicking action (or value destructor, or `tracing` subscriber) does not stop the
+//!   release: the others still run and the panic is resumed once the release is complete;
+//! * no user code (actions, destructors, subscribers) runs under the list's lock, so any of it
+//!   may use the list again; and with or without a subscriber, an entry the release has
+//!   already taken off answers an explicit free with `NotOnList`.
 
 mod action;
 mod alloc;

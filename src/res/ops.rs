@@ -123,9 +123,20 @@ pub(crate) fn alloc_fmt<C>(
         len: 0,
         cut: false,
     };
-    if fmt::write(&mut fill, args).is_err() {
-        let _ = list.remove(&bytes.key);
-        panic!("a formatting trait implementation returned an error");
+    // `Display` is user code: if it panics, the half-written block is taken off before the
+    // panic goes on (the handle, dropped by the unwinding, would leave it on the list).
+    let written =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fmt::write(&mut fill, args)));
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => {
+            let _ = list.remove(&bytes.key);
+            panic!("a formatting trait implementation returned an error");
+        }
+        Err(p) => {
+            let _ = list.remove(&bytes.key);
+            std::panic::resume_unwind(p);
+        }
     }
     if fill.cut || fill.len != measure.0 {
         tracing::warn!(

@@ -81,6 +81,9 @@ impl<C> ResourceList<C> {
                 ManuallyDrop::into_inner(block),
             )
         };
+        // The old value is dropped outside the lock; its arena block, if any, is reused. Then
+        // the event: the resize is complete whatever its subscriber does.
+        self.recycle(old.dispose());
         trace::entry(
             Op::Replace,
             self,
@@ -89,8 +92,6 @@ impl<C> ResourceList<C> {
             EntryKind::Alloc,
             old_size,
         );
-        // The old value is dropped outside the lock; its arena block, if any, is reused.
-        self.recycle(old.dispose());
         Ok(())
     }
 }

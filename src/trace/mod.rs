@@ -9,9 +9,16 @@
 //!
 //! With no subscriber, or one that filters `drmm` out, an event costs one relaxed load of the
 //! call site's cached interest.
+//!
+//! A subscriber is user code: events are never emitted under an internal lock (a subscriber
+//! may read the device), and on release paths they are emitted inside the panic net
+//! (`entry_caught`, `caught`): a panicking subscriber does not stop a release, its panic
+//! is resumed once the release is complete (only logged if the thread is already unwinding).
 
 use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
 
+use crate::res::list::PanicPayload;
 use crate::res::{EntryKind, ResourceList, Site};
 
 /// The operation an event reports, in the kernel's vocabulary.
@@ -97,6 +104,46 @@ fn entry_event<C>(
         size,
         site.location(),
     );
+}
+
+/// An entry event emitted inside a panic net, for the release paths: the subscriber is user
+/// code, and its panic must not stop a release (nor abort one that runs while the thread is
+/// unwinding). Returns the subscriber's panic. Costs what [`entry`] costs when nothing is
+/// recorded.
+#[inline(always)]
+pub(crate) fn entry_caught<C>(
+    op: Op,
+    list: &ResourceList<C>,
+    seq: u64,
+    site: &Site,
+    kind: EntryKind,
+    size: usize,
+) -> Option<PanicPayload> {
+    if debug_possible() {
+        entry_event_caught(op, list, seq, site, kind, size)
+    } else {
+        None
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn entry_event_caught<C>(
+    op: Op,
+    list: &ResourceList<C>,
+    seq: u64,
+    site: &Site,
+    kind: EntryKind,
+    size: usize,
+) -> Option<PanicPayload> {
+    caught(|| entry_event(op, list, seq, site, kind, size))
+}
+
+/// Runs `emit` (code that emits events: the subscriber behind them is user code) inside a
+/// panic net, and returns its panic.
+#[inline]
+pub(crate) fn caught(emit: impl FnOnce()) -> Option<PanicPayload> {
+    panic::catch_unwind(AssertUnwindSafe(emit)).err()
 }
 
 /// Whether any debug event could be recorded now: `tracing`'s global level check only (one
