@@ -1,7 +1,7 @@
 //! [`Devres<T>`]: a revocable value registered on a binding and revoked when it ends.
 
 use std::fmt;
-use std::panic::{self, AssertUnwindSafe};
+use std::panic::{self, AssertUnwindSafe, Location};
 
 use super::{Bound, BusDevice};
 use crate::error::{Error, Result};
@@ -10,6 +10,7 @@ use crate::res::fallible::{Shared, try_box};
 use crate::revoke::grace::Domain;
 use crate::revoke::{Revocable, RevocableGuard, Revoke, revoke_all};
 use crate::sync::{Arc, AtomicBool, Condvar, Mutex, Ordering, lock};
+use crate::trace;
 
 /// One registered `Devres`, type-erased for the batch revocation at unbind.
 trait Registered: Send + Sync {
@@ -65,15 +66,17 @@ impl Registry {
     }
 
     /// Revokes every registered value that nobody else is revoking, newest first, after one
-    /// grace period for all of them; waits for nothing else. Returns the first panic of a
-    /// value's drop.
-    pub(super) fn revoke_all_newest_first(&self) -> Option<crate::res::list::PanicPayload> {
+    /// grace period for all of them; waits for nothing else. Returns how many it revoked and
+    /// the first panic of a value's drop.
+    pub(super) fn revoke_all_newest_first(
+        &self,
+    ) -> (usize, Option<crate::res::list::PanicPayload>) {
         // Filtered in place, newest first by iterating backwards: a release path must not
         // allocate (it could only abort).
         let mut mine = std::mem::take(&mut lock(&self.items).live);
         mine.retain(|(_, item)| item.claim());
         if mine.is_empty() {
-            return None;
+            return (0, None);
         }
         let revoked = panic::catch_unwind(AssertUnwindSafe(|| {
             revoke_all(mine.iter().rev().map(|(_, i)| i.revocable()));
@@ -81,7 +84,7 @@ impl Registry {
         for (_, item) in &mine {
             item.complete();
         }
-        revoked.err()
+        (mine.len(), revoked.err())
     }
 }
 
@@ -230,6 +233,7 @@ impl<T: Send + Sync + 'static> Devres<T> {
     /// assert!(regs.is_revoked());
     /// # Ok::<(), drmm::Error>(())
     /// ```
+    #[track_caller]
     pub fn new(bound: &Bound<'_>, value: T) -> Result<Self> {
         let dev = bound.device();
         let registry = &dev.core().revocables;
@@ -265,13 +269,38 @@ impl<T: Send + Sync + 'static> Devres<T> {
     ///
     /// Do not drop a `Devres` of the same device while holding a guard: its revocation would
     /// wait for this guard (debug builds panic instead).
+    ///
+    /// A refusal is an event ([`Op::Refused`](crate::trace::Op::Refused), `detail` `devres`)
+    /// naming the caller's location.
+    #[inline]
+    #[track_caller]
     pub fn try_access(&self) -> Option<RevocableGuard<'_, T>> {
-        self.inner.data.try_access()
+        let guard = self.inner.data.try_access();
+        if guard.is_none() {
+            self.refused(Location::caller());
+        }
+        guard
     }
 
-    /// Runs `f` on the value unless it has been revoked.
+    /// Runs `f` on the value unless it has been revoked (a refusal is an event, as for
+    /// [`try_access`](Self::try_access)).
+    #[inline]
+    #[track_caller]
     pub fn try_access_with<R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {
-        self.inner.data.try_access_with(f)
+        let location = Location::caller();
+        let r = self.inner.data.try_access_with(f);
+        if r.is_none() {
+            self.refused(location);
+        }
+        r
+    }
+
+    /// Reports a refused access made at `location`.
+    #[cold]
+    fn refused(&self, location: &'static Location<'static>) {
+        let list = self.dev.core().devres.list();
+        let name = std::any::type_name::<T>();
+        trace::refused(list, trace::Refusal::Devres, Some(name), location);
     }
 
     /// Access with proof of the binding: the device must be the one the value is registered
@@ -298,6 +327,7 @@ impl<T: Send + Sync + 'static> Devres<T> {
     /// assert_eq!(v, 7);
     /// # Ok::<(), drmm::Error>(())
     /// ```
+    #[track_caller]
     pub fn access<'a>(&'a self, bound: &Bound<'_>) -> Result<RevocableGuard<'a, T>> {
         if !BusDevice::ptr_eq(bound.device(), &self.dev) {
             return Err(Error::ForeignHandle {
