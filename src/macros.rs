@@ -18,7 +18,7 @@
 /// let _ = drmm::add_action!(dev, move |_| {
 ///     println!("a longer action");
 /// })?;
-/// assert_eq!(dev.snapshot()[0].name(), "move |_| {…");
+/// assert_eq!(dev.snapshot()[0].name(), "move |_| { println!(\"a longer action\");…");
 /// # Ok::<(), drmm::Error>(())
 /// ```
 #[doc(alias = "drmm_add_action")]

@@ -708,10 +708,10 @@ impl PanicSink {
     /// Emits events with `emit` inside the panic net, keeping a subscriber's panic.
     #[inline]
     pub(crate) fn event(&mut self, emit: impl FnOnce()) {
-        if trace::debug_possible() {
-            if let Some(p) = trace::caught(emit) {
-                self.keep(p);
-            }
+        if trace::debug_possible()
+            && let Some(p) = trace::caught(emit)
+        {
+            self.keep(p);
         }
     }
 

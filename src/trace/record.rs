@@ -101,10 +101,10 @@ impl Shared {
 
     fn flush(&self) -> Result<(), RecordError> {
         let mut sink = self.sink();
-        if sink.error.is_none() {
-            if let Err(e) = sink.out.flush() {
-                sink.error = Some(e);
-            }
+        if sink.error.is_none()
+            && let Err(e) = sink.out.flush()
+        {
+            sink.error = Some(e);
         }
         match &sink.error {
             None => Ok(()),
