@@ -205,7 +205,13 @@ impl Bus {
             }),
         };
         lock(&self.inner.devices).push(dev.clone());
-        trace::lifecycle(dev.core().devres.list(), trace::Op::DeviceAdd);
+        // A subscriber's panic goes on (the device stays on its bus), except while this thread
+        // already unwinds, where it would abort: only logged then.
+        if trace::debug_possible() {
+            let list = dev.core().devres.list();
+            let event = trace::caught(|| trace::lifecycle(list, Op::DeviceAdd));
+            PanicSink::resume(event, dev.name());
+        }
         dev
     }
 
@@ -389,7 +395,9 @@ impl BusDevice {
     ///
     /// # Panics
     ///
-    /// Resumes a panic of probe, or of a release action run because probe failed.
+    /// Resumes a panic of probe, or of a release action run because probe failed. If this
+    /// thread is already unwinding, such a panic is only logged and the error is
+    /// [`Error::ProbeFailed`].
     ///
     /// # Examples
     ///

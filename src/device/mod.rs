@@ -180,7 +180,12 @@ impl<T: Send + Sync + 'static> Device<T> {
                 open_files: AtomicUsize::new(0),
             })?,
         };
-        trace::lifecycle(&dev.list, trace::Op::Create);
+        // A subscriber's panic goes on (the device is released by the unwinding), except while
+        // this thread already unwinds, where it would abort: only logged then.
+        if trace::debug_possible() {
+            let event = trace::caught(|| trace::lifecycle(&dev.list, trace::Op::Create));
+            crate::res::list::PanicSink::resume(event, dev.name());
+        }
         Ok(dev)
     }
 

@@ -123,9 +123,9 @@ impl<C> ResourceList<C> {
             payload: Payload::Marker(marker),
         };
         // The open marker's group is its own sequence number, known once it is on the list.
-        let key = self
-            .insert(&mut self.state.lock(), entry)
-            .map_err(|(e, _)| e)?;
+        // The guard (a temporary) is dropped at the end of this statement, before the event.
+        let inserted = self.insert(&mut self.state.lock(), entry);
+        let key = inserted.map_err(|(e, _)| e)?;
         self.note_added(&key, &site, EntryKind::GroupOpen);
         Ok(Group { key })
     }

@@ -1,7 +1,9 @@
 //! The lock that protects a resource list: a test-and-test-and-set lock without poisoning.
 //!
-//! Nothing but the library's own bookkeeping runs under it (user code — actions, destructors —
-//! always runs after unlocking), so it is held for a few dozen instructions. For that,
+//! Nothing but the library's own bookkeeping runs under it (user code — actions, destructors,
+//! `tracing` subscribers behind the events — always runs after unlocking; the lock is not
+//! reentrant, so user code under it would deadlock as soon as it read the list), so it is
+//! held for a few dozen instructions. For that,
 //! `std::sync::Mutex` costs twice what it needs to: a locked exchange on unlock and a look at
 //! the thread's panic count on both lock and unlock (for poisoning, which this lock does not
 //! need: a panic cannot leave a list half-updated because no user code runs while it is held).

@@ -79,9 +79,10 @@ impl<C> ResourceList<C> {
                 ManuallyDrop::into_inner(block),
             )
         };
-        trace::entry(Op::Replace, self, key.seq, &site, EntryKind::Alloc, new_len);
-        // The old value is dropped outside the lock; its arena block, if any, is reused.
+        // The old value is dropped outside the lock; its arena block, if any, is reused. Then
+        // the event: the resize is complete whatever its subscriber does.
         self.recycle(old.dispose());
+        trace::entry(Op::Replace, self, key.seq, &site, EntryKind::Alloc, new_len);
         Ok(())
     }
 }

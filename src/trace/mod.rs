@@ -25,6 +25,11 @@
 //! With no subscriber, or one that filters `drmm` out, an event costs one relaxed load:
 //! `tracing`'s global level check, made before anything else.
 //!
+//! A subscriber is user code: events are never emitted under an internal lock (a subscriber
+//! may read the device), and on release paths they are emitted inside the panic net
+//! (`entry_caught`, `caught`): a panicking subscriber does not stop a release, its panic
+//! is resumed once the release is complete (only logged if the thread is already unwinding).
+//!
 //! # Examples
 //!
 //! ```

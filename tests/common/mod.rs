@@ -1,6 +1,8 @@
 //! Shared test helpers: an event log and drop-counting values.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod hook;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -48,4 +50,27 @@ impl Drop for Tracked {
         self.drops.fetch_add(1, Ordering::SeqCst);
         self.log.push(format!("drop {}", self.name));
     }
+}
+
+/// A device with `n` actions and `n` values, all counted.
+pub fn counted_device(
+    n: usize,
+    ran: &Arc<AtomicUsize>,
+    drops: &Arc<AtomicUsize>,
+) -> drmm::Device<Tracked> {
+    let log = Log::new();
+    let dev = drmm::Device::new(Tracked::new("data", &log, drops));
+    for i in 0..n {
+        let r = ran.clone();
+        let _ = dev
+            .add_action_named("count", move |_| {
+                r.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+        let _ = dev
+            .alloc(Tracked::new(&format!("v{i}"), &log, drops))
+            .unwrap();
+        let _ = dev.kzalloc(24).unwrap();
+    }
+    dev
 }
