@@ -1,4 +1,4 @@
-//! Criterion benchmarks of the standard workloads W1–W6 (DESIGN.md §6) and of recording (REC).
+//! Criterion benchmarks of the standard workloads W1–W6 (DESIGN.md §6).
 //!
 //! Groups are named `W1` … `W6`; ids are `floor…` (plain Rust, the cost floor), `kernel-model…`
 //! (the seed patch's algorithm re-derived in `kernel_model/`) and, later, `drmm…` (the library).
