@@ -432,12 +432,13 @@ impl BusDevice {
         let probed = panic::catch_unwind(AssertUnwindSafe(|| driver.probe(&mut bound)));
         match probed {
             Ok(Ok(data)) => {
-                let list = self.core().devres.list();
-                trace::lifecycle_detail(list, Op::Probe, format_args!("ok"));
                 let data = Box::write(data_box, data);
                 let binding = Box::write(binding, Binding { driver, data });
                 *bound.scope_mut().slot_mut() = Some(binding);
                 self.core().bound.store(true, Ordering::Release);
+                // Once bound: a subscriber that panics here leaves a bound device.
+                let list = self.core().devres.list();
+                trace::lifecycle_detail(list, Op::Probe, format_args!("ok"));
                 trace::lifecycle(list, Op::Bind);
                 Ok(())
             }
@@ -700,10 +701,9 @@ fn first_logging_rest<const N: usize>(
             let report = trace::caught(|| {
                 tracing::error!(
                     target: "drmm",
-                    owner,
-                    "{}: another panic during the same unbind (not resumed): {}",
-                    owner,
-                    message
+                    dev_name = owner,
+                    detail = message,
+                    "another panic during the same unbind is not resumed",
                 );
             });
             report.into_iter().for_each(drop_payload);

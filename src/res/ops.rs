@@ -141,10 +141,10 @@ pub(crate) fn alloc_fmt<C>(
     if fill.cut || fill.len != measure.0 {
         tracing::warn!(
             target: "drmm",
+            dev_name = list.owner(),
             measured = measure.0,
             written = fill.len,
-            "{}: kasprintf: the arguments formatted to a different length the second time",
-            list.owner()
+            "kasprintf: the arguments formatted to a different length the second time",
         );
     }
     // `fill.len` bytes were written as whole UTF-8 characters (`Fill`'s invariant); `[u8]` and
