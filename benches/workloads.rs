@@ -24,6 +24,7 @@
 //! | W4 | one device lifecycle: create, 16 managed 64-byte allocations, drop the last reference | 50,000 | everything |
 //! | W5 | one release action | 1,000,000 split evenly over 1 or 2 threads | from the start barrier until every thread has added its share, plus the release of all (on the main thread); thread spawn is untimed |
 //! | W6 | one gate enter + exit pair | 2,000,000 split evenly over 1 or 2 threads | from the start barrier until every thread is done |
+//! | REC | one recorded event | 2 × 200,000 (W1's allocations and releases, each one `ADD` and one `REL`) | W1 with the trace recorder (`drmm::trace::RecordLayer`, writing to `io::sink`) on for this thread; the device is created untimed |
 //!
 //! Multi-threaded times are wall-clock for the whole batch divided by the total number of
 //! elements over all threads, i.e. cost per element *as seen by throughput*: a perfectly
@@ -37,6 +38,12 @@
 //! W6 `kernel-model` is the kernel's gate: an SRCU read section on a global domain, whose read
 //! side is per-CPU counters with full barriers (see `kernel_model::Gate`), then a load of the
 //! `unplugged` flag; per-CPU is modelled as one cache-padded slot per thread.
+//!
+//! W1's `drmm` id is the library as built by default, i.e. with the trace recorder (feature
+//! `record`) compiled in but not recording; `drmm-record-off` adds a subscriber whose
+//! recording layer is filtered off. REC's `drmm-recorded` is the cost of recording: ns per
+//! recorded event, the allocation itself included (subtract half of W1 `drmm` per element
+//! for the recorder alone); `examples/record_cost.rs` counts the allocations per event.
 //!
 //! # Knobs
 //!
@@ -63,6 +70,8 @@ use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput};
 
 use kernel_model::{Dev, Gate};
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
 
 type Group<'a> = BenchmarkGroup<'a, WallTime>;
 
@@ -81,6 +90,8 @@ const W4_DEVICES: usize = 50_000;
 const W4_ALLOCS: usize = 16;
 /// W6: gate enter + exit pairs per iteration (all threads together).
 const W6_OPS: usize = 2_000_000;
+/// REC: allocations per iteration (each is recorded twice: `ADD` and `REL`).
+const REC_ALLOCS: usize = 200_000;
 /// Seed of the W3 shuffle.
 const W3_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
 
@@ -395,6 +406,48 @@ fn w1(c: &mut Criterion) {
             });
         },
     );
+    // The recorder installed but filtered off. (A program whose `init_from_env` found no
+    // `DRMM_TRACE` has nothing installed: that is `drmm` above.)
+    let (layer, _guard) = drmm::trace::RecordLayer::new(std::io::sink()).expect("sink");
+    let off = tracing_subscriber::registry()
+        .with(layer.with_filter(tracing_subscriber::filter::filter_fn(|_| false)));
+    let dispatch = tracing::Dispatch::new(off);
+    bench_w1(
+        &mut g,
+        "drmm-record-off",
+        |_| drmm::Device::new(()),
+        |dev, n| {
+            tracing::dispatcher::with_default(&dispatch, || {
+                for _ in 0..n {
+                    let _ = black_box(dev.kzalloc(64).expect("allocation failed"));
+                }
+                drop(dev);
+            });
+        },
+    );
+    g.finish();
+}
+
+/// REC: the cost of recording, per recorded event.
+fn rec(c: &mut Criterion) {
+    let mut g = new_group(c, "REC");
+    let (layer, guard) = drmm::trace::RecordLayer::new(std::io::sink()).expect("sink");
+    let only_drmm = tracing_subscriber::filter::filter_fn(|m| m.target() == drmm::trace::TARGET);
+    let on = tracing_subscriber::registry().with(layer.with_filter(only_drmm));
+    let dispatch = tracing::Dispatch::new(on);
+    let n = scaled(REC_ALLOCS);
+    register(&mut g, Id::Plain("drmm-recorded".into()), 2 * n, || {
+        tracing::dispatcher::with_default(&dispatch, || {
+            let dev = drmm::Device::new(());
+            let t0 = Instant::now();
+            for _ in 0..n {
+                let _ = black_box(dev.kzalloc(64).expect("allocation failed"));
+            }
+            drop(dev);
+            t0.elapsed()
+        })
+    });
+    guard.finish().expect("writing to a sink does not fail");
     g.finish();
 }
 
@@ -624,5 +677,6 @@ fn main() {
     w4(&mut c);
     w5(&mut c);
     w6(&mut c);
+    rec(&mut c);
     c.final_summary();
 }

@@ -35,15 +35,19 @@ fn destroy_crtc(_: &LogicalDevice<VirtualGpu>) {
 
 fn main() -> Result<(), drmm::Error> {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "drmm=debug".into());
-    // Print the kernel-style message of each event; the structured fields are for recorders.
+    // Print each event as a kernel-style line made of its fields: `ADD card0 #1 name (n bytes)`.
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .fmt_fields(tracing_subscriber::fmt::format::debug_fn(
             |w, field, value| {
-                if field.name() == "message" {
-                    write!(w, "{value:?}")
-                } else {
-                    Ok(())
+                let v = format!("{value:?}");
+                let v = v.trim_matches('"');
+                match field.name() {
+                    "op" => write!(w, "{v}"),
+                    "dev_name" | "name" | "detail" => write!(w, " {v}"),
+                    "entry" => write!(w, " #{v}"),
+                    "size" => write!(w, " ({v} bytes)"),
+                    _ => Ok(()),
                 }
             },
         ))

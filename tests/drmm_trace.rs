@@ -1,5 +1,6 @@
-//! Promise 9 (the part that lands with the engine): list operations are traced with the kernel's
-//! vocabulary, the entry's name, size and the caller's location, through `tracing` target `drmm`.
+//! Promise 9: list operations are traced with the kernel's vocabulary, the entry's name, size
+//! and the caller's location as fields, through `tracing` target `drmm`, as any subscriber sees
+//! them (here `tracing-subscriber`'s text formatter).
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -54,26 +55,36 @@ fn add_del_rel_and_release_markers_in_kernel_wording() {
         dev.kfree(buf).unwrap();
         drop(dev);
     });
-    let find = |needle: &str| {
+    let find = |needles: &[&str]| {
         lines
             .iter()
-            .find(|l| l.contains(needle))
-            .unwrap_or_else(|| panic!("no line with {needle:?} in {lines:#?}"))
+            .find(|l| needles.iter().all(|n| l.contains(n)))
+            .unwrap_or_else(|| panic!("no line with {needles:?} in {lines:#?}"))
     };
-    let add = find("card7: ADD #1 |_| () (0 bytes)");
-    assert!(add.contains(&format!("{file}:{add_line}")), "{add}");
-    assert!(add.contains("DEBUG drmm:"), "{add}");
-    find("card7: ADD #2 kzalloc (48 bytes)");
-    find("card7: DEL #1 |_| ()");
-    find("card7: DEL #2 kzalloc (48 bytes)");
-    find("card7: release begin");
-    find("card7: REL #3 kstrdup (3 bytes)");
-    find("card7: release end (1 entries)");
-    // Structured fields for the recorder that comes later.
+    let add = find(&["op=\"ADD\"", "entry=1 ", "name=\"|_| ()\"", "size=0"]);
     assert!(
-        add.contains("op=\"ADD\"") && add.contains("kind=\"action\""),
+        add.contains(&format!("file=\"{file}\" line={add_line}")),
         "{add}"
     );
+    assert!(add.contains("DEBUG drmm:"), "{add}");
+    assert!(
+        add.contains("dev_name=\"card7\"") && add.contains("kind=\"action\""),
+        "{add}"
+    );
+    assert!(add.contains("dev_kind=\"logical\" list=\"drmm\""), "{add}");
+    // The message is a few words; the facts are in the fields only.
+    assert!(add.contains("entry added op="), "{add}");
+    assert!(!add.contains("card7:"), "{add}");
+    find(&["op=\"ADD\"", "entry=2 ", "name=\"kzalloc\"", "size=48"]);
+    find(&["op=\"DEL\"", "entry=1 ", "name=\"|_| ()\""]);
+    find(&["op=\"DEL\"", "entry=2 ", "name=\"kzalloc\"", "size=48"]);
+    find(&[
+        "release begin",
+        "op=\"RELEASE_BEGIN\"",
+        "dev_name=\"card7\"",
+    ]);
+    find(&["op=\"REL\"", "entry=3 ", "name=\"kstrdup\"", "size=3"]);
+    find(&["release end", "op=\"RELEASE_END\"", "detail=1"]);
 }
 
 #[test]
@@ -83,9 +94,10 @@ fn failures_are_traced() {
         let _ = dev.kmalloc_aligned(8, 3);
     });
     assert!(
-        lines.iter().any(
-            |l| l.contains("card8: failed to add kmalloc") && l.contains("invalid alignment 3")
-        ),
+        lines.iter().any(|l| l.contains("op=\"ADD_FAILED\"")
+            && l.contains("dev_name=\"card8\"")
+            && l.contains("name=\"kmalloc\"")
+            && l.contains("invalid alignment 3")),
         "{lines:#?}"
     );
 }
@@ -111,15 +123,16 @@ fn panics_during_release_are_reported_at_error_level() {
         std::panic::set_hook(prev);
         assert!(r.is_err());
     });
-    assert!(
+    let panic_of = |name: &str| {
         lines
             .iter()
-            .any(|l| l.contains("release of second") && l.contains("panicked: two"))
-    );
+            .find(|l| l.contains("op=\"PANIC\"") && l.contains(&format!("name=\"{name}\"")))
+            .unwrap_or_else(|| panic!("no PANIC of {name} in {lines:#?}"))
+    };
+    assert!(panic_of("second").contains("detail=\"two\""));
+    let one = panic_of("first");
     assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("panicked: one") && l.contains("not resumed")),
-        "{lines:#?}"
+        one.contains("detail=\"one\"") && one.contains("not resumed"),
+        "{one}"
     );
 }

@@ -1,7 +1,7 @@
 //! [`Devres<T>`]: a revocable value registered on a binding and revoked when it ends.
 
 use std::fmt;
-use std::panic::{self, AssertUnwindSafe};
+use std::panic::{self, AssertUnwindSafe, Location};
 
 use super::{Bound, BusDevice};
 use crate::error::{Error, Result};
@@ -11,6 +11,7 @@ use crate::res::list::PanicPayload;
 use crate::revoke::grace::Domain;
 use crate::revoke::{Revocable, RevocableGuard, drop_payload, resume_unless_unwinding};
 use crate::sync::{Arc, Condvar, Mutex, ThreadKey, current_thread, lock};
+use crate::trace;
 
 /// One registered `Devres`, type-erased for the batch revocation at unbind.
 trait Registered: Send + Sync {
@@ -77,26 +78,26 @@ impl Registry {
     }
 
     /// Revokes every registered value that nobody else is revoking, newest first, after one
-    /// grace period for all of them; waits for nothing else. Returns the first panic of a
-    /// value's drop (the others are logged), or the panic that reports a guard of one of the
+    /// grace period for all of them; waits for nothing else. Returns how many it revoked and
+    /// the first panic of a value's drop (the others are logged), or the panic that reports a guard of one of the
     /// values held by this thread (see `Domain::synchronize`): nothing is claimed then, every
     /// value stays registered and reachable, and the next end of the binding (or the value's
     /// owner) revokes it.
     ///
     /// A value's drop may drop another `Devres` of this batch (a value that owns one): that
     /// `Devres` drops its value at once, on this thread, and the batch skips it.
-    pub(super) fn revoke_all_newest_first(&self) -> Option<PanicPayload> {
+    pub(super) fn revoke_all_newest_first(&self) -> (usize, Option<PanicPayload>) {
         // Checked before anything is claimed: a claim is only ever taken by a batch that will
         // complete it.
         if let Err(p) = panic::catch_unwind(AssertUnwindSafe(|| self.domain.assert_not_reading())) {
-            return Some(p);
+            return (0, Some(p));
         }
         let me = current_thread();
         // Filtered in place: a release path must not allocate (it could only abort).
         let mut mine = std::mem::take(&mut lock(&self.items).live);
         mine.retain(|(_, item)| item.claim(me));
         if mine.is_empty() {
-            return None;
+            return (0, None);
         }
         // Library code only from here to the drops: no exit path leaves a claim unfinished.
         for (_, item) in &mine {
@@ -117,7 +118,7 @@ impl Registry {
                 }
             }
         }
-        first
+        (mine.len(), first)
     }
 }
 
@@ -391,6 +392,7 @@ impl<T: Send + Sync + 'static> Devres<T> {
     /// assert!(regs.is_revoked());
     /// # Ok::<(), drmm::Error>(())
     /// ```
+    #[track_caller]
     pub fn new(bound: &Bound<'_>, value: T) -> Result<Self> {
         let dev = bound.device();
         let registry = &dev.core().revocables;
@@ -432,13 +434,38 @@ impl<T: Send + Sync + 'static> Devres<T> {
     /// dropped. The types cannot refuse it here, as this guard borrows only the `Devres`; the
     /// guard of [`access`](Self::access) also borrows the [`Bound`], so it cannot be held
     /// across an unbind at all. Dropping another `Devres` while holding a guard is fine.
+    ///
+    /// A refusal is an event ([`Op::Refused`](crate::trace::Op::Refused), `detail` `devres`)
+    /// naming the caller's location.
+    #[inline]
+    #[track_caller]
     pub fn try_access(&self) -> Option<RevocableGuard<'_, T>> {
-        self.inner.data.try_access()
+        let guard = self.inner.data.try_access();
+        if guard.is_none() {
+            self.refused(Location::caller());
+        }
+        guard
     }
 
-    /// Runs `f` on the value unless it has been revoked.
+    /// Runs `f` on the value unless it has been revoked (a refusal is an event, as for
+    /// [`try_access`](Self::try_access)).
+    #[inline]
+    #[track_caller]
     pub fn try_access_with<R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {
-        self.inner.data.try_access_with(f)
+        let location = Location::caller();
+        let r = self.inner.data.try_access_with(f);
+        if r.is_none() {
+            self.refused(location);
+        }
+        r
+    }
+
+    /// Reports a refused access made at `location`.
+    #[cold]
+    fn refused(&self, location: &'static Location<'static>) {
+        let list = self.dev.core().devres.list();
+        let name = std::any::type_name::<T>();
+        trace::refused(list, trace::Refusal::Devres, Some(name), location);
     }
 
     /// Access with proof of the binding: the device must be the one the value is registered
@@ -485,6 +512,7 @@ impl<T: Send + Sync + 'static> Devres<T> {
     /// assert_eq!(v, 7);
     /// # Ok::<(), drmm::Error>(())
     /// ```
+    #[track_caller]
     pub fn access<'a>(&'a self, bound: &'a Bound<'_>) -> Result<RevocableGuard<'a, T>> {
         if !BusDevice::ptr_eq(bound.device(), &self.dev) {
             return Err(Error::ForeignHandle {

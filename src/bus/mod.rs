@@ -61,7 +61,7 @@ use crate::res::list::{PanicPayload, PanicSink, drop_payload, panic_message};
 use crate::res::scope::ScopedList;
 use crate::res::{EntryInfo, ResourceList};
 use crate::sync::{AtomicBool, Mutex, Ordering, lock};
-use crate::trace;
+use crate::trace::{self, Op};
 
 /// A driver: what binds to a [`BusDevice`].
 ///
@@ -193,7 +193,10 @@ impl Bus {
     pub fn add_device(&self, name: impl Into<Cow<'static, str>>) -> BusDevice {
         let dev = BusDevice {
             inner: Kref::new(Core {
-                devres: ScopedList::new(ResourceList::new(Some(name.into()), "busdev")),
+                devres: ScopedList::new(ResourceList::new(
+                    Some(name.into()),
+                    trace::BUS_LIST_PREFIX,
+                )),
                 bus: Arc::downgrade(&self.inner),
                 present: AtomicBool::new(true),
                 bound: AtomicBool::new(false),
@@ -202,6 +205,13 @@ impl Bus {
             }),
         };
         lock(&self.inner.devices).push(dev.clone());
+        // A subscriber's panic goes on (the device stays on its bus), except while this thread
+        // already unwinds, where it would abort: only logged then.
+        if trace::debug_possible() {
+            let list = dev.core().devres.list();
+            let event = trace::caught(|| trace::lifecycle(list, Op::DeviceAdd));
+            PanicSink::resume(event, dev.name());
+        }
         dev
     }
 
@@ -422,24 +432,32 @@ impl BusDevice {
         let probed = panic::catch_unwind(AssertUnwindSafe(|| driver.probe(&mut bound)));
         match probed {
             Ok(Ok(data)) => {
-                let driver_name = Driver::name(&*driver);
-                tracing::debug!(target: "drmm", driver = driver_name, "{}: bound to {}", self.name(), driver_name);
                 let data = Box::write(data_box, data);
                 let binding = Box::write(binding, Binding { driver, data });
                 *bound.scope_mut().slot_mut() = Some(binding);
                 self.core().bound.store(true, Ordering::Release);
-                trace::lifecycle(self.name(), "BIND");
+                // Once bound: a subscriber that panics here leaves a bound device.
+                let list = self.core().devres.list();
+                trace::lifecycle_detail(list, Op::Probe, format_args!("ok"));
+                trace::lifecycle(list, Op::Bind);
                 Ok(())
             }
             Ok(Err(e)) => {
-                let event = trace::caught(|| trace::lifecycle(self.name(), "PROBE_FAILED"));
+                let event = trace::caught(|| {
+                    let list = self.core().devres.list();
+                    trace::lifecycle_detail(list, Op::Probe, format_args!("failed: {e}"));
+                });
                 let p = self.release_binding(&mut bound);
                 drop(bound);
                 resume(self.name(), [event, p]);
                 Err(e)
             }
             Err(probe_panic) => {
-                let event = trace::caught(|| trace::lifecycle(self.name(), "PROBE_FAILED"));
+                let event = trace::caught(|| {
+                    let list = self.core().devres.list();
+                    let message = panic_message(&*probe_panic);
+                    trace::lifecycle_detail(list, Op::Probe, format_args!("failed: {message}"));
+                });
                 let p = self.release_binding(&mut bound);
                 drop(bound);
                 resume(self.name(), [Some(probe_panic), event, p]);
@@ -504,18 +522,33 @@ impl BusDevice {
         }))
         .err();
         self.core().bound.store(false, Ordering::Release);
-        let revoked = self.core().revocables.revoke_all_newest_first();
+        let revoked = self.revoke_all();
         let dropped = panic::catch_unwind(AssertUnwindSafe(move || drop(binding))).err();
         let released = bound.scope_mut().release_all(&());
-        let event = trace::caught(|| trace::lifecycle(self.name(), "UNBIND"));
+        let list = self.core().devres.list();
+        let event = trace::caught(|| trace::lifecycle(list, Op::Unbind));
         let first = first_logging_rest(self.name(), [removed, revoked]);
         let last = first_logging_rest(self.name(), [released, event]);
         Ok([first, dropped, last])
     }
 
+    /// Revokes the binding's revocables ([`Op::Revoke`] when there were any); returns the first
+    /// panic of a value's drop or of the event.
+    fn revoke_all(&self) -> Option<PanicPayload> {
+        let (count, revoked) = self.core().revocables.revoke_all_newest_first();
+        if count == 0 {
+            return revoked;
+        }
+        let list = self.core().devres.list();
+        let event = trace::caught(|| {
+            trace::lifecycle_detail(list, Op::Revoke, format_args!("{count}"));
+        });
+        first_logging_rest(self.name(), [revoked, event])
+    }
+
     /// Revokes and releases what a binding registered (probe failure, removal).
     fn release_binding(&self, bound: &mut Bound<'_>) -> Option<PanicPayload> {
-        let revoked = self.core().revocables.revoke_all_newest_first();
+        let revoked = self.revoke_all();
         let released = bound.scope_mut().release_all(&());
         first_logging_rest(self.name(), [revoked, released])
     }
@@ -557,7 +590,8 @@ impl BusDevice {
         let mut bound = Bound::new(self, scope);
         let [a, b, c] = self.unbind_in(&mut bound).unwrap_or_default();
         let d = self.release_binding(&mut bound);
-        let e = trace::caught(|| trace::lifecycle(self.name(), "REMOVE"));
+        let list = self.core().devres.list();
+        let e = trace::caught(|| trace::lifecycle(list, Op::DeviceRemove));
         drop(bound);
         if let Some(bus) = self.core().bus.upgrade() {
             // Dropped after unlocking: no user code under the bus's lock.
@@ -667,10 +701,9 @@ fn first_logging_rest<const N: usize>(
             let report = trace::caught(|| {
                 tracing::error!(
                     target: "drmm",
-                    owner,
-                    "{}: another panic during the same unbind (not resumed): {}",
-                    owner,
-                    message
+                    dev_name = owner,
+                    detail = message,
+                    "another panic during the same unbind is not resumed",
                 );
             });
             report.into_iter().for_each(drop_payload);
@@ -716,7 +749,7 @@ impl FinalRelease for Core {
                 let binding = scope.slot_mut().take();
                 let revoked = binding
                     .as_ref()
-                    .and_then(|_| self.revocables.revoke_all_newest_first());
+                    .and_then(|_| self.revocables.revoke_all_newest_first().1);
                 let dropped = panic::catch_unwind(AssertUnwindSafe(move || drop(binding))).err();
                 let released = scope.release_all(&());
                 first_logging_rest(self.devres.list().owner(), [revoked, dropped, released])

@@ -3,12 +3,13 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Deref;
+use std::panic::Location;
 
 use super::{Device, LogicalDevice};
 use crate::error::{Error, Result};
 use crate::revoke::GateGuard;
 use crate::sync::Ordering;
-use crate::trace;
+use crate::trace::{self, Op, Refusal};
 
 /// An open file of a logical device (`struct drm_file`): a reference to the device and the
 /// driver's per-file data `F`.
@@ -76,6 +77,7 @@ impl<T: Send + Sync + 'static> Device<T> {
     /// # Ok::<(), drmm::Error>(())
     /// ```
     #[doc(alias = "drm_open")]
+    #[track_caller]
     pub fn open<F>(&self, data: F) -> Result<File<T, F>> {
         self.open_with(|_| Ok(data))
     }
@@ -96,27 +98,33 @@ impl<T: Send + Sync + 'static> Device<T> {
     /// assert_eq!(*file.data(), 10);
     /// # Ok::<(), drmm::Error>(())
     /// ```
+    #[track_caller]
     pub fn open_with<F>(
         &self,
         init: impl FnOnce(&LogicalDevice<T>) -> Result<F>,
     ) -> Result<File<T, F>> {
-        // Inside the gate: an unplug either happens before (and this fails) or waits for
-        // this open to complete.
-        let inside = self.gate.enter().ok_or(Error::Unplugged)?;
-        if !self.is_registered() {
-            return Err(Error::NotRegistered);
-        }
-        let data = init(self)?;
-        self.open_files.fetch_add(1, Ordering::AcqRel);
-        let file = File {
-            data,
-            dev: self.clone(),
-            _invariant: PhantomData,
+        let location = Location::caller();
+        let file = {
+            // Inside the gate: an unplug either happens before (and this fails) or waits for
+            // this open to complete.
+            let Some(_inside) = self.gate.enter() else {
+                trace::refused(&self.list, Refusal::Open, None, location);
+                return Err(Error::Unplugged);
+            };
+            if !self.is_registered() {
+                return Err(Error::NotRegistered);
+            }
+            let data = init(self)?;
+            self.open_files.fetch_add(1, Ordering::AcqRel);
+            File {
+                data,
+                dev: self.clone(),
+                _invariant: PhantomData,
+            }
         };
         // The event after leaving the gate: a subscriber may unplug the device (which waits
         // for every thread inside the gate, this one included).
-        drop(inside);
-        trace::lifecycle(self.name(), "OPEN");
+        trace::lifecycle(&self.list, Op::Open);
         Ok(file)
     }
 }
@@ -138,6 +146,7 @@ impl<T: Send + Sync + 'static, F> File<T, F> {
     }
 
     /// Enters the device's gate (for code that touches hardware): `None` once unplugged.
+    #[track_caller]
     pub fn enter(&self) -> Option<GateGuard<'_>> {
         self.dev.enter()
     }
@@ -153,7 +162,7 @@ impl<T: Send + Sync + 'static, F> Drop for File<T, F> {
     fn drop(&mut self) {
         self.dev.open_files.fetch_sub(1, Ordering::AcqRel);
         // The subscriber is user code: its panic must not escape a drop during unwinding.
-        let event = trace::caught(|| trace::lifecycle(self.dev.name(), "CLOSE"));
+        let event = trace::caught(|| trace::lifecycle(&self.dev.list, Op::Close));
         crate::res::list::PanicSink::resume(event, self.dev.name());
     }
 }

@@ -1,11 +1,13 @@
 //! Registration and the unplug gate: `drm_dev_register`, `drm_dev_unregister`,
 //! `drm_dev_unplug`, `drm_dev_enter` / `drm_dev_exit`.
 
+use std::panic::Location;
+
 use super::LogicalDevice;
 use crate::error::{Error, Result};
 use crate::revoke::GateGuard;
 use crate::sync::Ordering;
-use crate::trace;
+use crate::trace::{self, Op, Refusal};
 
 impl<T> LogicalDevice<T> {
     /// Makes the device visible (`drm_dev_register`): from now on it can be
@@ -40,7 +42,7 @@ impl<T> LogicalDevice<T> {
         // The event after leaving the gate: a subscriber may unplug the device (which waits
         // for every thread inside the gate, this one included).
         drop(inside);
-        trace::lifecycle(self.name(), "REGISTER");
+        trace::lifecycle(&self.list, Op::Register);
         Ok(())
     }
 
@@ -52,7 +54,7 @@ impl<T> LogicalDevice<T> {
     pub fn unregister(&self) -> bool {
         let was = self.registered.swap(false, Ordering::AcqRel);
         if was {
-            trace::lifecycle(self.name(), "UNREGISTER");
+            trace::lifecycle(&self.list, Op::Unregister);
         }
         was
     }
@@ -87,7 +89,7 @@ impl<T> LogicalDevice<T> {
         let closed_now = self.gate.close_and_wait();
         self.unregister();
         if closed_now {
-            trace::lifecycle(self.name(), "UNPLUG");
+            trace::lifecycle(&self.list, Op::Unplug);
         }
         closed_now
     }
@@ -124,8 +126,13 @@ impl<T> LogicalDevice<T> {
     #[doc(alias = "drm_dev_enter")]
     #[doc(alias = "drm_dev_exit")]
     #[inline]
+    #[track_caller]
     pub fn enter(&self) -> Option<GateGuard<'_>> {
-        self.gate.enter()
+        let guard = self.gate.enter();
+        if guard.is_none() {
+            trace::refused(&self.list, Refusal::Gate, None, Location::caller());
+        }
+        guard
     }
 
     /// Number of open files (a snapshot).

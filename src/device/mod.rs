@@ -35,10 +35,11 @@ use std::ops::Deref;
 use crate::bus::Bound;
 use crate::res::fallible::or_abort;
 use crate::res::kref::{FinalRelease, Kref};
-use crate::res::list::PanicPayload;
+use crate::res::list::{PanicPayload, drop_payload};
 use crate::res::{EntryInfo, Key, ResourceList, ResourceOwner, SetOnce};
 use crate::revoke::Gate;
 use crate::sync::{AtomicBool, AtomicUsize};
+use crate::trace;
 
 /// The logical device object: its drmm list and its driver data `T`.
 ///
@@ -191,7 +192,7 @@ impl<T: Send + Sync + 'static> Device<T> {
     /// allocation a new device makes: the list allocates on first use, the gate when a thread
     /// first enters it.
     fn with_data(name: Option<Cow<'static, str>>, data: SetOnce<T>) -> crate::Result<Self> {
-        Ok(Device {
+        let dev = Device {
             // The gate first: it may call out (once per process, to count CPUs), and nothing
             // built before a call can be written straight into the allocation.
             inner: Kref::try_new_with(|| LogicalDevice {
@@ -201,7 +202,14 @@ impl<T: Send + Sync + 'static> Device<T> {
                 registered: AtomicBool::new(false),
                 open_files: AtomicUsize::new(0),
             })?,
-        })
+        };
+        // A subscriber's panic goes on (the device is released by the unwinding), except while
+        // this thread already unwinds, where it would abort: only logged then.
+        if trace::debug_possible() {
+            let event = trace::caught(|| trace::lifecycle(&dev.list, trace::Op::Create));
+            crate::res::list::PanicSink::resume(event, dev.name());
+        }
+        Ok(dev)
     }
 
     /// Creates a device whose driver data is built by `init`, which can already register drmm
@@ -415,13 +423,24 @@ impl<T> LogicalDevice<T> {
 
 impl<T> FinalRelease for LogicalDevice<T> {
     fn release_resources(&self) -> Option<PanicPayload> {
+        // The subscriber is user code: inside the panic net, and the release happens anyway.
+        let event = trace::caught(|| trace::lifecycle(&self.list, trace::Op::LastRef));
         // SAFETY: called once the last reference is gone: nothing outside the release actions
         // (which run on this thread and receive `&self` only for their call) can reach the
         // device, so no reference read through a handle of this list is alive elsewhere, and
         // no other thread can use the list (a `&LogicalDevice` on another thread would need a
         // `Device` there, i.e. a reference, or a scoped thread of an action, which ends before
         // the action returns).
-        unsafe { self.list.release_all_exclusive(self) }
+        let released = unsafe { self.list.release_all_exclusive(self) };
+        // A release action's panic is the one promised to be resumed; a subscriber's is
+        // resumed only when no action panicked.
+        match (released, event) {
+            (Some(p), Some(q)) => {
+                drop_payload(q);
+                Some(p)
+            }
+            (p, q) => p.or(q),
+        }
     }
 
     fn owner_name(&self) -> &str {

@@ -307,11 +307,11 @@ impl<C> ResourceList<C> {
         // The subscriber is user code: inside the panic net, and the entry is released anyway.
         if let Some(p) = trace::entry_caught(Op::Rel, self, seq, &site, entry.kind(), entry.size())
         {
-            sink.record(p, self.owner(), &site);
+            sink.record(p, self, &site);
         }
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| entry.release(ctx))) {
             Ok(freed) => self.recycle(freed),
-            Err(p) => sink.record(p, self.owner(), &site),
+            Err(p) => sink.record(p, self, &site),
         }
         counted
     }

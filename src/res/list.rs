@@ -684,11 +684,11 @@ pub(crate) struct PanicSink {
 }
 
 impl PanicSink {
-    pub(crate) fn record(&mut self, payload: PanicPayload, owner: &str, site: &Site) {
+    pub(crate) fn record<C>(&mut self, payload: PanicPayload, list: &ResourceList<C>, site: &Site) {
         let first = self.first.is_none();
         let message = panic_message(&*payload);
         // The report is an event too: a subscriber that panics again is not listened to.
-        if let Some(p) = trace::caught(|| trace::release_panicked(owner, site, message, first)) {
+        if let Some(p) = trace::caught(|| trace::release_panicked(list, site, message, first)) {
             drop_payload(p);
         }
         self.keep(payload);
@@ -871,6 +871,11 @@ impl<C> ResourceList<C> {
     /// The list's identity.
     pub(crate) fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The prefix of the owner's default name, which says what kind of owner it is.
+    pub(crate) fn prefix(&self) -> &'static str {
+        self.prefix
     }
 
     /// The owner's name, as used in traces.
@@ -1148,7 +1153,7 @@ impl<C> ResourceList<C> {
     #[cold]
     #[inline(never)]
     fn add_failed(&self, site: &Site, e: Error) -> Error {
-        trace::add_failed(self.owner(), site, &e);
+        trace::add_failed(self, site, &e);
         e
     }
 
@@ -1229,14 +1234,14 @@ impl<C> ResourceList<C> {
         };
         let mut sink = PanicSink::default();
         let site = entry.site;
-        sink.record(p, self.owner(), &site);
+        sink.record(p, self, &site);
         let done = panic::catch_unwind(AssertUnwindSafe(|| match ctx {
             Some(ctx) => entry.release(ctx),
             None => entry.discard(),
         }));
         match done {
             Ok(freed) => self.recycle(freed),
-            Err(p) => sink.record(p, self.owner(), &site),
+            Err(p) => sink.record(p, self, &site),
         }
         PanicSink::resume(sink.into_first(), self.owner());
     }
@@ -1526,7 +1531,7 @@ impl<C> ResourceList<C> {
                     if let Some(p) =
                         trace::entry_caught(Op::Rel, self, seq, &site, EntryKind::Action, size)
                     {
-                        sink.record(p, self.owner(), &site);
+                        sink.record(p, self, &site);
                     }
                 }
                 // SAFETY: the parts of an action of this list (the kind says so), owned by the
@@ -1537,7 +1542,7 @@ impl<C> ResourceList<C> {
                     let meta = *unsafe { self.lock_for_release(exclusive) }
                         .sites
                         .get(slot.site());
-                    sink.record(p, self.owner(), &Site::new(meta.name, meta.location));
+                    sink.record(p, self, &Site::new(meta.name, meta.location));
                 }
             } else {
                 let meta = meta.expect("looked up for every entry but an action");
@@ -1571,12 +1576,12 @@ impl<C> ResourceList<C> {
         // released whatever it does.
         if let Some(p) = trace::entry_caught(Op::Rel, self, seq, &site, entry.kind(), entry.size())
         {
-            sink.record(p, self.owner(), &site);
+            sink.record(p, self, &site);
         }
         match panic::catch_unwind(AssertUnwindSafe(|| entry.release(ctx))) {
             Ok(freed) => freed,
             Err(p) => {
-                sink.record(p, self.owner(), &site);
+                sink.record(p, self, &site);
                 None
             }
         }
@@ -1658,10 +1663,10 @@ impl<C> Drop for ResourceList<C> {
         for (seq, e) in entries {
             let site = e.site;
             if let Some(p) = trace::entry_caught(Op::Rem, self, seq, &site, e.kind(), e.size()) {
-                sink.record(p, self.owner(), &site);
+                sink.record(p, self, &site);
             }
             if let Err(p) = panic::catch_unwind(AssertUnwindSafe(move || drop(e))) {
-                sink.record(p, self.owner(), &site);
+                sink.record(p, self, &site);
             }
         }
         PanicSink::resume(sink.into_first(), self.owner());

@@ -46,7 +46,7 @@ where
     F: FnOnce(&C) + Send + 'static,
 {
     let erased = Action::new(action).map_err(|(e, f)| {
-        trace::add_failed(list.owner(), &site, &e);
+        trace::add_failed(list, &site, &e);
         (e, Unregistered::Closure(f))
     })?;
     let entry = Entry {
@@ -56,7 +56,7 @@ where
     match list.push(entry) {
         Ok(key) => Ok(ActionHandle { key }),
         Err((e, entry)) => {
-            trace::add_failed(list.owner(), &site, &e);
+            trace::add_failed(list, &site, &e);
             match entry.payload {
                 Payload::Action(a) => Err((e, Unregistered::Erased(a))),
                 Payload::Block(_) | Payload::Marker(_) => {
@@ -141,10 +141,10 @@ pub(crate) fn alloc_fmt<C>(
     if fill.cut || fill.len != measure.0 {
         tracing::warn!(
             target: "drmm",
+            dev_name = list.owner(),
             measured = measure.0,
             written = fill.len,
-            "{}: kasprintf: the arguments formatted to a different length the second time",
-            list.owner()
+            "kasprintf: the arguments formatted to a different length the second time",
         );
     }
     // `fill.len` bytes were written as whole UTF-8 characters (`Fill`'s invariant); `[u8]` and
@@ -212,7 +212,7 @@ pub(crate) fn alloc_bytes<C>(
 ) -> Result<Managed<[u8]>> {
     let align = match align {
         None => DEFAULT_ALIGN,
-        Some(a) => byte_align(a).inspect_err(|e| trace::add_failed(list.owner(), &site, e))?,
+        Some(a) => byte_align(a).inspect_err(|e| trace::add_failed(list, &site, e))?,
     };
     list.alloc_bytes(site, size, align, zeroed)
 }
@@ -229,7 +229,7 @@ pub(crate) fn alloc_array<C>(
     let total = n
         .checked_mul(size)
         .ok_or(Error::SizeOverflow { what: "n * size" })
-        .inspect_err(|e| trace::add_failed(list.owner(), &site, e))?;
+        .inspect_err(|e| trace::add_failed(list, &site, e))?;
     alloc_bytes(list, site, total, None, zeroed)
 }
 

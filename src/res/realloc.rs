@@ -38,7 +38,7 @@ impl<C> ResourceList<C> {
     ) -> Result<()> {
         self.check_list(&handle.key)?;
         let key = handle.key;
-        let (site, old_size, old) = {
+        let (site, old) = {
             let mut st = self.state.lock();
             let State {
                 slots,
@@ -62,7 +62,6 @@ impl<C> ResourceList<C> {
             let block =
                 ManuallyDrop::new(unsafe { Block::from_raw(meta.vtable, slot.aux(), slot.word()) });
             let (new, ptr) = block.resized_bytes(arena, new_len, zero_tail)?;
-            let old_size = block.size();
             let (vt, aux, word) = new.into_raw();
             let Some(site_index) = sites.intern(meta.name, meta.location, vt) else {
                 // SAFETY: the parts just taken from `new`, not used again.
@@ -77,21 +76,13 @@ impl<C> ResourceList<C> {
             handle.ptr = NonNull::new(ptr.as_ptr() as *mut [E]).expect("non-null");
             (
                 Site::new(meta.name, meta.location),
-                old_size,
                 ManuallyDrop::into_inner(block),
             )
         };
         // The old value is dropped outside the lock; its arena block, if any, is reused. Then
         // the event: the resize is complete whatever its subscriber does.
         self.recycle(old.dispose());
-        trace::entry(
-            Op::Replace,
-            self,
-            key.seq,
-            &site,
-            EntryKind::Alloc,
-            old_size,
-        );
+        trace::entry(Op::Replace, self, key.seq, &site, EntryKind::Alloc, new_len);
         Ok(())
     }
 }

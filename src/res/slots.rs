@@ -411,7 +411,7 @@ mod tests {
         for i in 0..100 {
             s.try_push(i).unwrap();
         }
-        assert_eq!(s.drain_all().sum::<usize>(), (0..100).sum());
+        assert_eq!(s.drain_all().sum::<usize>(), (0..100).sum::<usize>());
         assert_eq!(s.len(), 0);
         s.try_push(1).unwrap();
         s.clear();

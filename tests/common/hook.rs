@@ -16,7 +16,7 @@ use tracing::span::{Attributes, Id, Record};
 use tracing::subscriber::Interest;
 use tracing::{Event, Metadata, Subscriber};
 
-/// What a [`Hook`] sees of an event: its `op` field (`ADD`, `REL`, `BEGIN`, `UNBIND`, ...), or
+/// What a [`Hook`] sees of an event: its `op` field (`ADD`, `REL`, `RELEASE_BEGIN`, `UNBIND`, ...), or
 /// its level (`ERROR`, `WARN`, `DEBUG`) for events without one.
 pub struct Hook<F>(pub F);
 
