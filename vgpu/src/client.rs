@@ -132,7 +132,9 @@ struct ClientState {
 pub struct Closed {
     /// Buffer objects the file held.
     pub buffers: usize,
-    /// Whether this close dropped the card's last reference (and so released it).
+    /// Whether the file held the card's last reference when it closed (so the close released
+    /// the card). A snapshot taken just before: when other references go at the same moment,
+    /// every close may see another one and report `false`.
     pub last: bool,
 }
 
