@@ -74,12 +74,12 @@ mod imp {
     /// # Invariants
     ///
     /// `ptr` is the start of a live, readable and writable `MAP_SHARED` mapping of `len` bytes
-    /// of `_fd`, unmapped only by `Drop`.
+    /// of a memfd, unmapped only by `Drop`. The descriptor itself is closed once mapped (the
+    /// mapping keeps the file), so thousands of buffers do not run into the open-file limit.
     #[derive(Debug)]
     pub(super) struct Inner {
         ptr: NonNull<u8>,
         len: usize,
-        _fd: OwnedFd,
     }
 
     // SAFETY: the mapping is plain memory owned by this value; reads need `&self`, writes
@@ -97,7 +97,6 @@ mod imp {
                 return Ok(Inner {
                     ptr: NonNull::dangling(),
                     len,
-                    _fd: fd,
                 });
             }
             // SAFETY: a fresh shared mapping of a file we own and sized above; no Rust object
@@ -113,8 +112,9 @@ mod imp {
                 )?
             };
             let ptr = NonNull::new(p.cast::<u8>()).ok_or(std::io::ErrorKind::Other)?;
+            drop::<OwnedFd>(fd);
             // INVARIANT: mapped just above, `len` bytes, read/write.
-            Ok(Inner { ptr, len, _fd: fd })
+            Ok(Inner { ptr, len })
         }
 
         pub(super) fn bytes(&self) -> &[u8] {

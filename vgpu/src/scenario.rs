@@ -421,7 +421,7 @@ pub fn run(opts: &Options, story: &mut dyn Story) -> Result<Outcome, Error> {
         lifetime: opts.lifetime,
         ..Config::default()
     };
-    let turns = opts.clients * (3 + opts.buffers + 2 * opts.work);
+    let turns = opts.clients * (5 + opts.buffers + 2 * opts.work);
     story.plan(turns);
     let mut run = Run {
         story,

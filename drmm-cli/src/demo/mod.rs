@@ -16,7 +16,7 @@ use vgpu::scenario::{self, Options};
 #[derive(Debug, clap::Args)]
 pub(crate) struct DemoArgs {
     /// Client threads, each with its own open file.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=2_000))]
     clients: u32,
     /// Buffer objects each client creates and maps.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
