@@ -299,20 +299,12 @@ fn hex(v: u32) -> String {
 }
 
 fn shorten(type_name: &str) -> String {
-    // `drmm::bus::devres::Devres<vgpu::hw::Registers>` -> `Devres<Registers>`.
-    let mut out = String::new();
-    for (i, part) in type_name.split(['<', '>', ',']).enumerate() {
-        let _ = i;
-        let short = part.trim().rsplit("::").next().unwrap_or(part);
-        out.push_str(short);
-        out.push(' ');
-    }
-    let bare = out.trim();
-    let mut parts = bare.split(' ').filter(|s| !s.is_empty());
-    match (parts.next(), parts.next()) {
-        (Some(a), Some(b)) => format!("{a}<{b}>"),
-        (Some(a), None) => a.to_owned(),
-        _ => type_name.to_owned(),
+    // `drmm::bus::devres::Devres<vgpu::hw::Registers>` -> `Devres<Registers>`: the last
+    // path segment of the type and of its parameter.
+    let last = |path: &str| path.rsplit("::").next().unwrap_or(path).to_owned();
+    match type_name.split_once('<') {
+        Some((outer, inner)) => format!("{}<{}>", last(outer), last(inner.trim_end_matches('>'))),
+        None => last(type_name),
     }
 }
 
@@ -848,7 +840,7 @@ fn hot_unplug(
             Err(e) => run.say(&format!("client-{client}'s work {item} -> {e}")),
         }
     }
-    run.say("unbind: hardware revoked and released, newest first:");
+    run.say("unbind: the devres list revoked and released, newest first:");
     run.drain();
     run.say(&format!(
         "card0 is unplugged but alive: {} open files hold it; opens and hardware paths are refused",
