@@ -346,12 +346,19 @@ pub fn event_line(e: &Event) -> String {
     }
 }
 
+/// The story's state while it runs.
 struct Run<'a> {
     story: &'a mut dyn Story,
     journal: Arc<Journal>,
     printed: usize,
-    workers: Vec<ClientThread>,
+    clients: Vec<ClientThread>,
+    /// Every client call after the unplug (`None` before it).
     after_unplug: Option<Vec<Seen>>,
+    stats: WorkStats,
+    /// Per client (from 1): buffer handles, values of work items and their fences (from 1).
+    handles: Vec<Vec<u32>>,
+    values: Vec<Vec<u32>>,
+    fences: Vec<Vec<Option<Fence>>>,
 }
 
 impl Run<'_> {
@@ -364,7 +371,6 @@ impl Run<'_> {
         let (events, next) = self.journal.events_since(self.printed);
         self.printed = next;
         for e in &events {
-            // Milestones are the story's own steps.
             match e {
                 Event::Note(_) => {}
                 // Said by the client that tried: in place of what it would have read.
@@ -386,9 +392,263 @@ impl Run<'_> {
     }
 
     fn turn(&mut self, client: usize, cmd: Cmd) -> Res {
-        let r = self.workers[client - 1].call(cmd);
+        let r = self.clients[client - 1].call(cmd);
         self.story.tick();
         r
+    }
+
+    /// The buffer work item `item` of `client` fills.
+    fn bo_of(&self, client: usize, item: usize) -> u32 {
+        let handles = &self.handles[client];
+        handles[(item - 1) % handles.len()]
+    }
+
+    /// Step 3: each client opens the card, creates and maps its buffers, looks at the display.
+    fn open_all(
+        &mut self,
+        card: &Device<Gpu>,
+        order: &[usize],
+        buffers: usize,
+    ) -> Result<(), Error> {
+        for &c in order {
+            if let Res::Opened(r) = self.turn(c, Cmd::Open(card.clone())) {
+                r?;
+            }
+            let mut made = Vec::new();
+            for _ in 0..buffers {
+                if let Res::Created(r) = self.turn(c, Cmd::Create) {
+                    made.push(r?);
+                }
+            }
+            let kib = Config::default().bo_size / 1024;
+            self.say(&format!(
+                "client-{c}: opened card0; buffers {} created ({kib} KiB memfd each) and mapped",
+                list(&made)
+            ));
+            self.handles[c] = made;
+            if let Res::Display(r) = self.turn(c, Cmd::Query) {
+                self.say(&format!("client-{c}: display: {}", r?.join(", ")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Steps 4 to 6: the schedule's turns, with the hot-unplug while the `unplug_at`-th
+    /// submission is inside the gate. Returns that client and item.
+    fn work(
+        &mut self,
+        mut schedule: Vec<Turn>,
+        unplug_at: usize,
+        pdev: &drmm::BusDevice,
+        card: &Device<Gpu>,
+    ) -> Result<(usize, usize), Error> {
+        let mut unplug_during = (0, 0);
+        let mut nth_submit = 0;
+        let mut i = 0;
+        while i < schedule.len() {
+            let turn = schedule[i];
+            i += 1;
+            match turn {
+                Turn::Submit { client, item } => {
+                    let stall_here = self.after_unplug.is_none() && nth_submit == unplug_at;
+                    nth_submit += 1;
+                    if !stall_here {
+                        self.submit(client, item, None);
+                        continue;
+                    }
+                    // The unplug comes while this item is inside the gate.
+                    let stall = Stall::new();
+                    let fence = self.submit(client, item, Some(stall.clone()));
+                    if fence.is_none() || !stall.wait_entered(Duration::from_secs(10)) {
+                        return Err(Error::Os(
+                            "the stalled work item never entered the gate".into(),
+                        ));
+                    }
+                    self.say(&format!(
+                        "client-{client}: work {item} is inside the gate (the engine is busy with it)"
+                    ));
+                    // Another client's next submission queues behind it before the unplug.
+                    if let Some(j) = schedule[i..]
+                        .iter()
+                        .position(|t| matches!(t, Turn::Submit { client: c, .. } if *c != client))
+                    {
+                        let Turn::Submit { client: c, item: k } = schedule.remove(i + j) else {
+                            unreachable!("found a submission")
+                        };
+                        nth_submit += 1;
+                        self.submit(c, k, None);
+                    }
+                    unplug_during = (client, item);
+                    hot_unplug(self, pdev, card, client, item, fence.as_ref())?;
+                    self.stats.in_flight_at_unplug = 1;
+                    self.story
+                        .step(steps::AFTER, "after the unplug: clients carry on");
+                    self.after_unplug = Some(Vec::new());
+                }
+                Turn::Complete { client, item } => self.complete(client, item),
+            }
+        }
+        Ok(unplug_during)
+    }
+
+    fn submit(&mut self, client: usize, item: usize, stall: Option<Arc<Stall>>) -> Option<Fence> {
+        let (handle, value) = (self.bo_of(client, item), self.values[client][item]);
+        self.stats.submitted += 1;
+        let Res::Submitted(r) = self.turn(
+            client,
+            Cmd::Submit {
+                handle,
+                value,
+                stall,
+            },
+        ) else {
+            unreachable!("a Submit answers Submitted")
+        };
+        match r {
+            Ok(fence) => {
+                self.say(&format!(
+                    "client-{client}: submit work {item}: fill bo {handle} with {} -> queued",
+                    hex(value)
+                ));
+                self.fences[client][item] = Some(fence.clone());
+                Some(fence)
+            }
+            Err(e) => {
+                self.stats.refused += 1;
+                self.say(&format!(
+                    "client-{client}: submit work {item} -> error: {e}"
+                ));
+                self.seen(client, format!("submit work {item}"), Err(e));
+                None
+            }
+        }
+    }
+
+    /// The client waits for its work item (if it was queued) and reads its buffer back.
+    fn complete(&mut self, client: usize, item: usize) {
+        let (handle, value) = (self.bo_of(client, item), self.values[client][item]);
+        let fence = self.fences[client][item].take();
+        let queued = fence.is_some();
+        let Res::Completed(waited, read) = self.turn(client, Cmd::Complete { fence, handle })
+        else {
+            unreachable!("a Complete answers Completed")
+        };
+        match waited.filter(|_| queued) {
+            Some(Ok(seq)) => {
+                self.stats.done += 1;
+                self.seen(client, format!("wait work {item}"), Ok(seq));
+                let check = match &read {
+                    Ok(v) if *v == value => format!("; bo {handle} reads {} as written", hex(*v)),
+                    Ok(v) => {
+                        self.stats.wrong_reads += 1;
+                        format!(
+                            "; bo {handle} reads {}, WRONG: {} was written",
+                            hex(*v),
+                            hex(value)
+                        )
+                    }
+                    Err(Error::UseAfterFree { .. }) => String::new(), // journaled: told below
+                    Err(e) => format!("; reading bo {handle} -> {e}"),
+                };
+                self.say(&format!(
+                    "client-{client}: work {item} done (fence {seq}){check}"
+                ));
+            }
+            Some(Err(e)) => {
+                self.stats.canceled += 1;
+                self.seen(client, format!("wait work {item}"), Err(e.clone()));
+                let still = match &read {
+                    Ok(v) => format!("; bo {handle} still reads {} through its mapping", hex(*v)),
+                    Err(_) => String::new(),
+                };
+                self.say(&format!("client-{client}: work {item} -> {e}{still}"));
+            }
+            None => match &read {
+                // Nothing was queued: the client looks at its buffer anyway.
+                Ok(v) => self.say(&format!(
+                    "client-{client}: bo {handle} still readable through its mapping: {}",
+                    hex(*v)
+                )),
+                Err(Error::UseAfterFree { .. }) => {} // journaled: told below
+                Err(e) => self.say(&format!("client-{client}: read bo {handle} -> {e}")),
+            },
+        }
+        if !queued || read.is_err() {
+            self.seen(client, format!("read bo {handle}"), read);
+        }
+        self.drain();
+    }
+
+    /// Step 7: each client reads its mappings, looks at the display and closes. Returns the
+    /// client whose close released the card, and what that close released.
+    fn close_all(&mut self, order: &[usize]) -> (usize, Vec<(Owner, String)>) {
+        let mut last_close = (0, Vec::new());
+        for &c in order {
+            if let Res::Read(reads) = self.turn(c, Cmd::ReadAll) {
+                let mut ok = Vec::new();
+                for (h, r) in reads {
+                    self.seen(c, format!("read bo {h}"), r.clone());
+                    match r {
+                        Ok(v) => ok.push(format!("bo {h} = {}", hex(v))),
+                        Err(Error::UseAfterFree { .. }) => {} // journaled: told below
+                        Err(e) => self.say(&format!("client-{c}: read bo {h} -> {e}")),
+                    }
+                }
+                if !ok.is_empty() {
+                    self.say(&format!(
+                        "client-{c}: mappings still readable: {}",
+                        ok.join(", ")
+                    ));
+                }
+                self.drain();
+            }
+            if let Res::Display(r) = self.turn(c, Cmd::Query) {
+                match r {
+                    Ok(objects) => {
+                        self.seen(c, "query display".into(), Ok(objects.len() as u32));
+                        self.say(&format!("client-{c}: display: {}", objects.join(", ")));
+                    }
+                    Err(e) => {
+                        self.seen(c, "query display".into(), Err(e.clone()));
+                        if !matches!(e, Error::UseAfterFree { .. }) {
+                            self.say(&format!("client-{c}: query display -> {e}"));
+                        }
+                    }
+                }
+                self.drain();
+            }
+            if Some(&c) == order.last() {
+                self.journal
+                    .milestone("unbind of vgpu.0, in the last close");
+            }
+            if let Res::Closed(Some(closed)) = self.turn(c, Cmd::Close) {
+                let refs = if closed.last {
+                    "the last reference to card0: released now"
+                } else {
+                    "card0 still held by the other files"
+                };
+                self.say(&format!(
+                    "client-{c}: closes its file ({} buffers); {refs}",
+                    closed.buffers
+                ));
+                let events = self.drain();
+                if closed.last {
+                    let released = events
+                        .into_iter()
+                        .filter_map(|e| match e {
+                            Event::Released { owner, what } => Some((owner, what)),
+                            _ => None,
+                        })
+                        .collect();
+                    last_close = (c, released);
+                }
+            }
+        }
+        for t in std::mem::take(&mut self.clients) {
+            drop(t.tx);
+            let _ = t.thread.join();
+        }
+        last_close
     }
 }
 
@@ -413,14 +673,17 @@ pub fn run(opts: &Options, story: &mut dyn Story) -> Result<Outcome, Error> {
         lifetime: opts.lifetime,
         ..Config::default()
     };
-    let turns = opts.clients * (5 + opts.buffers + 2 * opts.work);
-    story.plan(turns);
+    story.plan(opts.clients * (5 + opts.buffers + 2 * opts.work));
     let mut run = Run {
         story,
         journal: journal.clone(),
         printed: 0,
-        workers: Vec::new(),
+        clients: Vec::new(),
         after_unplug: None,
+        stats: WorkStats::default(),
+        handles: vec![Vec::new(); opts.clients + 1],
+        values: Vec::new(),
+        fences: vec![vec![None; opts.work + 1]; opts.clients + 1],
     };
 
     // 1. Probe.
@@ -466,141 +729,25 @@ pub fn run(opts: &Options, story: &mut dyn Story) -> Result<Outcome, Error> {
     run.story
         .step(steps::OPEN, "clients open card0, create and map buffers");
     for id in 1..=opts.clients {
-        run.workers.push(ClientThread::spawn(id, opts.buffers)?);
+        run.clients.push(ClientThread::spawn(id, opts.buffers)?);
     }
     let mut order: Vec<usize> = (1..=opts.clients).collect();
     rng.shuffle(&mut order);
-    let mut handles = vec![Vec::new(); opts.clients + 1];
-    for &c in &order {
-        if let Res::Opened(r) = run.turn(c, Cmd::Open(card.clone())) {
-            r?;
-        }
-        let mut made = Vec::new();
-        for _ in 0..opts.buffers {
-            if let Res::Created(r) = run.turn(c, Cmd::Create) {
-                made.push(r?);
-            }
-        }
-        let kib = Config::default().bo_size / 1024;
-        run.say(&format!(
-            "client-{c}: opened card0; buffers {} created ({kib} KiB memfd each) and mapped",
-            list(&made)
-        ));
-        handles[c] = made;
-        if let Res::Display(r) = run.turn(c, Cmd::Query) {
-            run.say(&format!("client-{c}: display: {}", r?.join(", ")));
-        }
-    }
+    run.open_all(&card, &order, opts.buffers)?;
 
-    // 4. Work, with the unplug at a submission drawn from the seed.
+    // 4-6. Work, with the unplug at a submission drawn from the seed.
     run.story.step(
         steps::WORK,
         &format!("clients submit work (schedule from seed {})", opts.seed),
     );
-    let mut schedule = interleave(&mut rng, opts.clients, opts.work);
-    let submits = schedule
-        .iter()
-        .filter(|t| matches!(t, Turn::Submit { .. }))
-        .count();
+    let schedule = interleave(&mut rng, opts.clients, opts.work);
+    let submits = opts.clients * opts.work;
     // Somewhere in the middle third or so: some work done before, some left after.
     let unplug_at = (submits / 3 + rng.below(submits / 2 + 1)).min(submits - 1);
-    let values: Vec<Vec<u32>> = (0..=opts.clients)
+    run.values = (0..=opts.clients)
         .map(|_| (0..=opts.work).map(|_| rng.next_u64() as u32).collect())
         .collect();
-    let bo_of = |c: usize, item: usize| handles[c][(item - 1) % opts.buffers];
-    let mut fences: Vec<Vec<Option<Fence>>> = vec![vec![None; opts.work + 1]; opts.clients + 1];
-    let mut stats = WorkStats::default();
-    let mut unplug_during = (0, 0);
-    let mut nth_submit = 0;
-    let mut i = 0;
-    while i < schedule.len() {
-        let turn = schedule[i];
-        i += 1;
-        match turn {
-            Turn::Submit { client, item } => {
-                let stall_here = run.after_unplug.is_none() && nth_submit == unplug_at;
-                nth_submit += 1;
-                if !stall_here {
-                    submit(
-                        &mut run,
-                        &mut stats,
-                        &mut fences,
-                        client,
-                        item,
-                        bo_of(client, item),
-                        values[client][item],
-                        None,
-                    );
-                    continue;
-                }
-                // The unplug comes while this item is inside the gate.
-                let stall = Stall::new();
-                let fence = submit(
-                    &mut run,
-                    &mut stats,
-                    &mut fences,
-                    client,
-                    item,
-                    bo_of(client, item),
-                    values[client][item],
-                    Some(stall.clone()),
-                );
-                if fence.is_none() || !stall.wait_entered(Duration::from_secs(10)) {
-                    return Err(Error::Os(
-                        "the stalled work item never entered the gate".into(),
-                    ));
-                }
-                run.say(&format!(
-                    "client-{client}: work {item} is inside the gate (the engine is busy with it)"
-                ));
-                // Another client's next submission queues behind it before the unplug.
-                if let Some(j) = schedule[i..]
-                    .iter()
-                    .position(|t| matches!(t, Turn::Submit { client: c, .. } if *c != client))
-                {
-                    let Turn::Submit { client: c, item: k } = schedule.remove(i + j) else {
-                        unreachable!("found a submission")
-                    };
-                    nth_submit += 1;
-                    submit(
-                        &mut run,
-                        &mut stats,
-                        &mut fences,
-                        c,
-                        k,
-                        bo_of(c, k),
-                        values[c][k],
-                        None,
-                    );
-                }
-                unplug_during = (client, item);
-                hot_unplug(&mut run, &pdev, &card, client, item, fence.as_ref())?;
-                stats.in_flight_at_unplug = 1;
-                run.story
-                    .step(steps::AFTER, "after the unplug: clients carry on");
-                run.after_unplug = Some(Vec::new());
-            }
-            Turn::Complete { client, item } => {
-                let fence = fences[client][item].take();
-                let handle = bo_of(client, item);
-                let waited = fence.is_some();
-                let Res::Completed(w, read) = run.turn(client, Cmd::Complete { fence, handle })
-                else {
-                    unreachable!("a Complete answers Completed")
-                };
-                complete(
-                    &mut run,
-                    &mut stats,
-                    client,
-                    item,
-                    handle,
-                    values[client][item],
-                    waited.then_some(w).flatten(),
-                    read,
-                );
-            }
-        }
-    }
+    let unplug_during = run.work(schedule, unplug_at, &pdev, &card)?;
     let vblanks = card.data().vblanks();
     drop(card);
 
@@ -608,72 +755,8 @@ pub fn run(opts: &Options, story: &mut dyn Story) -> Result<Outcome, Error> {
     run.story.step(steps::CLOSE, "clients close one by one");
     let mut order: Vec<usize> = (1..=opts.clients).collect();
     rng.shuffle(&mut order);
-    let mut last_close = 0;
-    let mut last_close_releases = Vec::new();
-    for &c in &order {
-        if let Res::Read(reads) = run.turn(c, Cmd::ReadAll) {
-            let mut ok = Vec::new();
-            for (h, r) in reads {
-                run.seen(c, format!("read bo {h}"), r.clone());
-                match r {
-                    Ok(v) => ok.push(format!("bo {h} = {}", hex(v))),
-                    Err(Error::UseAfterFree { .. }) => {} // journaled: told below
-                    Err(e) => run.say(&format!("client-{c}: read bo {h} -> {e}")),
-                }
-            }
-            if !ok.is_empty() {
-                run.say(&format!(
-                    "client-{c}: mappings still readable: {}",
-                    ok.join(", ")
-                ));
-            }
-            run.drain();
-        }
-        if let Res::Display(r) = run.turn(c, Cmd::Query) {
-            match r {
-                Ok(objects) => {
-                    run.seen(c, "query display".into(), Ok(objects.len() as u32));
-                    run.say(&format!("client-{c}: display: {}", objects.join(", ")));
-                }
-                Err(e) => {
-                    run.seen(c, "query display".into(), Err(e.clone()));
-                    if !matches!(e, Error::UseAfterFree { .. }) {
-                        run.say(&format!("client-{c}: query display -> {e}"));
-                    }
-                }
-            }
-            run.drain();
-        }
-        if Some(&c) == order.last() {
-            journal.milestone("unbind of vgpu.0, in the last close");
-        }
-        if let Res::Closed(Some(closed)) = run.turn(c, Cmd::Close) {
-            let refs = if closed.last {
-                "the last reference to card0: released now".to_owned()
-            } else {
-                "card0 still held by the other files".to_owned()
-            };
-            run.say(&format!(
-                "client-{c}: closes its file ({} buffers); {refs}",
-                closed.buffers
-            ));
-            let events = run.drain();
-            if closed.last {
-                last_close = c;
-                last_close_releases = events
-                    .into_iter()
-                    .filter_map(|e| match e {
-                        Event::Released { owner, what } => Some((owner, what)),
-                        _ => None,
-                    })
-                    .collect();
-            }
-        }
-    }
-    for w in std::mem::take(&mut run.workers) {
-        drop(w.tx);
-        let _ = w.thread.join();
-    }
+    let (last_close, last_close_releases) = run.close_all(&order);
+
     let mut leaks: Vec<(String, u64)> = journal
         .leaks()
         .into_iter()
@@ -697,7 +780,7 @@ pub fn run(opts: &Options, story: &mut dyn Story) -> Result<Outcome, Error> {
                 steps::CLOSE
             ),
         },
-        work: stats,
+        work: run.stats,
         unplug_during,
         after_unplug: run.after_unplug.take().unwrap_or_default(),
         last_close,
@@ -713,108 +796,6 @@ fn list(handles: &[u32]) -> String {
         .map(u32::to_string)
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-#[allow(clippy::too_many_arguments)]
-fn submit(
-    run: &mut Run<'_>,
-    stats: &mut WorkStats,
-    fences: &mut [Vec<Option<Fence>>],
-    client: usize,
-    item: usize,
-    handle: u32,
-    value: u32,
-    stall: Option<Arc<Stall>>,
-) -> Option<Fence> {
-    stats.submitted += 1;
-    let Res::Submitted(r) = run.turn(
-        client,
-        Cmd::Submit {
-            handle,
-            value,
-            stall,
-        },
-    ) else {
-        unreachable!("a Submit answers Submitted")
-    };
-    match r {
-        Ok(fence) => {
-            run.say(&format!(
-                "client-{client}: submit work {item}: fill bo {handle} with {} -> queued",
-                hex(value)
-            ));
-            fences[client][item] = Some(fence.clone());
-            Some(fence)
-        }
-        Err(e) => {
-            stats.refused += 1;
-            run.say(&format!(
-                "client-{client}: submit work {item} -> error: {e}"
-            ));
-            run.seen(client, format!("submit work {item}"), Err(e));
-            None
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn complete(
-    run: &mut Run<'_>,
-    stats: &mut WorkStats,
-    client: usize,
-    item: usize,
-    handle: u32,
-    value: u32,
-    waited: Option<Result<u32, Error>>,
-    read: Result<u32, Error>,
-) {
-    let nothing_waited = waited.is_none();
-    match waited {
-        Some(Ok(seq)) => {
-            stats.done += 1;
-            run.seen(client, format!("wait work {item}"), Ok(seq));
-            let check = match &read {
-                Ok(v) if *v == value => format!("; bo {handle} reads {} as written", hex(*v)),
-                Ok(v) => {
-                    stats.wrong_reads += 1;
-                    format!(
-                        "; bo {handle} reads {}, WRONG: {} was written",
-                        hex(*v),
-                        hex(value)
-                    )
-                }
-                Err(Error::UseAfterFree { .. }) => String::new(), // journaled: told below
-                Err(e) => format!("; reading bo {handle} -> {e}"),
-            };
-            run.say(&format!(
-                "client-{client}: work {item} done (fence {seq}){check}"
-            ));
-        }
-        Some(Err(e)) => {
-            stats.canceled += 1;
-            run.seen(client, format!("wait work {item}"), Err(e.clone()));
-            let still = match &read {
-                Ok(v) => format!("; bo {handle} still reads {} through its mapping", hex(*v)),
-                Err(_) => String::new(),
-            };
-            run.say(&format!("client-{client}: work {item} -> {e}{still}"));
-        }
-        None => {
-            // Nothing was queued: the client looks at its buffer anyway.
-            match &read {
-                Ok(v) => run.say(&format!(
-                    "client-{client}: bo {handle} still readable through its mapping: {}",
-                    hex(*v)
-                )),
-                Err(Error::UseAfterFree { .. }) => {} // journaled: told below
-                Err(e) => run.say(&format!("client-{client}: read bo {handle} -> {e}")),
-            }
-        }
-    }
-    if nothing_waited || read.is_err() {
-        run.seen(client, format!("read bo {handle}"), read);
-    }
-    run.drain();
 }
 
 fn hot_unplug(
