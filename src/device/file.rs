@@ -60,6 +60,7 @@ impl<T: Send + Sync + 'static> Device<T> {
     /// # Ok::<(), drmm::Error>(())
     /// ```
     #[doc(alias = "drm_open")]
+    #[cfg_attr(feature = "registry", track_caller)]
     pub fn open<F>(&self, data: F) -> Result<File<T, F>> {
         self.open_with(|_| Ok(data))
     }
@@ -80,6 +81,7 @@ impl<T: Send + Sync + 'static> Device<T> {
     /// assert_eq!(*file.data(), 10);
     /// # Ok::<(), drmm::Error>(())
     /// ```
+    #[cfg_attr(feature = "registry", track_caller)]
     pub fn open_with<F>(
         &self,
         init: impl FnOnce(&LogicalDevice<T>) -> Result<F>,
@@ -95,7 +97,7 @@ impl<T: Send + Sync + 'static> Device<T> {
         trace::lifecycle(self.name(), "OPEN");
         Ok(File {
             data,
-            dev: self.clone(),
+            dev: self.get(super::Taken::Open),
         })
     }
 }

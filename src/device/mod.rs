@@ -24,6 +24,8 @@
 mod drmm;
 mod file;
 mod gate;
+#[cfg(feature = "registry")]
+mod tracked;
 
 pub use crate::revoke::GateGuard;
 pub use file::File;
@@ -74,6 +76,9 @@ pub struct LogicalDevice<T> {
     registered: AtomicBool,
     /// Open files.
     open_files: AtomicUsize,
+    /// Who holds each reference (the `registry` feature).
+    #[cfg(feature = "registry")]
+    refs: crate::report::refs::RefTracker,
 }
 
 /// A strong reference to a logical device (`drm_dev_get` / `drm_dev_put`).
@@ -108,6 +113,25 @@ pub struct LogicalDevice<T> {
 #[doc(alias = "drm_device")]
 pub struct Device<T: Send + Sync + 'static> {
     inner: Kref<LogicalDevice<T>>,
+    /// This reference's id among the device's tracked references (the `registry` feature).
+    #[cfg(feature = "registry")]
+    ref_id: u64,
+}
+
+// A handle is one pointer; the `registry` feature adds the reference's id.
+#[cfg(not(feature = "registry"))]
+const _: () = assert!(size_of::<Device<()>>() == size_of::<usize>());
+#[cfg(feature = "registry")]
+const _: () = assert!(size_of::<Device<()>>() == size_of::<usize>() + size_of::<u64>());
+
+/// How a reference was taken (recorded by the `registry` feature).
+#[derive(Clone, Copy)]
+#[cfg_attr(not(feature = "registry"), allow(dead_code))]
+enum Taken {
+    New,
+    Clone,
+    Open,
+    Binding,
 }
 
 impl<T: Send + Sync + 'static> Device<T> {
@@ -122,6 +146,7 @@ impl<T: Send + Sync + 'static> Device<T> {
     /// assert_eq!(*dev.data(), 7);
     /// ```
     #[doc(alias = "drm_dev_alloc")]
+    #[cfg_attr(feature = "registry", track_caller)]
     pub fn new(data: T) -> Self {
         or_abort(Self::build(None, data))
     }
@@ -138,6 +163,7 @@ impl<T: Send + Sync + 'static> Device<T> {
     /// let dev = drmm::Device::with_name("card0", ());
     /// assert_eq!(dev.name(), "card0");
     /// ```
+    #[cfg_attr(feature = "registry", track_caller)]
     pub fn with_name(name: impl Into<Cow<'static, str>>, data: T) -> Self {
         or_abort(Self::build(Some(name.into()), data))
     }
@@ -156,10 +182,12 @@ impl<T: Send + Sync + 'static> Device<T> {
     /// assert_eq!(*dev.data(), 7);
     /// # Ok::<(), drmm::Error>(())
     /// ```
+    #[cfg_attr(feature = "registry", track_caller)]
     pub fn try_new(data: T) -> crate::Result<Self> {
         Self::build(None, data)
     }
 
+    #[cfg_attr(feature = "registry", track_caller)]
     fn build(name: Option<Cow<'static, str>>, data: T) -> crate::Result<Self> {
         Self::with_data(name, SetOnce::with(data))
     }
@@ -167,18 +195,44 @@ impl<T: Send + Sync + 'static> Device<T> {
     /// A device holding `data` (set, or to be set once). The device itself is the only
     /// allocation a new device makes: the list allocates on first use, the gate when a thread
     /// first enters it.
+    #[cfg_attr(feature = "registry", track_caller)]
     fn with_data(name: Option<Cow<'static, str>>, data: SetOnce<T>) -> crate::Result<Self> {
-        Ok(Device {
-            // The gate first: it may call out (once per process, to count CPUs), and nothing
-            // built before a call can be written straight into the allocation.
-            inner: Kref::try_new_with(|| LogicalDevice {
-                gate: Gate::new(),
-                list: ResourceList::new(name, "dev"),
-                data,
-                registered: AtomicBool::new(false),
-                open_files: AtomicUsize::new(0),
-            })?,
-        })
+        // The gate first: it may call out (once per process, to count CPUs), and nothing
+        // built before a call can be written straight into the allocation.
+        let inner = Kref::try_new_with(|| LogicalDevice {
+            gate: Gate::new(),
+            list: ResourceList::new(name, "dev"),
+            data,
+            registered: AtomicBool::new(false),
+            open_files: AtomicUsize::new(0),
+            #[cfg(feature = "registry")]
+            refs: Default::default(),
+        })?;
+        Ok(Self::handle(inner, Taken::New))
+    }
+
+    /// The handle of a reference already counted in `inner`. With the `registry` feature, the
+    /// device is registered (at its first reference) and the caller is recorded as the
+    /// reference's holder; without it, this is the bare pointer.
+    #[cfg_attr(feature = "registry", track_caller)]
+    #[inline(always)]
+    fn handle(inner: Kref<LogicalDevice<T>>, how: Taken) -> Self {
+        #[cfg(feature = "registry")]
+        {
+            tracked::handle(inner, how)
+        }
+        #[cfg(not(feature = "registry"))]
+        {
+            let _ = how;
+            Device { inner }
+        }
+    }
+
+    /// Takes another reference (`drm_dev_get`), taken as `how`.
+    #[cfg_attr(feature = "registry", track_caller)]
+    #[inline(always)]
+    fn get(&self, how: Taken) -> Self {
+        Self::handle(self.inner.clone(), how)
     }
 
     /// Creates a device whose driver data is built by `init`, which can already register drmm
@@ -208,6 +262,7 @@ impl<T: Send + Sync + 'static> Device<T> {
     /// ```
     #[doc(alias = "devm_drm_dev_alloc")]
     #[doc(alias = "drm_dev_init")]
+    #[cfg_attr(feature = "registry", track_caller)]
     pub fn try_new_with<E: From<crate::Error>>(
         name: impl Into<Cow<'static, str>>,
         init: impl FnOnce(&LogicalDevice<T>) -> Result<T, E>,
@@ -293,7 +348,7 @@ impl<T: Send + Sync + 'static> Device<T> {
 
     #[track_caller]
     fn tie_to(self, parent: &Bound<'_>) -> crate::Result<Self> {
-        let binding_ref = self.clone();
+        let binding_ref = self.get(Taken::Binding);
         let _ = parent.add_action_or_reset_named("devm_drm_dev_init_release", move || {
             binding_ref.unplug();
             drop(binding_ref);
@@ -315,10 +370,9 @@ impl<T: Send + Sync + 'static> Device<T> {
 impl<T: Send + Sync + 'static> Clone for Device<T> {
     /// Takes another reference (`drm_dev_get`).
     #[doc(alias = "drm_dev_get")]
+    #[cfg_attr(feature = "registry", track_caller)]
     fn clone(&self) -> Self {
-        Device {
-            inner: self.inner.clone(),
-        }
+        self.get(Taken::Clone)
     }
 }
 
@@ -392,6 +446,9 @@ impl<T> LogicalDevice<T> {
 
 impl<T> FinalRelease for LogicalDevice<T> {
     fn release_resources(&self) -> Option<PanicPayload> {
+        // From now on a report must not list the entries: the release owns the list.
+        #[cfg(feature = "registry")]
+        crate::report::registry::releasing(self.list.id());
         // SAFETY: called once the last reference is gone: nothing outside the release actions
         // (which run on this thread and receive `&self` only for their call) can reach the
         // device, so no reference read through a handle of this list is alive elsewhere, and

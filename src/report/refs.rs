@@ -1,0 +1,109 @@
+//! Who holds each reference to a logical device (the kernel's `ref_tracker`): one record per
+//! live `Device` handle, keyed by a per-device reference id, with the caller's location.
+//!
+//! The tracker lives in the device. Its records are split over a few locks by reference id, so
+//! that threads taking and dropping references to one device concurrently spread over them;
+//! each lock guards a small map and is held for one insert or remove, with no user code inside
+//! (the `GET`/`PUT` events are emitted after unlocking).
+
+use std::collections::BTreeMap;
+use std::panic::Location;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use super::{RefHolder, RefKind};
+
+const SHARDS: usize = 4;
+
+#[derive(Default)]
+#[repr(align(128))]
+struct Shard(Mutex<BTreeMap<u64, (RefKind, &'static Location<'static>)>>);
+
+/// The live references of one device.
+#[derive(Default)]
+pub(crate) struct RefTracker {
+    /// The last reference id given out (ids start at 1 and are never reused in a device).
+    last: AtomicU64,
+    shards: [Shard; SHARDS],
+}
+
+impl RefTracker {
+    fn shard(&self, id: u64) -> MutexGuard<'_, BTreeMap<u64, (RefKind, &'static Location<'static>)>> {
+        self.shards[(id % SHARDS as u64) as usize]
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records a new reference taken at `location`; returns its id.
+    pub(crate) fn get(&self, kind: RefKind, location: &'static Location<'static>) -> u64 {
+        let id = self.last.fetch_add(1, Ordering::Relaxed) + 1;
+        self.shard(id).insert(id, (kind, location));
+        id
+    }
+
+    /// Forgets reference `id` (dropped).
+    pub(crate) fn put(&self, id: u64) {
+        self.shard(id).remove(&id);
+    }
+
+    /// The live references, oldest first.
+    pub(crate) fn holders(&self) -> Vec<RefHolder> {
+        let mut v = Vec::new();
+        for s in &self.shards {
+            let map = s.0.lock().unwrap_or_else(PoisonError::into_inner);
+            v.extend(map.iter().map(|(&id, &(kind, location))| RefHolder {
+                id,
+                kind,
+                location,
+                same_line_entry: None,
+            }));
+        }
+        v.sort_by_key(|h| h.id);
+        v
+    }
+}
+
+/// Whether a `GET`/`PUT` event could be recorded now (`tracing`'s global level check).
+#[inline(always)]
+pub(crate) fn events_possible() -> bool {
+    tracing::level_enabled!(tracing::Level::DEBUG)
+}
+
+/// The `GET` event of the trace schema: reference `ref_id` of device `dev` was taken at
+/// `location`.
+#[cold]
+#[inline(never)]
+pub(crate) fn get_event(
+    dev: u64,
+    dev_name: &str,
+    ref_id: u64,
+    kind: RefKind,
+    location: &'static Location<'static>,
+) {
+    tracing::debug!(
+        target: "drmm",
+        op = "GET",
+        dev,
+        dev_name,
+        dev_kind = "logical",
+        ref_id,
+        file = location.file(),
+        line = location.line(),
+        detail = kind.as_str(),
+    );
+}
+
+/// The `PUT` event of the trace schema: reference `ref_id` of device `dev` was dropped.
+#[cold]
+#[inline(never)]
+pub(crate) fn put_event(dev: u64, dev_name: &str, ref_id: u64) {
+    tracing::debug!(
+        target: "drmm",
+        op = "PUT",
+        dev,
+        dev_name,
+        dev_kind = "logical",
+        ref_id,
+    );
+}
