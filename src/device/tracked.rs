@@ -51,9 +51,8 @@ impl<T: Send + Sync + 'static> Drop for Device<T> {
         self.inner.refs.put(self.ref_id);
         if refs::events_possible() {
             let (id, name) = (self.list.id(), self.name());
-            let emitted = panic::catch_unwind(AssertUnwindSafe(|| {
-                refs::put_event(id, name, self.ref_id)
-            }));
+            let emitted =
+                panic::catch_unwind(AssertUnwindSafe(|| refs::put_event(id, name, self.ref_id)));
             if let Err(p) = emitted {
                 if std::thread::panicking() {
                     // The subscriber panicked while this thread unwinds: resuming would abort.
@@ -89,4 +88,3 @@ impl<T> Drop for LogicalDevice<T> {
         registry::unregister(self.list.id(), self.name());
     }
 }
-

@@ -40,11 +40,11 @@
 //!
 //! ```text
 //! drmm leak report: 1 device not released (0 released)
-//! logical device "card0" (id 1): alive, not registered, 0 open files; created at src/main.rs:4
+//! logical device "card0" (id 1): alive, not released, not registered, 0 open files; created at src/main.rs:4:15
 //!   1 reference:
-//!     ref 2 (clone) taken at src/main.rs:7, the line that registered entry #1 of this device: a reference cycle?
-//!   1 entry, 8 bytes: alloc 1 (8 bytes)
-//!     #1 alloc drmm::device::Device<()> (8 bytes) at src/main.rs:7
+//!     ref 2 (clone) taken at src/main.rs:7:32, the line that registered entry #1 of this device: a reference cycle?
+//!   1 entry, 16 bytes: alloc 1 (16 bytes)
+//!     #1 alloc drmm::device::Device<()> (16 bytes) at src/main.rs:7:22
 //! ```
 //!
 //! # Cost
@@ -65,7 +65,8 @@
 //!
 //! * Locations are those of the calls into this library. A clone made inside a generic adapter
 //!   (`Option::cloned`, `Vec::clone`) records the adapter's line in the standard library; write
-//!   `.map(|d| d.clone())` to record your own.
+//!   `.map(|d| d.clone())` to record your own (clippy's `map_clone` suggests otherwise: allow
+//!   it there).
 //! * Bus devices are listed with their state and devres entries; who holds references to them
 //!   is not tracked.
 //! * Released devices are counted; only the last few (at most 64) are remembered by name.
@@ -350,9 +351,7 @@ impl fmt::Display for DeviceReport {
                 },
                 plural(self.open_files, "open file", "open files")
             )?,
-            DeviceKind::Bus => {
-                f.write_str(if self.bound { ", bound" } else { ", no driver" })?
-            }
+            DeviceKind::Bus => f.write_str(if self.bound { ", bound" } else { ", no driver" })?,
         }
         writeln!(f, "; created at {}", self.created_at)?;
         if self.kind == DeviceKind::Logical {
@@ -387,7 +386,13 @@ impl fmt::Display for DeviceReport {
         )?;
         for (i, s) in self.entries_by_kind().iter().enumerate() {
             let sep = if i == 0 { ": " } else { ", " };
-            write!(f, "{sep}{} {} ({} bytes)", s.kind.as_str(), s.count, s.bytes)?;
+            write!(
+                f,
+                "{sep}{} {} ({} bytes)",
+                s.kind.as_str(),
+                s.count,
+                s.bytes
+            )?;
         }
         writeln!(f)?;
         for e in &self.entries {

@@ -28,7 +28,10 @@ pub(crate) struct RefTracker {
 }
 
 impl RefTracker {
-    fn shard(&self, id: u64) -> MutexGuard<'_, BTreeMap<u64, (RefKind, &'static Location<'static>)>> {
+    fn shard(
+        &self,
+        id: u64,
+    ) -> MutexGuard<'_, BTreeMap<u64, (RefKind, &'static Location<'static>)>> {
         self.shards[(id % SHARDS as u64) as usize]
             .0
             .lock()
