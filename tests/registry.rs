@@ -386,6 +386,7 @@ fn get_and_put_events_follow_the_trace_schema() {
 
 #[test]
 fn references_taken_and_dropped_on_many_threads_are_all_accounted_for() {
+    let n = if cfg!(miri) { 20 } else { 200 };
     let dev = Device::with_name("threads0", ());
     let id = dev.list_id();
     let kept: Vec<Vec<Device<()>>> = std::thread::scope(|s| {
@@ -393,7 +394,7 @@ fn references_taken_and_dropped_on_many_threads_are_all_accounted_for() {
             .map(|_| {
                 s.spawn(|| {
                     let mut mine = Vec::new();
-                    for i in 0..200 {
+                    for i in 0..n {
                         let c = dev.clone();
                         if i % 2 == 0 {
                             mine.push(c);
@@ -407,7 +408,7 @@ fn references_taken_and_dropped_on_many_threads_are_all_accounted_for() {
     });
     let r = report::leaks();
     let holders = r.device(id).unwrap().holders();
-    assert_eq!(holders.len(), 1 + 4 * 100);
+    assert_eq!(holders.len(), 1 + 4 * n / 2);
     assert_eq!(holders.len(), Device::ref_count(&dev));
     let mut ids: Vec<u64> = holders.iter().map(|h| h.id()).collect();
     ids.dedup();
@@ -433,7 +434,7 @@ fn reports_are_taken_while_devices_churn_on_other_threads() {
     std::thread::scope(|s| {
         for _ in 0..2 {
             s.spawn(|| {
-                for _ in 0..300 {
+                for _ in 0..if cfg!(miri) { 5 } else { 300 } {
                     let dev = Device::new(());
                     for n in 1..8 {
                         let _ = dev.kzalloc(n * 8).unwrap();

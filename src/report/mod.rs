@@ -57,7 +57,7 @@
 //! map insert or remove (threads cloning one device spread over the shards); creating and
 //! releasing a device take one of the registry's sixteen shard locks three times (register,
 //! release begins, unregister), so threads churning their own devices rarely meet; a device
-//! carries 512 more bytes of tracker. A report locks one shard at a time and copies what it
+//! carries 264 more bytes of tracker (four locks 64 bytes apart, its alignment unchanged). A report locks one shard at a time and copies what it
 //! shows, so it is a consistent picture of each device, not of the whole process at one
 //! instant.
 //!

@@ -15,9 +15,26 @@ use super::{RefHolder, RefKind};
 
 const SHARDS: usize = 4;
 
-#[derive(Default)]
-#[repr(align(128))]
-struct Shard(Mutex<BTreeMap<u64, (RefKind, &'static Location<'static>)>>);
+type Holders = BTreeMap<u64, (RefKind, &'static Location<'static>)>;
+
+/// Bytes after each shard's lock, so that two locks are never on one 64-byte cache line. Padding
+/// rather than alignment: raising the device's alignment would move every device allocation
+/// off the allocator's fast path.
+const PAD: usize = 64 - size_of::<Mutex<Holders>>();
+
+struct Shard {
+    lock: Mutex<Holders>,
+    _pad: [u8; PAD],
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard {
+            lock: Mutex::default(),
+            _pad: [0; PAD],
+        }
+    }
+}
 
 /// The live references of one device.
 #[derive(Default)]
@@ -28,12 +45,9 @@ pub(crate) struct RefTracker {
 }
 
 impl RefTracker {
-    fn shard(
-        &self,
-        id: u64,
-    ) -> MutexGuard<'_, BTreeMap<u64, (RefKind, &'static Location<'static>)>> {
+    fn shard(&self, id: u64) -> MutexGuard<'_, Holders> {
         self.shards[(id % SHARDS as u64) as usize]
-            .0
+            .lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
@@ -54,7 +68,7 @@ impl RefTracker {
     pub(crate) fn holders(&self) -> Vec<RefHolder> {
         let mut v = Vec::new();
         for s in &self.shards {
-            let map = s.0.lock().unwrap_or_else(PoisonError::into_inner);
+            let map = s.lock.lock().unwrap_or_else(PoisonError::into_inner);
             v.extend(map.iter().map(|(&id, &(kind, location))| RefHolder {
                 id,
                 kind,
