@@ -38,7 +38,8 @@ pub struct File<T: Send + Sync + 'static, F> {
 }
 
 impl<T: Send + Sync + 'static> Device<T> {
-    /// Opens the device (`drm_open`) with per-file data `data`.
+    /// Opens the device (`drm_open`) with per-file data `data`. The file holds a reference to
+    /// the device; with the `registry` feature its holder is recorded as the caller's location.
     ///
     /// # Errors
     ///

@@ -368,7 +368,8 @@ impl<T: Send + Sync + 'static> Device<T> {
 }
 
 impl<T: Send + Sync + 'static> Clone for Device<T> {
-    /// Takes another reference (`drm_dev_get`).
+    /// Takes another reference (`drm_dev_get`). With the `registry` feature, the caller's
+    /// location is recorded as the holder of the new reference until it drops (see `report`).
     #[doc(alias = "drm_dev_get")]
     #[cfg_attr(feature = "registry", track_caller)]
     fn clone(&self) -> Self {
