@@ -73,6 +73,7 @@
 //! * Rust runs no destructor for statics and `std::process::exit` runs none at all: the exit
 //!   report is a guard that `main` owns (see [`at_exit`]).
 
+mod idmap;
 pub(crate) mod refs;
 pub(crate) mod registry;
 

@@ -6,16 +6,16 @@
 //! each lock guards a small map and is held for one insert or remove, with no user code inside
 //! (the `GET`/`PUT` events are emitted after unlocking).
 
-use std::collections::BTreeMap;
 use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use super::idmap::{IdMap, id_map};
 use super::{RefHolder, RefKind};
 
 const SHARDS: usize = 4;
 
-type Holders = BTreeMap<u64, (RefKind, &'static Location<'static>)>;
+type Holders = IdMap<(RefKind, &'static Location<'static>)>;
 
 /// Bytes after each shard's lock, so that two locks are never on one 64-byte cache line. Padding
 /// rather than alignment: raising the device's alignment would move every device allocation
@@ -30,7 +30,7 @@ struct Shard {
 impl Default for Shard {
     fn default() -> Self {
         Shard {
-            lock: Mutex::default(),
+            lock: Mutex::new(id_map()),
             _pad: [0; PAD],
         }
     }

@@ -10,11 +10,12 @@
 //! taken (to describe it), never the other way round; no user code runs under a shard lock
 //! (nothing user-owned is dropped there, no event is emitted there).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::panic::Location;
 use std::ptr::NonNull;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use super::idmap::{IdMap, id_map};
 use super::{DeviceKind, DeviceReport, DeviceState, ReleasedDevice};
 
 /// A registered device, as the registry sees it.
@@ -46,7 +47,7 @@ const SHARDS: usize = 16;
 const HISTORY_PER_SHARD: usize = 4;
 
 struct State {
-    live: BTreeMap<u64, Record>,
+    live: IdMap<Record>,
     released: VecDeque<ReleasedDevice>,
     released_count: u64,
 }
@@ -57,7 +58,7 @@ struct Shard(Mutex<State>);
 
 static REGISTRY: [Shard; SHARDS] = [const {
     Shard(Mutex::new(State {
-        live: BTreeMap::new(),
+        live: id_map(),
         released: VecDeque::new(),
         released_count: 0,
     }))
