@@ -540,3 +540,48 @@ fn the_exit_guard_prints_the_leak_report_when_dropped() {
         "{text}"
     );
 }
+
+/// The system allocator, failing on the threads that ask it to.
+struct Failing;
+
+thread_local! {
+    static FAIL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+// SAFETY: forwards to the system allocator, or returns null (an allowed allocation failure).
+unsafe impl std::alloc::GlobalAlloc for Failing {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        if FAIL.with(|f| f.get()) {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: the caller's promises, passed on.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: allocated by `System` above.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Failing = Failing;
+
+#[test]
+fn a_reference_taken_while_memory_runs_out_is_counted_not_lost() {
+    let dev = Device::with_name("oom0", ());
+    let id = dev.list_id();
+    FAIL.with(|f| f.set(true));
+    let clone = dev.clone(); // its tracker shard is empty: recording it needs memory
+    FAIL.with(|f| f.set(false));
+    let r = report::leaks();
+    let seen = r.device(id).unwrap();
+    assert_eq!(seen.holders().len(), 1);
+    assert_eq!(seen.unlisted_references(), 1);
+    assert!(
+        seen.to_string()
+            .contains("and 1 taken while memory ran out (holders unknown)"),
+        "{seen}"
+    );
+    drop(clone);
+    assert_eq!(report::leaks().device(id).unwrap().unlisted_references(), 0);
+}

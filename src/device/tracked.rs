@@ -76,6 +76,7 @@ impl<T: Send + Sync + 'static> Tracked for LogicalDevice<T> {
         out.registered = self.is_registered();
         out.open_files = self.open_files.load(Ordering::Acquire);
         out.holders = self.refs.holders();
+        out.unlisted_refs = self.refs.unlisted();
         if entries {
             out.entries = self.list.snapshot();
         }

@@ -74,6 +74,10 @@
 //! * Bus devices are listed with their state and devres entries; who holds references to them
 //!   is not tracked.
 //! * Released devices are counted; only the last few (at most 64) are remembered by name.
+//! * Bookkeeping never aborts and never makes a call fail: a reference or a device recorded
+//!   while memory runs out is counted, not listed
+//!   ([`unlisted_references`](DeviceReport::unlisted_references),
+//!   [`unlisted_devices`](Report::unlisted_devices)). A report itself allocates as usual.
 //! * Rust runs no destructor for statics and `std::process::exit` runs none at all: the exit
 //!   report is a guard that `main` owns (see [`at_exit`]).
 
@@ -214,6 +218,7 @@ pub struct DeviceReport {
     pub(crate) bound: bool,
     pub(crate) open_files: usize,
     pub(crate) holders: Vec<RefHolder>,
+    pub(crate) unlisted_refs: u64,
     pub(crate) entries: Vec<EntryInfo>,
 }
 
@@ -234,6 +239,7 @@ impl DeviceReport {
             bound: false,
             open_files: 0,
             holders: Vec::new(),
+            unlisted_refs: 0,
             entries: Vec::new(),
         }
     }
@@ -283,6 +289,13 @@ impl DeviceReport {
     /// (empty for a bus device, whose references are not tracked).
     pub fn holders(&self) -> &[RefHolder] {
         &self.holders
+    }
+
+    /// A logical device: how many of its live references are not in
+    /// [`holders`](Self::holders) because memory ran out when they were taken (tracking never
+    /// aborts and never fails the call that takes a reference).
+    pub fn unlisted_references(&self) -> u64 {
+        self.unlisted_refs
     }
 
     /// The live entries (drmm list of a logical device, devres list of a bus device), newest
@@ -365,6 +378,13 @@ impl fmt::Display for DeviceReport {
                 "  {}:",
                 plural(self.holders.len(), "reference", "references")
             )?;
+            if self.unlisted_refs > 0 {
+                writeln!(
+                    f,
+                    "    and {} taken while memory ran out (holders unknown)",
+                    self.unlisted_refs
+                )?;
+            }
             for h in &self.holders {
                 write!(
                     f,
@@ -445,6 +465,7 @@ impl ReleasedDevice {
 pub struct Report {
     title: &'static str,
     devices: Vec<DeviceReport>,
+    unlisted: u64,
     released_count: u64,
     released: Vec<ReleasedDevice>,
 }
@@ -458,6 +479,7 @@ impl Report {
         Report {
             title,
             devices,
+            unlisted: registry::unlisted(),
             released_count,
             released,
         }
@@ -480,7 +502,14 @@ impl Report {
 
     /// Whether every device is released.
     pub fn is_empty(&self) -> bool {
-        self.devices.is_empty()
+        self.devices.is_empty() && self.unlisted == 0
+    }
+
+    /// How many devices not released are missing from [`devices`](Self::devices) because
+    /// memory ran out when they were created (registering never aborts and never fails the
+    /// creation).
+    pub fn unlisted_devices(&self) -> u64 {
+        self.unlisted
     }
 
     /// How many devices were released since the process started.
@@ -505,6 +534,13 @@ impl fmt::Display for Report {
         )?;
         for d in &self.devices {
             write!(f, "{d}")?;
+        }
+        if self.unlisted > 0 {
+            writeln!(
+                f,
+                "and {} created while memory ran out (not listed)",
+                plural(self.unlisted as usize, "device", "devices")
+            )?;
         }
         if !self.released.is_empty() {
             writeln!(f, "last released:")?;

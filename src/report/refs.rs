@@ -41,6 +41,8 @@ impl Default for Shard {
 pub(crate) struct RefTracker {
     /// The last reference id given out (ids start at 1 and are never reused in a device).
     last: AtomicU64,
+    /// Live references taken while memory ran out: counted, not listed.
+    unlisted: AtomicU64,
     shards: [Shard; SHARDS],
 }
 
@@ -55,13 +57,26 @@ impl RefTracker {
     /// Records a new reference taken at `location`; returns its id.
     pub(crate) fn get(&self, kind: RefKind, location: &'static Location<'static>) -> u64 {
         let id = self.last.fetch_add(1, Ordering::Relaxed) + 1;
-        self.shard(id).insert(id, (kind, location));
+        let mut map = self.shard(id);
+        // Fallibly: taking a reference never fails, and tracking it must not abort either.
+        if map.try_reserve(1).is_ok() {
+            map.insert(id, (kind, location));
+        } else {
+            self.unlisted.fetch_add(1, Ordering::Relaxed);
+        }
         id
     }
 
     /// Forgets reference `id` (dropped).
     pub(crate) fn put(&self, id: u64) {
-        self.shard(id).remove(&id);
+        if self.shard(id).remove(&id).is_none() {
+            self.unlisted.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// How many live references are not listed (taken while memory ran out).
+    pub(crate) fn unlisted(&self) -> u64 {
+        self.unlisted.load(Ordering::Relaxed)
     }
 
     /// The live references, oldest first.

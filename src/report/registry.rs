@@ -13,6 +13,7 @@
 use std::collections::VecDeque;
 use std::panic::Location;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::idmap::{IdMap, id_map};
@@ -93,8 +94,17 @@ pub(crate) unsafe fn register(
         created_at,
         releasing: false,
     };
-    shard(id).live.insert(id, record);
+    let mut st = shard(id);
+    // Fallibly: creating a device reports running out of memory, it does not abort.
+    if st.live.try_reserve(1).is_ok() {
+        st.live.insert(id, record);
+    } else {
+        UNLISTED.fetch_add(1, Ordering::Relaxed);
+    }
 }
+
+/// Live devices created while memory ran out: counted, not listed.
+static UNLISTED: AtomicU64 = AtomicU64::new(0);
 
 /// Device `id`'s last reference is gone: from now on its entries are not listed.
 pub(crate) fn releasing(id: u64) {
@@ -116,15 +126,18 @@ pub(crate) fn unregister(id: u64, name: &str) {
     let forgotten = {
         let mut st = shard(id);
         let Some(record) = st.live.remove(&id) else {
+            UNLISTED.fetch_sub(1, Ordering::Relaxed);
             return;
         };
         st.released_count += 1;
-        st.released.push_back(ReleasedDevice {
-            id,
-            name,
-            kind: record.kind,
-            created_at: record.created_at,
-        });
+        if st.released.try_reserve(1).is_ok() {
+            st.released.push_back(ReleasedDevice {
+                id,
+                name,
+                kind: record.kind,
+                created_at: record.created_at,
+            });
+        }
         if st.released.len() > HISTORY_PER_SHARD {
             st.released.pop_front()
         } else {
@@ -132,6 +145,11 @@ pub(crate) fn unregister(id: u64, name: &str) {
         }
     };
     drop(forgotten);
+}
+
+/// Live devices not listed (created while memory ran out).
+pub(crate) fn unlisted() -> u64 {
+    UNLISTED.load(Ordering::Relaxed)
 }
 
 /// What a report is made of: the live devices (by id), the number of devices released so far
