@@ -585,3 +585,39 @@ fn a_reference_taken_while_memory_runs_out_is_counted_not_lost() {
     drop(clone);
     assert_eq!(report::leaks().device(id).unwrap().unlisted_references(), 0);
 }
+
+#[test]
+fn a_subscriber_panicking_on_get_or_put_leaves_no_reference_behind() {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use tracing_subscriber::layer::SubscriberExt;
+    struct PanicsOn(&'static str);
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PanicsOn {
+        fn on_event(&self, e: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+            let mut m = BTreeMap::new();
+            e.record(&mut Fields(&mut m));
+            if m.get("op").map(String::as_str) == Some(self.0) {
+                panic!("subscriber panics on {}", self.0);
+            }
+        }
+    }
+    let with = |op: &'static str, f: &mut dyn FnMut()| {
+        let sub = tracing_subscriber::registry()
+            .with(PanicsOn(op))
+            .with(tracing_subscriber::filter::LevelFilter::DEBUG);
+        tracing::subscriber::with_default(sub, || catch_unwind(AssertUnwindSafe(f)))
+    };
+
+    let dev = Device::with_name("panics0", ());
+    let id = dev.list_id();
+    let mut clone = None;
+    assert!(with("GET", &mut || clone = Some(dev.clone())).is_err());
+    assert!(clone.is_none());
+    assert_eq!(report::leaks().device(id).unwrap().holders().len(), 1);
+
+    let mut dev = Some(dev);
+    assert!(with("PUT", &mut || drop(dev.take())).is_err());
+    assert!(
+        report::leaks().device(id).is_none(),
+        "the reference dropped"
+    );
+}
