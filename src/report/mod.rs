@@ -162,6 +162,7 @@ impl RefKind {
 }
 
 /// One live reference to a logical device and the call that took it.
+#[doc(alias = "ref_tracker")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefHolder {
     pub(crate) id: u64,
