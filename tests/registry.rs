@@ -51,6 +51,7 @@ fn a_reference_cycle_is_named_by_its_clone_line() {
     );
     assert!(text.contains("a reference cycle?"), "{text}");
     assert!(leaks.to_string().contains(&text), "{leaks}");
+    assert_eq!(leaks.named("cycle0").count(), 1);
 }
 
 #[test]
@@ -232,7 +233,10 @@ fn a_released_device_leaves_the_registry_and_is_counted() {
     let live = report::live();
     assert!(live.device(id).is_none());
     assert!(live.released_count() > before);
-    assert!(live.released().len() <= 64);
+    assert!(!live.released().is_empty() && live.released().len() <= 64);
+    let text = live.to_string();
+    assert!(text.starts_with("drmm live devices: "), "{text}");
+    assert!(text.contains("last released:"), "{text}");
     assert!(
         report::leaks().released().is_empty(),
         "no history in leaks()"
