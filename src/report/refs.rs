@@ -17,21 +17,18 @@ const SHARDS: usize = 4;
 
 type Holders = IdMap<(RefKind, &'static Location<'static>)>;
 
-/// Bytes after each shard's lock, so that two locks are never on one 64-byte cache line. Padding
-/// rather than alignment: raising the device's alignment would move every device allocation
-/// off the allocator's fast path.
-const PAD: usize = 64 - size_of::<Mutex<Holders>>();
-
+/// One shard. Not padded to a cache line of its own: the tracker lives inside the device, whose
+/// allocation must stay small enough for the allocator's per-thread cache (glibc serves up to
+/// 1,032 bytes from it; a padded tracker pushed the device past that, and two threads churning
+/// devices then met on the allocator's lock). Neighbouring shards may share a line.
 struct Shard {
     lock: Mutex<Holders>,
-    _pad: [u8; PAD],
 }
 
 impl Default for Shard {
     fn default() -> Self {
         Shard {
             lock: Mutex::new(id_map()),
-            _pad: [0; PAD],
         }
     }
 }

@@ -115,36 +115,32 @@ pub(crate) fn releasing(id: u64) {
 
 /// Device `id` (named `name`) is being dropped: it leaves the table for the history.
 pub(crate) fn unregister(id: u64, name: &str) {
-    // Copied before locking; fallibly, as a release must not abort on a full heap.
-    let mut copy = String::new();
-    let name = if copy.try_reserve(name.len()).is_ok() {
-        copy.push_str(name);
-        copy
+    let mut st = shard(id);
+    let Some(record) = st.live.remove(&id) else {
+        UNLISTED.fetch_sub(1, Ordering::Relaxed);
+        return;
+    };
+    st.released_count += 1;
+    // The oldest remembered device makes room, and its name's buffer is reused: once the
+    // history is full, remembering a device allocates nothing (unless its name is longer).
+    let mut copy = if st.released.len() >= HISTORY_PER_SHARD {
+        st.released.pop_front().map(|r| r.name).unwrap_or_default()
     } else {
         String::new()
     };
-    let forgotten = {
-        let mut st = shard(id);
-        let Some(record) = st.live.remove(&id) else {
-            UNLISTED.fetch_sub(1, Ordering::Relaxed);
-            return;
-        };
-        st.released_count += 1;
-        if st.released.try_reserve(1).is_ok() {
-            st.released.push_back(ReleasedDevice {
-                id,
-                name,
-                kind: record.kind,
-                created_at: record.created_at,
-            });
-        }
-        if st.released.len() > HISTORY_PER_SHARD {
-            st.released.pop_front()
-        } else {
-            None
-        }
-    };
-    drop(forgotten);
+    copy.clear();
+    // Fallibly: a release must not abort on a full heap.
+    if copy.try_reserve(name.len()).is_ok() {
+        copy.push_str(name);
+    }
+    if st.released.try_reserve(1).is_ok() {
+        st.released.push_back(ReleasedDevice {
+            id,
+            name: copy,
+            kind: record.kind,
+            created_at: record.created_at,
+        });
+    }
 }
 
 /// Live devices not listed (created while memory ran out).
