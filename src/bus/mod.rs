@@ -203,9 +203,9 @@ impl Bus {
                 revocables: devres::Registry::default(),
             }),
         };
-        lock(&self.inner.devices).push(dev.clone());
         #[cfg(feature = "registry")]
         tracked::register(&dev);
+        lock(&self.inner.devices).push(dev.clone());
         dev
     }
 

@@ -61,7 +61,7 @@ impl<T: Send + Sync + 'static> Device<T> {
     /// # Ok::<(), drmm::Error>(())
     /// ```
     #[doc(alias = "drm_open")]
-    #[cfg_attr(feature = "registry", track_caller)]
+    #[track_caller]
     pub fn open<F>(&self, data: F) -> Result<File<T, F>> {
         self.open_with(|_| Ok(data))
     }
@@ -82,7 +82,7 @@ impl<T: Send + Sync + 'static> Device<T> {
     /// assert_eq!(*file.data(), 10);
     /// # Ok::<(), drmm::Error>(())
     /// ```
-    #[cfg_attr(feature = "registry", track_caller)]
+    #[track_caller]
     pub fn open_with<F>(
         &self,
         init: impl FnOnce(&LogicalDevice<T>) -> Result<F>,
