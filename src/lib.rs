@@ -117,17 +117,23 @@
 //! * [`revoke`]: [`revoke::Revocable`] and the grace-period primitive under the gate.
 //! * [`res`]: handles ([`Managed`], [`ActionHandle`], [`Group`]) and entry descriptions.
 //! * [`trace`]: the event vocabulary.
+//! * `report` (cargo feature `registry`): the registry of live devices, who holds each
+//!   reference, and leak reports.
 //!
 //! Every item carries `#[doc(alias = "...")]` with its kernel name: search for `drmm_kzalloc`,
 //! `devm_add_action_or_reset` or `drm_dev_enter` to find its counterpart.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod bus;
 pub mod device;
 pub mod error;
 mod macros;
+#[cfg(feature = "registry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "registry")))]
+pub mod report;
 pub mod res;
 pub mod revoke;
 pub(crate) mod sync;

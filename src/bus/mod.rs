@@ -44,6 +44,8 @@
 
 mod bound;
 mod devres;
+#[cfg(feature = "registry")]
+mod tracked;
 
 use std::any::Any;
 use std::borrow::Cow;
@@ -190,6 +192,7 @@ impl Bus {
     /// Adds a device named `name` (`device_add`): present, with no driver bound.
     #[doc(alias = "device_add")]
     #[doc(alias = "device_register")]
+    #[cfg_attr(feature = "registry", track_caller)]
     pub fn add_device(&self, name: impl Into<Cow<'static, str>>) -> BusDevice {
         let dev = BusDevice {
             inner: Kref::new(Core {
@@ -204,6 +207,8 @@ impl Bus {
                 revocables: devres::Registry::default(),
             }),
         };
+        #[cfg(feature = "registry")]
+        tracked::register(&dev);
         lock(&self.inner.devices).push(dev.clone());
         // A subscriber's panic goes on (the device stays on its bus), except while this thread
         // already unwinds, where it would abort: only logged then.

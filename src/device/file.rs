@@ -55,7 +55,8 @@ pub struct File<T: Send + Sync + 'static, F> {
 }
 
 impl<T: Send + Sync + 'static> Device<T> {
-    /// Opens the device (`drm_open`) with per-file data `data`.
+    /// Opens the device (`drm_open`) with per-file data `data`. The file holds a reference to
+    /// the device; with the `registry` feature its holder is recorded as the caller's location.
     ///
     /// # Errors
     ///
@@ -118,7 +119,7 @@ impl<T: Send + Sync + 'static> Device<T> {
             self.open_files.fetch_add(1, Ordering::AcqRel);
             File {
                 data,
-                dev: self.clone(),
+                dev: self.get(super::Taken::Open),
                 _invariant: PhantomData,
             }
         };

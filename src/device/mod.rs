@@ -24,6 +24,8 @@
 mod drmm;
 mod file;
 mod gate;
+#[cfg(feature = "registry")]
+mod tracked;
 
 pub use crate::revoke::GateGuard;
 pub use file::File;
@@ -87,6 +89,9 @@ pub struct LogicalDevice<T> {
     registered: AtomicBool,
     /// Open files.
     open_files: AtomicUsize,
+    /// Who holds each reference (the `registry` feature).
+    #[cfg(feature = "registry")]
+    refs: crate::report::refs::RefTracker,
 }
 
 /// A strong reference to a logical device (`drm_dev_get` / `drm_dev_put`).
@@ -132,6 +137,25 @@ pub struct LogicalDevice<T> {
 #[doc(alias = "drm_device")]
 pub struct Device<T: Send + Sync + 'static> {
     inner: Kref<LogicalDevice<T>>,
+    /// This reference's id among the device's tracked references (the `registry` feature).
+    #[cfg(feature = "registry")]
+    ref_id: u64,
+}
+
+// A handle is one pointer; the `registry` feature adds the reference's id.
+#[cfg(not(feature = "registry"))]
+const _: () = assert!(size_of::<Device<()>>() == size_of::<usize>());
+#[cfg(feature = "registry")]
+const _: () = assert!(size_of::<Device<()>>() == size_of::<usize>() + size_of::<u64>());
+
+/// How a reference was taken (recorded by the `registry` feature).
+#[derive(Clone, Copy)]
+#[cfg_attr(not(feature = "registry"), allow(dead_code))]
+enum Taken {
+    New,
+    Clone,
+    Open,
+    Binding,
 }
 
 impl<T: Send + Sync + 'static> Device<T> {
@@ -146,6 +170,7 @@ impl<T: Send + Sync + 'static> Device<T> {
     /// assert_eq!(*dev.data(), 7);
     /// ```
     #[doc(alias = "drm_dev_alloc")]
+    #[cfg_attr(feature = "registry", track_caller)]
     pub fn new(data: T) -> Self {
         or_abort(Self::build(None, data))
     }
@@ -162,6 +187,7 @@ impl<T: Send + Sync + 'static> Device<T> {
     /// let dev = drmm::Device::with_name("card0", ());
     /// assert_eq!(dev.name(), "card0");
     /// ```
+    #[cfg_attr(feature = "registry", track_caller)]
     pub fn with_name(name: impl Into<Cow<'static, str>>, data: T) -> Self {
         or_abort(Self::build(Some(name.into()), data))
     }
@@ -180,10 +206,12 @@ impl<T: Send + Sync + 'static> Device<T> {
     /// assert_eq!(*dev.data(), 7);
     /// # Ok::<(), drmm::Error>(())
     /// ```
+    #[cfg_attr(feature = "registry", track_caller)]
     pub fn try_new(data: T) -> crate::Result<Self> {
         Self::build(None, data)
     }
 
+    #[cfg_attr(feature = "registry", track_caller)]
     fn build(name: Option<Cow<'static, str>>, data: T) -> crate::Result<Self> {
         Self::with_data(name, SetOnce::with(data))
     }
@@ -191,25 +219,51 @@ impl<T: Send + Sync + 'static> Device<T> {
     /// A device holding `data` (set, or to be set once). The device itself is the only
     /// allocation a new device makes: the list allocates on first use, the gate when a thread
     /// first enters it.
+    #[cfg_attr(feature = "registry", track_caller)]
     fn with_data(name: Option<Cow<'static, str>>, data: SetOnce<T>) -> crate::Result<Self> {
-        let dev = Device {
-            // The gate first: it may call out (once per process, to count CPUs), and nothing
-            // built before a call can be written straight into the allocation.
-            inner: Kref::try_new_with(|| LogicalDevice {
-                gate: Gate::new(),
-                list: ResourceList::new(name, "dev"),
-                data,
-                registered: AtomicBool::new(false),
-                open_files: AtomicUsize::new(0),
-            })?,
-        };
+        // The gate first: it may call out (once per process, to count CPUs), and nothing
+        // built before a call can be written straight into the allocation.
+        let inner = Kref::try_new_with(|| LogicalDevice {
+            gate: Gate::new(),
+            list: ResourceList::new(name, "dev"),
+            data,
+            registered: AtomicBool::new(false),
+            open_files: AtomicUsize::new(0),
+            #[cfg(feature = "registry")]
+            refs: Default::default(),
+        })?;
         // A subscriber's panic goes on (the device is released by the unwinding), except while
-        // this thread already unwinds, where it would abort: only logged then.
+        // this thread already unwinds, where it would abort: only logged then. Before the first
+        // reference is handed out, so that CREATE comes before its GET.
         if trace::debug_possible() {
-            let event = trace::caught(|| trace::lifecycle(&dev.list, trace::Op::Create));
-            crate::res::list::PanicSink::resume(event, dev.name());
+            let event = trace::caught(|| trace::lifecycle(&inner.list, trace::Op::Create));
+            crate::res::list::PanicSink::resume(event, inner.list.owner());
         }
-        Ok(dev)
+        Ok(Self::handle(inner, Taken::New))
+    }
+
+    /// The handle of a reference already counted in `inner`. With the `registry` feature, the
+    /// device is registered (at its first reference) and the caller is recorded as the
+    /// reference's holder; without it, this is the bare pointer.
+    #[cfg_attr(feature = "registry", track_caller)]
+    #[inline(always)]
+    fn handle(inner: Kref<LogicalDevice<T>>, how: Taken) -> Self {
+        #[cfg(feature = "registry")]
+        {
+            tracked::handle(inner, how)
+        }
+        #[cfg(not(feature = "registry"))]
+        {
+            let _ = how;
+            Device { inner }
+        }
+    }
+
+    /// Takes another reference (`drm_dev_get`), taken as `how`.
+    #[cfg_attr(feature = "registry", track_caller)]
+    #[inline(always)]
+    fn get(&self, how: Taken) -> Self {
+        Self::handle(self.inner.clone(), how)
     }
 
     /// Creates a device whose driver data is built by `init`, which can already register drmm
@@ -239,6 +293,7 @@ impl<T: Send + Sync + 'static> Device<T> {
     /// ```
     #[doc(alias = "devm_drm_dev_alloc")]
     #[doc(alias = "drm_dev_init")]
+    #[cfg_attr(feature = "registry", track_caller)]
     pub fn try_new_with<E: From<crate::Error>>(
         name: impl Into<Cow<'static, str>>,
         init: impl FnOnce(&LogicalDevice<T>) -> Result<T, E>,
@@ -324,7 +379,7 @@ impl<T: Send + Sync + 'static> Device<T> {
 
     #[track_caller]
     fn tie_to(self, parent: &Bound<'_>) -> crate::Result<Self> {
-        let binding_ref = self.clone();
+        let binding_ref = self.get(Taken::Binding);
         let _ = parent.add_action_or_reset_named("devm_drm_dev_init_release", move || {
             binding_ref.unplug();
             drop(binding_ref);
@@ -344,12 +399,12 @@ impl<T: Send + Sync + 'static> Device<T> {
 }
 
 impl<T: Send + Sync + 'static> Clone for Device<T> {
-    /// Takes another reference (`drm_dev_get`).
+    /// Takes another reference (`drm_dev_get`). With the `registry` feature, the caller's
+    /// location is recorded as the holder of the new reference until it drops (see `report`).
     #[doc(alias = "drm_dev_get")]
+    #[cfg_attr(feature = "registry", track_caller)]
     fn clone(&self) -> Self {
-        Device {
-            inner: self.inner.clone(),
-        }
+        self.get(Taken::Clone)
     }
 }
 
@@ -423,6 +478,9 @@ impl<T> LogicalDevice<T> {
 
 impl<T> FinalRelease for LogicalDevice<T> {
     fn release_resources(&self) -> Option<PanicPayload> {
+        // From now on a report must not list the entries: the release owns the list.
+        #[cfg(feature = "registry")]
+        crate::report::registry::releasing(self.list.id());
         // The subscriber is user code: inside the panic net, and the release happens anyway.
         let event = trace::caught(|| trace::lifecycle(&self.list, trace::Op::LastRef));
         // SAFETY: called once the last reference is gone: nothing outside the release actions
