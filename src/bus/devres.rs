@@ -265,11 +265,46 @@ impl<T: Send + Sync + 'static> Devres<T> {
     ///
     /// Do not drop a `Devres` of the same device while holding a guard: its revocation would
     /// wait for this guard (debug builds panic instead).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use drmm::{Bound, Driver};
+    /// # struct Nop;
+    /// # impl Driver for Nop { type Data = (); fn probe(&self, _: &mut Bound<'_>) -> drmm::Result<()> { Ok(()) } }
+    /// use drmm::Devres;
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// dev.bind(std::sync::Arc::new(Nop))?;
+    /// let regs = dev.with_bound(|b| Devres::new(b, [0u32; 4]))??;
+    /// if let Some(r) = regs.try_access() {
+    ///     assert_eq!(r[3], 0); // the unbind waits for this guard
+    /// }
+    /// dev.unbind()?;
+    /// assert!(regs.try_access().is_none());
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     pub fn try_access(&self) -> Option<RevocableGuard<'_, T>> {
         self.inner.data.try_access()
     }
 
     /// Runs `f` on the value unless it has been revoked.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use drmm::{Bound, Driver};
+    /// # struct Nop;
+    /// # impl Driver for Nop { type Data = (); fn probe(&self, _: &mut Bound<'_>) -> drmm::Result<()> { Ok(()) } }
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// dev.bind(std::sync::Arc::new(Nop))?;
+    /// let regs = dev.with_bound(|b| drmm::Devres::new(b, vec![1u32, 2, 3]))??;
+    /// assert_eq!(regs.try_access_with(|r| r.len()), Some(3));
+    /// dev.unbind()?;
+    /// assert_eq!(regs.try_access_with(|r| r.len()), None);
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     pub fn try_access_with<R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {
         self.inner.data.try_access_with(f)
     }
@@ -309,16 +344,60 @@ impl<T: Send + Sync + 'static> Devres<T> {
     }
 
     /// Whether revocation has begun.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use drmm::{Bound, Driver};
+    /// # struct Nop;
+    /// # impl Driver for Nop { type Data = (); fn probe(&self, _: &mut Bound<'_>) -> drmm::Result<()> { Ok(()) } }
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// dev.bind(std::sync::Arc::new(Nop))?;
+    /// let irq = dev.with_bound(|b| drmm::Devres::new(b, 42u32))??;
+    /// assert!(!irq.is_revoked());
+    /// dev.unbind()?;
+    /// assert!(irq.is_revoked());
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     pub fn is_revoked(&self) -> bool {
         self.inner.data.is_revoked()
     }
 
     /// The device the value is registered on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// let v = dev.with_driverless(|b| drmm::Devres::new(b, 1u8))??;
+    /// assert!(drmm::BusDevice::ptr_eq(v.device(), &dev));
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     pub fn device(&self) -> &BusDevice {
         &self.dev
     }
 
     /// The grace-period domain shared by the device's revocables (to count grace periods).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use drmm::{Bound, Driver};
+    /// # struct Nop;
+    /// # impl Driver for Nop { type Data = (); fn probe(&self, _: &mut Bound<'_>) -> drmm::Result<()> { Ok(()) } }
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// dev.bind(std::sync::Arc::new(Nop))?;
+    /// let a = dev.with_bound(|b| drmm::Devres::new(b, 1u32))??;
+    /// let b2 = dev.with_bound(|b| drmm::Devres::new(b, 2u32))??;
+    /// let before = a.domain().grace_periods();
+    /// dev.unbind()?; // both values revoked after one grace period
+    /// assert_eq!(a.domain().grace_periods() - before, 1);
+    /// assert!(b2.is_revoked());
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     pub fn domain(&self) -> &Arc<Domain> {
         self.inner.data.domain()
     }
