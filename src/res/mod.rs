@@ -17,6 +17,23 @@
 //!   `drm_managed_release` skips it);
 //! * a panicking action does not stop the release: the others still run and the panic is
 //!   resumed once the release is complete.
+//!
+//! # Examples
+//!
+//! The handles and entry descriptions this module exports, on a logical device's list:
+//!
+//! ```
+//! use drmm::{ActionHandle, EntryKind, Managed};
+//!
+//! let dev = drmm::Device::new(());
+//! let buf: Managed<[u8]> = dev.kzalloc(64)?;
+//! let flush: ActionHandle = dev.add_action(|_| println!("flush"))?;
+//! assert_eq!(dev.snapshot()[0].kind(), EntryKind::Action);
+//! dev.release_action(flush)?; // O(1), runs now
+//! dev.kfree(buf)?; // O(1), freed now
+//! assert_eq!(dev.resource_count(), 0);
+//! # Ok::<(), drmm::Error>(())
+//! ```
 
 mod action;
 mod alloc;

@@ -1,6 +1,6 @@
 //! The event vocabulary and the one place where the library emits events.
 //!
-//! Events go through the [`tracing`] crate with target `drmm`, so they are filtered the usual
+//! Events go through the [`tracing`](https://docs.rs/tracing) crate with target `drmm`, so they are filtered the usual
 //! way (`RUST_LOG=drmm=debug` with `tracing-subscriber`'s `EnvFilter`). The wording follows the
 //! kernel's `drm_dbg_drmres`/`devres_log` lines: `ADD`, `DEL`, `REL`, `REM`, and
 //! `release begin`/`release end` around a list's release. Every entry event carries the
@@ -9,12 +9,35 @@
 //!
 //! With no subscriber, or one that filters `drmm` out, an event costs one relaxed load of the
 //! call site's cached interest.
+//!
+//! # Examples
+//!
+//! Any `tracing` subscriber receives the events; with `tracing-subscriber`:
+//!
+//! ```
+//! use tracing_subscriber::{EnvFilter, fmt};
+//!
+//! let subscriber = fmt().with_env_filter(EnvFilter::new("drmm=debug")).finish();
+//! tracing::subscriber::with_default(subscriber, || {
+//!     let dev = drmm::Device::with_name("card0", ());
+//!     let _buf = dev.kzalloc(64); // an `ADD` event: owner card0, name kzalloc, 64 bytes
+//! }); // `release begin`, `REL`, `release end`
+//! ```
 
 use std::fmt;
 
 use crate::res::{EntryKind, ResourceList, Site};
 
 /// The operation an event reports, in the kernel's vocabulary.
+///
+/// # Examples
+///
+/// ```
+/// use drmm::trace::Op;
+///
+/// assert_eq!(Op::Add.to_string(), "ADD");
+/// assert_eq!(Op::Rel.as_str(), "REL");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Op {
@@ -32,6 +55,12 @@ pub enum Op {
 
 impl Op {
     /// The kernel's name: `"ADD"`, `"DEL"`, `"REL"`, `"REM"`, `"REPLACE"`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(drmm::trace::Op::Del.as_str(), "DEL");
+    /// ```
     pub const fn as_str(self) -> &'static str {
         match self {
             Op::Add => "ADD",
