@@ -100,6 +100,24 @@ pub trait Driver: Send + Sync + 'static {
     type Data: Send + Sync + 'static;
 
     /// The driver's name, for traces.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use drmm::{Bound, Driver};
+    ///
+    /// struct Uart;
+    /// impl Driver for Uart {
+    ///     type Data = ();
+    ///     fn name(&self) -> &str {
+    ///         "uart" // instead of the type's path, in traces
+    ///     }
+    ///     fn probe(&self, _dev: &mut Bound<'_>) -> drmm::Result<()> {
+    ///         Ok(())
+    ///     }
+    /// }
+    /// assert_eq!(Uart.name(), "uart");
+    /// ```
     fn name(&self) -> &str {
         std::any::type_name::<Self>()
     }
@@ -110,10 +128,60 @@ pub trait Driver: Send + Sync + 'static {
     /// # Errors
     ///
     /// Whatever the driver decides; [`Error::probe_failed`] says why in words.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use drmm::{Bound, Driver, Error};
+    ///
+    /// struct Picky;
+    /// impl Driver for Picky {
+    ///     type Data = ();
+    ///     fn probe(&self, dev: &mut Bound<'_>) -> drmm::Result<()> {
+    ///         let _buf = dev.kzalloc(64)?; // released again because probe fails below
+    ///         Err(Error::probe_failed("wrong revision"))
+    ///     }
+    /// }
+    ///
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// assert!(matches!(dev.bind(Arc::new(Picky)), Err(Error::ProbeFailed { .. })));
+    /// assert!(!dev.is_bound());
+    /// assert_eq!(dev.resource_count(), 0);
+    /// ```
     fn probe(&self, dev: &mut Bound<'_>) -> Result<Self::Data>;
 
     /// Unbinds the driver: the first step of an unbind, while everything of the binding is
     /// still there. [`Bound::driver_data`] returns `None` here: the data is `data`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use drmm::{Bound, Device, Driver};
+    ///
+    /// struct Gpu;
+    /// impl Driver for Gpu {
+    ///     type Data = Device<()>;
+    ///     fn probe(&self, dev: &mut Bound<'_>) -> drmm::Result<Device<()>> {
+    ///         let card = Device::new_on(dev, "card0", ())?;
+    ///         card.register()?;
+    ///         Ok(card)
+    ///     }
+    ///     fn remove(&self, _dev: &mut Bound<'_>, card: &Device<()>) {
+    ///         card.unplug(); // first step of the unbind: close the gate, wait for those inside
+    ///     }
+    /// }
+    ///
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// dev.bind(Arc::new(Gpu))?;
+    /// let card = dev.with_bound(|b| b.driver_data::<Device<()>>().unwrap().clone())?;
+    /// dev.unbind()?;
+    /// assert!(card.is_unplugged());
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     fn remove(&self, dev: &mut Bound<'_>, data: &Self::Data) {
         let _ = (dev, data);
     }
