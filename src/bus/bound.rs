@@ -38,6 +38,7 @@ use crate::res::{ActionHandle, EntryInfo, Group, Key, Managed, ResourceOwner, Si
 /// let mut leaked: Option<&Bound<'_>> = None;
 /// dev.with_driverless(|b| leaked = Some(b)).unwrap(); // error: `b` escapes the closure
 /// ```
+#[doc(alias = "device_lock")]
 pub struct Bound<'a> {
     dev: &'a BusDevice,
     scope: Scope<'a, ()>,

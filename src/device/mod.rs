@@ -105,7 +105,13 @@ pub struct LogicalDevice<T> {
 /// assert_eq!(*log.lock().unwrap(), ["second", "first", "driver data"]);
 /// # Ok::<(), drmm::Error>(())
 /// ```
+///
+/// Dropping a `Device` is `drm_dev_put`; dropping the last one is the kernel's release
+/// (`drm_managed_release` and the final `kfree`): every drmm entry newest first, then the
+/// driver data, then the device's memory.
 #[doc(alias = "drm_device")]
+#[doc(alias = "drm_dev_put")]
+#[doc(alias = "drm_managed_release")]
 pub struct Device<T: Send + Sync + 'static> {
     inner: Kref<LogicalDevice<T>>,
 }

@@ -52,6 +52,7 @@ impl Site {
     /// let site = my_kmalloc();
     /// assert_eq!(site.location().line(), line!() - 1);
     /// ```
+    #[doc(alias = "kmalloc_track_caller")]
     #[track_caller]
     pub fn caller(name: &'static str) -> Self {
         Site {

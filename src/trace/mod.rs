@@ -40,6 +40,8 @@ use crate::res::{EntryKind, ResourceList, Site};
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
+#[doc(alias = "drm_dbg_drmres")]
+#[doc(alias = "devres_log")]
 pub enum Op {
     /// An entry was added to a list.
     Add,
