@@ -2,7 +2,7 @@
 //!
 //! The kernel answers bad input with `NULL`, `-ENOMEM`, `-ENOENT` or a `WARN` splat; here every
 //! one of those cases is a variant of [`Error`], and the list it concerns is left exactly as it
-//! was (promise 6 of the design).
+//! was (promise 6 in docs/architecture.md).
 
 use std::alloc::Layout;
 

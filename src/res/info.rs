@@ -104,7 +104,8 @@ impl EntryInfo {
         self.seq
     }
 
-    /// The entry's name (the action's expression, the helper's kernel name, or the type).
+    /// The entry's name (the action's expression, the kernel name of the allocation function, or
+    /// the type).
     ///
     /// # Examples
     ///

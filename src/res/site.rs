@@ -6,8 +6,9 @@ use std::panic::Location;
 /// The name of an entry and the source location that registered it.
 ///
 /// The kernel records the stringified action (`#action`) or a fixed name such as `"kmalloc"`,
-/// and uses `kmalloc_track_caller` so that slab debugging blames the driver, not the helper. The
-/// Rust form of both is a `&'static str` plus a [`Location`] captured with `#[track_caller]`.
+/// and uses `kmalloc_track_caller` so that slab debugging blames the driver, not the allocation
+/// function. The Rust form of both is a `&'static str` plus a [`Location`] captured with
+/// `#[track_caller]`.
 ///
 /// # Examples
 ///
@@ -62,7 +63,7 @@ impl Site {
     }
 
     /// The entry's name: the action's expression, the type of a typed allocation, or the
-    /// kernel's name for the helper (`"kmalloc"`, `"kstrdup"`, ...).
+    /// kernel's name for the allocation function (`"kmalloc"`, `"kstrdup"`, ...).
     ///
     /// # Examples
     ///
