@@ -421,16 +421,14 @@ impl<'a> Bound<'a> {
     /// # Examples
     ///
     /// ```
-    /// use std::mem::MaybeUninit;
-    ///
     /// let bus = drmm::Bus::new("platform");
     /// let dev = bus.add_device("gpu.0");
     /// dev.with_driverless(|b| -> drmm::Result<()> {
-    ///     let mut buf = b.kmalloc(4)?; // uninitialised bytes
-    ///     buf.get_mut(&*b)?.copy_from_slice(&[MaybeUninit::new(0xab); 4]);
-    ///     // SAFETY: every byte was written just above.
-    ///     let first = unsafe { buf.get(b)?[0].assume_init() };
-    ///     assert_eq!(first, 0xab);
+    ///     let mut buf = b.kmalloc(4)?; // uninitialised bytes: write before reading
+    ///     for byte in buf.get_mut(&*b)? {
+    ///         byte.write(0xab);
+    ///     }
+    ///     assert_eq!(buf.get(b)?.len(), 4);
     ///     b.kfree(buf)?; // devm_kfree: freed now instead of at unbind
     ///     Ok(())
     /// })??;
