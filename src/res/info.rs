@@ -56,10 +56,10 @@ impl EntryKind {
 /// ```
 /// let dev = drmm::Device::with_name("card0", ());
 /// let _fw = dev.kstrdup("firmware")?;
-/// for entry in dev.snapshot() {
-///     // "#0 alloc kstrdup (8 bytes) at src/main.rs:4:15"
-///     println!("{entry}");
-/// }
+/// let entry = &dev.snapshot()[0];
+/// // Display: sequence number, kind, name, size, and where the entry was registered.
+/// let expected = format!("#{} alloc kstrdup (8 bytes) at {}", entry.seq(), entry.location());
+/// assert_eq!(entry.to_string(), expected);
 /// # Ok::<(), drmm::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
