@@ -1,4 +1,5 @@
-//! Criterion benchmarks of the standard workloads W1–W6 (DESIGN.md §6).
+//! Criterion benchmarks of the standard workloads W1–W6 (docs/architecture.md, "Standard
+//! workloads").
 //!
 //! Groups are named `W1` … `W6`; ids are `floor…` (plain Rust, the cost floor), `kernel-model…`
 //! (the seed patch's algorithm re-derived in `kernel_model/`) and, later, `drmm…` (the library).
@@ -34,7 +35,7 @@
 //! differ only in the split.
 //!
 //! W3's `kernel-model` runs for N = 20,000 only: its early free is a linear scan (quadratic in
-//! total). W5 has no floor of its own: DESIGN.md compares each `-2t` with the same code's `-1t`.
+//! total). W5 has no floor of its own: its guard compares each `-2t` with the same code's `-1t`.
 //! W6 `kernel-model` is the kernel's gate: an SRCU read section on a global domain, whose read
 //! side is per-CPU counters with full barriers (see `kernel_model::Gate`), then a load of the
 //! `unplugged` flag; per-CPU is modelled as one cache-padded slot per thread.
@@ -55,7 +56,8 @@
 //! # Adding the `drmm` ids
 //!
 //! Each group function has one marked place (`ADD drmm HERE`) where one call of that group's
-//! `bench_wN` helper registers the library's version; the helper owns timing and throughput.
+//! `bench_wN` function registers the library's version; that function owns timing and
+//! throughput.
 
 mod kernel_model;
 
@@ -119,7 +121,7 @@ fn scaled(n: usize) -> usize {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Helpers shared by the groups
+// Code shared by the groups
 // ---------------------------------------------------------------------------------------------
 
 /// A benchmark id: plain (`floor`) or with a parameter (`floor/20000`).
@@ -209,7 +211,7 @@ fn in_order<T>(items: Vec<T>, order: &[usize]) -> Vec<T> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Per-group helpers: the one call per id
+// Per-group functions: the one call per id
 // ---------------------------------------------------------------------------------------------
 
 /// W1/W2 shape: `setup(n)` (untimed) builds the device or container; `run(state, n)` (timed)

@@ -2,7 +2,7 @@
 //!
 //! The kernel answers bad input with `NULL`, `-ENOMEM`, `-ENOENT` or a `WARN` splat; here every
 //! one of those cases is a variant of [`Error`], and the list it concerns is left exactly as it
-//! was (promise 6 of the design).
+//! was (promise 6 in docs/architecture.md).
 
 use std::alloc::Layout;
 
@@ -10,6 +10,22 @@ use std::alloc::Layout;
 ///
 /// Each variant names the kernel behaviour it replaces. The enum is `#[non_exhaustive]`: later
 /// layers (bus binding, revocation, the unplug gate) add their own cases.
+///
+/// # Examples
+///
+/// ```
+/// let dev = drmm::Device::new(());
+/// match dev.kmalloc_array(usize::MAX, 2) {
+///     Err(drmm::Error::SizeOverflow { what }) => println!("refused: {what}"),
+///     other => panic!("unexpected {other:?}"),
+/// }
+/// // Another device's handle is an error, and both lists stay intact.
+/// let other = drmm::Device::new(());
+/// let buf = other.kzalloc(8)?;
+/// assert!(matches!(dev.kfree(buf), Err(drmm::Error::ForeignHandle { .. })));
+/// assert_eq!(other.resource_count(), 1);
+/// # Ok::<(), drmm::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -120,6 +136,17 @@ impl Error {
 }
 
 /// `Result` with [`Error`] as the error type.
+///
+/// # Examples
+///
+/// ```
+/// fn probe(dev: &drmm::Device<()>) -> drmm::Result<drmm::Managed<[u8]>> {
+///     dev.kzalloc(4096)
+/// }
+/// let dev = drmm::Device::new(());
+/// assert_eq!(probe(&dev)?.get(&dev)?.len(), 4096);
+/// # Ok::<(), drmm::Error>(())
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]

@@ -56,7 +56,7 @@
 //!    and nobody can enter or open the device; after unbind every hardware resource of the
 //!    binding is released or revoked; files, buffers and drmm state live until the last
 //!    reference.
-//! 9. **Observability.** Every list operation is a [`tracing`] event (target `drmm`) in the
+//! 9. **Observability.** Every list operation is a [`tracing`](https://docs.rs/tracing) event (target `drmm`) in the
 //!    kernel's words (`ADD`, `DEL`, `REL`, `REM`, …) with name, size and source location; and
 //!    [`LogicalDevice::snapshot`] lists the live entries.
 //! 10. **`mem::forget` is safe**: soundness never depends on a destructor running.
@@ -120,8 +120,8 @@
 //! * `report` (cargo feature `registry`): the registry of live devices, who holds each
 //!   reference, and leak reports.
 //!
-//! Every item carries `#[doc(alias = "...")]` with its kernel name: search for `drmm_kzalloc`,
-//! `devm_add_action_or_reset` or `drm_dev_enter` to find its counterpart.
+//! Every item with a kernel counterpart carries `#[doc(alias = "...")]` with the kernel's name:
+//! search for `drmm_kzalloc`, `devm_add_action_or_reset` or `drm_dev_enter` to find it.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]

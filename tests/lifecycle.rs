@@ -1,5 +1,5 @@
-//! The lifecycle of a `devm_drm_dev_alloc` driver (kernel-semantics.md §2), step by step,
-//! through the public API only.
+//! The lifecycle of a `devm_drm_dev_alloc` driver (docs/architecture.md, "The model"), step by
+//! step, through the public API only.
 
 use std::sync::{Arc, Mutex};
 

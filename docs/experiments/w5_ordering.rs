@@ -1,4 +1,4 @@
-//! W5 ordering experiment (session 5): can two threads adding to one list beat one thread on
+//! W5 ordering experiment (2026-11-25, at `aa0afb6`): can two threads adding to one list beat one thread on
 //! this machine, if release order must stay consistent with happens-before between threads?
 //!
 //! A stand-alone model of the list's add path (24-byte entries in 2,048-entry chunks, a
@@ -19,7 +19,7 @@
 //!
 //! An experiment kept as evidence, outside the crate (not built by cargo, not held to the
 //! crate's lints). Build and run: `rustc -O --edition 2021 docs/experiments/w5_ordering.rs -o /tmp/w5 && /tmp/w5`
-//! (environment knobs are read in `main`). Results: docs/performance.md, "Session 5".
+//! (environment knobs are read in `main`). Results: docs/performance.md, "W5: order costs a cache-line transfer per add".
 
 use std::cell::UnsafeCell;
 use std::hint::{black_box, spin_loop};
@@ -425,7 +425,7 @@ static THREAD_FLT: AtomicU64 = AtomicU64::new(0);
 fn minflt() -> u64 {
     let st = std::fs::read_to_string("/proc/self/stat").unwrap();
     let rest = &st[st.rfind(')').unwrap() + 2..];
-    // fields after comm: state(3) ppid(4) pgrp(5) session(6) tty(7) tpgid(8) flags(9) minflt(10)
+    // fields after comm: state(3) ppid(4) pgrp(5) sid(6) tty(7) tpgid(8) flags(9) minflt(10)
     rest.split_whitespace().nth(7).unwrap().parse().unwrap()
 }
 

@@ -47,6 +47,7 @@ use crate::res::{ActionHandle, EntryInfo, Group, Key, Managed, ResourceOwner, Si
 ///     b // error: `Bound` is invariant in its lifetime
 /// }
 /// ```
+#[doc(alias = "device_lock")]
 pub struct Bound<'a> {
     dev: &'a BusDevice,
     scope: Scope<'a, ()>,
@@ -72,11 +73,30 @@ impl<'a> Bound<'a> {
 
     /// The bus device (a reference that can be cloned and kept; it proves nothing about the
     /// binding).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// let kept: drmm::BusDevice = dev.with_driverless(|b| b.device().clone())?;
+    /// assert!(drmm::BusDevice::ptr_eq(&kept, &dev));
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     pub fn device(&self) -> &BusDevice {
         self.dev
     }
 
     /// The device's name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// assert_eq!(dev.with_driverless(|b| b.name().to_string())?, "gpu.0");
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     pub fn name(&self) -> &str {
         self.dev.name()
     }
@@ -84,6 +104,28 @@ impl<'a> Bound<'a> {
     /// The driver data of the binding (`dev_get_drvdata`), if a driver is bound, probe has
     /// returned, and it is a `T`. `None` inside probe, inside remove (which receives the data
     /// as an argument) and for a driver-less device.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use drmm::{Bound, Driver};
+    ///
+    /// struct Gpu;
+    /// impl Driver for Gpu {
+    ///     type Data = u32;
+    ///     fn probe(&self, _dev: &mut Bound<'_>) -> drmm::Result<u32> {
+    ///         Ok(7)
+    ///     }
+    /// }
+    ///
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// dev.bind(Arc::new(Gpu))?;
+    /// assert_eq!(dev.with_bound(|b| b.driver_data::<u32>().copied())?, Some(7));
+    /// assert_eq!(dev.with_bound(|b| b.driver_data::<String>().is_none())?, true);
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[doc(alias = "dev_get_drvdata")]
     pub fn driver_data<T: 'static>(&self) -> Option<&T> {
         self.scope
@@ -94,11 +136,41 @@ impl<'a> Bound<'a> {
     }
 
     /// Number of live devres entries.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// dev.with_driverless(|b| -> drmm::Result<()> {
+    ///     let _buf = b.kzalloc(32)?;
+    ///     let _ = b.add_action(|| {})?;
+    ///     assert_eq!(b.resource_count(), 2);
+    ///     Ok(())
+    /// })??;
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     pub fn resource_count(&self) -> usize {
         self.list().len()
     }
 
     /// The live devres entries, newest first.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// dev.with_driverless(|b| -> drmm::Result<()> {
+    ///     let _buf = b.kzalloc(32)?;
+    ///     let _ = b.add_action_named("clock off", || {})?;
+    ///     let snap = b.snapshot(); // newest first
+    ///     assert_eq!(snap[0].name(), "clock off");
+    ///     assert_eq!(snap[1].size(), 32);
+    ///     Ok(())
+    /// })??;
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     pub fn snapshot(&self) -> Vec<EntryInfo> {
         self.list().snapshot()
     }
@@ -174,6 +246,21 @@ impl<'a> Bound<'a> {
     /// # Errors
     ///
     /// [`Error::OutOfMemory`], after running the action.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// dev.with_driverless(|b| -> drmm::Result<()> {
+    ///     // If registering failed, "irq off" would run at once and the error be returned.
+    ///     let _ = b.add_action_or_reset_named("irq off", || println!("irq off"))?;
+    ///     assert_eq!(b.snapshot()[0].name(), "irq off");
+    ///     Ok(())
+    /// })??;
+    /// dev.remove()?; // "irq off"
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[doc(alias = "devm_add_action_or_reset")]
     #[track_caller]
     pub fn add_action_or_reset_named<F>(
@@ -193,6 +280,22 @@ impl<'a> Bound<'a> {
     /// # Errors
     ///
     /// As for [`add_action_or_reset_named`](Self::add_action_or_reset_named).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    ///
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// let done = Arc::new(AtomicBool::new(false));
+    /// let d = done.clone();
+    /// dev.with_driverless(|b| b.add_action_or_reset(move || d.store(true, Ordering::SeqCst)))??;
+    /// dev.remove()?;
+    /// assert!(done.load(Ordering::SeqCst));
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[track_caller]
     pub fn add_action_or_reset<F>(&self, action: F) -> Result<ActionHandle>
     where
@@ -237,12 +340,48 @@ impl<'a> Bound<'a> {
     /// # Errors
     ///
     /// As for [`remove_action`](Self::remove_action); nothing runs then.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    ///
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// let runs = Arc::new(AtomicUsize::new(0));
+    /// let r = runs.clone();
+    /// dev.with_driverless(|b| -> drmm::Result<()> {
+    ///     let h = b.add_action(move || {
+    ///         r.fetch_add(1, Ordering::SeqCst);
+    ///     })?;
+    ///     b.release_action(h)?; // runs now, and only now
+    ///     Ok(())
+    /// })??;
+    /// dev.remove()?;
+    /// assert_eq!(runs.load(Ordering::SeqCst), 1);
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[doc(alias = "devm_release_action")]
     pub fn release_action(&self, handle: ActionHandle) -> Result<()> {
         self.list().release(&handle.key, &())
     }
 
     /// Whether the action is still registered on this device (`devm_is_action_added`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// dev.with_driverless(|b| -> drmm::Result<()> {
+    ///     let h = b.add_action(|| {})?;
+    ///     assert!(b.is_action_added(&h));
+    ///     b.remove_action(h)?;
+    ///     Ok(())
+    /// })??;
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[doc(alias = "devm_is_action_added")]
     pub fn is_action_added(&self, handle: &ActionHandle) -> bool {
         self.scope.check_live(&handle.key).is_ok()
@@ -256,6 +395,22 @@ impl<'a> Bound<'a> {
     /// # Errors
     ///
     /// [`Error::OutOfMemory`]; `value` is dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Mutex;
+    ///
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// dev.with_driverless(|b| -> drmm::Result<()> {
+    ///     let state = b.alloc(Mutex::new(vec![1u32, 2]))?;
+    ///     state.get(b)?.lock().unwrap().push(3);
+    ///     assert_eq!(*state.get(b)?.lock().unwrap(), [1, 2, 3]);
+    ///     Ok(())
+    /// })??; // the Vec is dropped when the device's devres list is released
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[doc(alias = "devm_kzalloc_obj")]
     #[track_caller]
     #[inline]
@@ -271,6 +426,23 @@ impl<'a> Bound<'a> {
     /// # Errors
     ///
     /// [`Error::OutOfMemory`]; [`Error::SizeOverflow`] beyond `isize::MAX`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// dev.with_driverless(|b| -> drmm::Result<()> {
+    ///     let mut buf = b.kmalloc(4)?; // uninitialised bytes: write before reading
+    ///     for byte in buf.get_mut(&*b)? {
+    ///         byte.write(0xab);
+    ///     }
+    ///     assert_eq!(buf.get(b)?.len(), 4);
+    ///     b.kfree(buf)?; // devm_kfree: freed now instead of at unbind
+    ///     Ok(())
+    /// })??;
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[doc(alias = "devm_kmalloc")]
     #[track_caller]
     #[inline]
@@ -310,6 +482,20 @@ impl<'a> Bound<'a> {
     /// # Errors
     ///
     /// [`Error::InvalidAlignment`]; otherwise as [`kmalloc`](Self::kmalloc).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// dev.with_driverless(|b| -> drmm::Result<()> {
+    ///     let ring = b.kzalloc_aligned(256, 64)?;
+    ///     assert_eq!(ring.get(b)?.as_ptr() as usize % 64, 0);
+    ///     assert!(b.kzalloc_aligned(8, 3).is_err()); // not a power of two
+    ///     Ok(())
+    /// })??;
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[track_caller]
     #[inline]
     pub fn kzalloc_aligned(&self, size: usize, align: usize) -> Result<Managed<[u8]>> {
@@ -327,6 +513,20 @@ impl<'a> Bound<'a> {
     /// # Errors
     ///
     /// [`Error::SizeOverflow`] if `n * size` overflows; otherwise as [`kmalloc`](Self::kmalloc).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// dev.with_driverless(|b| -> drmm::Result<()> {
+    ///     let table = b.kmalloc_array(8, 4)?;
+    ///     assert_eq!(table.get(b)?.len(), 32);
+    ///     assert!(matches!(b.kmalloc_array(usize::MAX, 2), Err(drmm::Error::SizeOverflow { .. })));
+    ///     Ok(())
+    /// })??;
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[doc(alias = "devm_kmalloc_array")]
     #[track_caller]
     #[inline]
@@ -346,6 +546,19 @@ impl<'a> Bound<'a> {
     /// # Errors
     ///
     /// As for [`kmalloc_array`](Self::kmalloc_array).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// dev.with_driverless(|b| -> drmm::Result<()> {
+    ///     let table = b.kcalloc(4, 8)?;
+    ///     assert_eq!(table.get(b)?, &[0u8; 32]);
+    ///     Ok(())
+    /// })??;
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[doc(alias = "devm_kcalloc")]
     #[track_caller]
     #[inline]
@@ -411,6 +624,19 @@ impl<'a> Bound<'a> {
     /// # Errors
     ///
     /// [`Error::OutOfMemory`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// dev.with_driverless(|b| -> drmm::Result<()> {
+    ///     let label = b.kstrdup("vgpu firmware 1.2")?;
+    ///     assert_eq!(label.get(b)?, "vgpu firmware 1.2");
+    ///     Ok(())
+    /// })??;
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[doc(alias = "devm_kstrdup")]
     #[doc(alias = "devm_kstrdup_const")]
     #[track_caller]
@@ -423,6 +649,19 @@ impl<'a> Bound<'a> {
     /// # Errors
     ///
     /// [`Error::OutOfMemory`]; [`Error::SizeOverflow`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// dev.with_driverless(|b| -> drmm::Result<()> {
+    ///     let modes = b.kmemdup(&[(640u32, 480u32), (1024, 768)])?;
+    ///     assert_eq!(modes.get(b)?[1], (1024, 768));
+    ///     Ok(())
+    /// })??;
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[doc(alias = "devm_kmemdup")]
     #[doc(alias = "devm_kmemdup_array")]
     #[track_caller]
@@ -461,6 +700,21 @@ impl<'a> Bound<'a> {
     ///
     /// [`Error::ForeignHandle`]; [`Error::NotOnList`] if the binding that made it has ended or
     /// a group release freed it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// dev.with_driverless(|b| -> drmm::Result<()> {
+    ///     let scratch = b.kzalloc(4096)?;
+    ///     assert_eq!(b.resource_count(), 1);
+    ///     b.kfree(scratch)?; // O(1); the handle is consumed, so it cannot be freed twice
+    ///     assert_eq!(b.resource_count(), 0);
+    ///     Ok(())
+    /// })??;
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[doc(alias = "devm_kfree")]
     pub fn kfree<U: ?Sized>(&self, handle: Managed<U>) -> Result<()> {
         handle.prefetch();
@@ -508,6 +762,23 @@ impl<'a> Bound<'a> {
     ///
     /// [`Error::GroupClosed`] if already closed; [`Error::NotOnList`] if its markers are gone;
     /// [`Error::ForeignHandle`]; [`Error::OutOfMemory`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// dev.with_driverless(|b| -> drmm::Result<()> {
+    ///     let group = b.open_group()?;
+    ///     let _a = b.kzalloc(8)?;
+    ///     b.close_group(&group)?;
+    ///     let _after = b.kzalloc(8)?; // not in the group
+    ///     assert_eq!(b.close_group(&group), Err(drmm::Error::GroupClosed));
+    ///     assert_eq!(b.release_group(group)?, 1);
+    ///     Ok(())
+    /// })??;
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[doc(alias = "devres_close_group")]
     #[track_caller]
     pub fn close_group(&self, group: &Group) -> Result<()> {
@@ -520,6 +791,23 @@ impl<'a> Bound<'a> {
     /// # Errors
     ///
     /// [`Error::NotOnList`] if its markers are gone; [`Error::ForeignHandle`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// dev.with_driverless(|b| -> drmm::Result<()> {
+    ///     let group = b.open_group()?;
+    ///     let _a = b.kzalloc(8)?;
+    ///     b.close_group(&group)?;
+    ///     assert_eq!(b.resource_count(), 3); // two markers and the allocation
+    ///     b.remove_group(group)?; // the allocation stays, released with the binding
+    ///     assert_eq!(b.resource_count(), 1);
+    ///     Ok(())
+    /// })??;
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[doc(alias = "devres_remove_group")]
     pub fn remove_group(&self, group: Group) -> Result<()> {
         self.list().remove_group(group)
@@ -543,6 +831,22 @@ impl<'a> Bound<'a> {
     ///
     /// Resumes the first panic of a release action once every entry of the group has been
     /// released (the others are logged).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// dev.with_driverless(|b| -> drmm::Result<()> {
+    ///     let group = b.open_group()?; // still open: everything after its marker is in it
+    ///     let buf = b.kzalloc(8)?;
+    ///     let _ = b.add_action(|| println!("sub-component off"))?;
+    ///     assert_eq!(b.release_group(group)?, 2);
+    ///     assert_eq!(buf.get(b), Err(drmm::Error::NotOnList)); // the stale handle is detected
+    ///     Ok(())
+    /// })??;
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[doc(alias = "devres_release_group")]
     pub fn release_group(&mut self, group: Group) -> Result<usize> {
         let r = self.scope.release_group(group, &())?;

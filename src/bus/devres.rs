@@ -437,6 +437,25 @@ impl<T: Send + Sync + 'static> Devres<T> {
     ///
     /// A refusal is an event ([`Op::Refused`](crate::trace::Op::Refused), `detail` `devres`)
     /// naming the caller's location.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use drmm::{Bound, Driver};
+    /// # struct Nop;
+    /// # impl Driver for Nop { type Data = (); fn probe(&self, _: &mut Bound<'_>) -> drmm::Result<()> { Ok(()) } }
+    /// use drmm::Devres;
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// dev.bind(std::sync::Arc::new(Nop))?;
+    /// let regs = dev.with_bound(|b| Devres::new(b, [0u32; 4]))??;
+    /// if let Some(r) = regs.try_access() {
+    ///     assert_eq!(r[3], 0); // the unbind waits for this guard
+    /// }
+    /// dev.unbind()?;
+    /// assert!(regs.try_access().is_none());
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[inline]
     #[track_caller]
     pub fn try_access(&self) -> Option<RevocableGuard<'_, T>> {
@@ -449,6 +468,22 @@ impl<T: Send + Sync + 'static> Devres<T> {
 
     /// Runs `f` on the value unless it has been revoked (a refusal is an event, as for
     /// [`try_access`](Self::try_access)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use drmm::{Bound, Driver};
+    /// # struct Nop;
+    /// # impl Driver for Nop { type Data = (); fn probe(&self, _: &mut Bound<'_>) -> drmm::Result<()> { Ok(()) } }
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// dev.bind(std::sync::Arc::new(Nop))?;
+    /// let regs = dev.with_bound(|b| drmm::Devres::new(b, vec![1u32, 2, 3]))??;
+    /// assert_eq!(regs.try_access_with(|r| r.len()), Some(3));
+    /// dev.unbind()?;
+    /// assert_eq!(regs.try_access_with(|r| r.len()), None);
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[inline]
     #[track_caller]
     pub fn try_access_with<R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {
@@ -524,16 +559,60 @@ impl<T: Send + Sync + 'static> Devres<T> {
     }
 
     /// Whether revocation has begun.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use drmm::{Bound, Driver};
+    /// # struct Nop;
+    /// # impl Driver for Nop { type Data = (); fn probe(&self, _: &mut Bound<'_>) -> drmm::Result<()> { Ok(()) } }
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// dev.bind(std::sync::Arc::new(Nop))?;
+    /// let irq = dev.with_bound(|b| drmm::Devres::new(b, 42u32))??;
+    /// assert!(!irq.is_revoked());
+    /// dev.unbind()?;
+    /// assert!(irq.is_revoked());
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     pub fn is_revoked(&self) -> bool {
         self.inner.data.is_revoked()
     }
 
     /// The device the value is registered on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// let v = dev.with_driverless(|b| drmm::Devres::new(b, 1u8))??;
+    /// assert!(drmm::BusDevice::ptr_eq(v.device(), &dev));
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     pub fn device(&self) -> &BusDevice {
         &self.dev
     }
 
     /// The grace-period domain shared by the device's revocables (to count grace periods).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use drmm::{Bound, Driver};
+    /// # struct Nop;
+    /// # impl Driver for Nop { type Data = (); fn probe(&self, _: &mut Bound<'_>) -> drmm::Result<()> { Ok(()) } }
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// dev.bind(std::sync::Arc::new(Nop))?;
+    /// let a = dev.with_bound(|b| drmm::Devres::new(b, 1u32))??;
+    /// let b2 = dev.with_bound(|b| drmm::Devres::new(b, 2u32))??;
+    /// let before = a.domain().grace_periods();
+    /// dev.unbind()?; // both values revoked after one grace period
+    /// assert_eq!(a.domain().grace_periods() - before, 1);
+    /// assert!(b2.is_revoked());
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     pub fn domain(&self) -> &Arc<Domain> {
         self.inner.data.domain()
     }

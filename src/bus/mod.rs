@@ -102,6 +102,24 @@ pub trait Driver: Send + Sync + 'static {
     type Data: Send + Sync + 'static;
 
     /// The driver's name, for traces.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use drmm::{Bound, Driver};
+    ///
+    /// struct Uart;
+    /// impl Driver for Uart {
+    ///     type Data = ();
+    ///     fn name(&self) -> &str {
+    ///         "uart" // instead of the type's path, in traces
+    ///     }
+    ///     fn probe(&self, _dev: &mut Bound<'_>) -> drmm::Result<()> {
+    ///         Ok(())
+    ///     }
+    /// }
+    /// assert_eq!(Uart.name(), "uart");
+    /// ```
     fn name(&self) -> &str {
         std::any::type_name::<Self>()
     }
@@ -112,10 +130,60 @@ pub trait Driver: Send + Sync + 'static {
     /// # Errors
     ///
     /// Whatever the driver decides; [`Error::probe_failed`] says why in words.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use drmm::{Bound, Driver, Error};
+    ///
+    /// struct Picky;
+    /// impl Driver for Picky {
+    ///     type Data = ();
+    ///     fn probe(&self, dev: &mut Bound<'_>) -> drmm::Result<()> {
+    ///         let _buf = dev.kzalloc(64)?; // released again because probe fails below
+    ///         Err(Error::probe_failed("wrong revision"))
+    ///     }
+    /// }
+    ///
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// assert!(matches!(dev.bind(Arc::new(Picky)), Err(Error::ProbeFailed { .. })));
+    /// assert!(!dev.is_bound());
+    /// assert_eq!(dev.resource_count(), 0);
+    /// ```
     fn probe(&self, dev: &mut Bound<'_>) -> Result<Self::Data>;
 
     /// Unbinds the driver: the first step of an unbind, while everything of the binding is
     /// still there. [`Bound::driver_data`] returns `None` here: the data is `data`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use drmm::{Bound, Device, Driver};
+    ///
+    /// struct Gpu;
+    /// impl Driver for Gpu {
+    ///     type Data = Device<()>;
+    ///     fn probe(&self, dev: &mut Bound<'_>) -> drmm::Result<Device<()>> {
+    ///         let card = Device::new_on(dev, "card0", ())?;
+    ///         card.register()?;
+    ///         Ok(card)
+    ///     }
+    ///     fn remove(&self, _dev: &mut Bound<'_>, card: &Device<()>) {
+    ///         card.unplug(); // first step of the unbind: close the gate, wait for those inside
+    ///     }
+    /// }
+    ///
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// dev.bind(Arc::new(Gpu))?;
+    /// let card = dev.with_bound(|b| b.driver_data::<Device<()>>().unwrap().clone())?;
+    /// dev.unbind()?;
+    /// assert!(card.is_unplugged());
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     fn remove(&self, dev: &mut Bound<'_>, data: &Self::Data) {
         let _ = (dev, data);
     }
@@ -185,11 +253,26 @@ impl Bus {
     }
 
     /// The bus's name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("platform");
+    /// assert_eq!(bus.name(), "platform");
+    /// ```
     pub fn name(&self) -> &str {
         &self.inner.name
     }
 
     /// Adds a device named `name` (`device_add`): present, with no driver bound.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// assert!(dev.is_present() && !dev.is_bound());
+    /// ```
     #[doc(alias = "device_add")]
     #[doc(alias = "device_register")]
     #[cfg_attr(feature = "registry", track_caller)]
@@ -221,11 +304,32 @@ impl Bus {
     }
 
     /// The devices present on the bus, oldest first.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("platform");
+    /// let _a = bus.add_device("a");
+    /// let b = bus.add_device("b");
+    /// b.remove()?;
+    /// let names: Vec<String> = bus.devices().iter().map(|d| d.name().to_string()).collect();
+    /// assert_eq!(names, ["a"]);
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     pub fn devices(&self) -> Vec<BusDevice> {
         lock(&self.inner.devices).clone()
     }
 
     /// The present device named `name`, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// assert!(bus.find("gpu.0").is_some_and(|d| drmm::BusDevice::ptr_eq(&d, &dev)));
+    /// assert!(bus.find("gpu.1").is_none());
+    /// ```
     pub fn find(&self, name: &str) -> Option<BusDevice> {
         lock(&self.inner.devices)
             .iter()
@@ -348,41 +452,126 @@ impl BusDevice {
     }
 
     /// The device's name (also its devres list's name in traces).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("platform");
+    /// assert_eq!(bus.add_device("gpu.0").name(), "gpu.0");
+    /// ```
     pub fn name(&self) -> &str {
         self.core().devres.list().owner()
     }
 
     /// The identity of the device's devres list (what devres handles record).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// let h = dev.with_driverless(|b| b.kzalloc(8))??;
+    /// assert_eq!(h.list_id(), dev.list_id());
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     pub fn list_id(&self) -> u64 {
         self.core().devres.list().id()
     }
 
     /// Whether a driver is bound (a snapshot).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use drmm::{Bound, Driver};
+    /// # struct Nop;
+    /// # impl Driver for Nop { type Data = (); fn probe(&self, _: &mut Bound<'_>) -> drmm::Result<()> { Ok(()) } }
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// assert!(!dev.is_bound());
+    /// dev.bind(std::sync::Arc::new(Nop))?;
+    /// assert!(dev.is_bound());
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     pub fn is_bound(&self) -> bool {
         self.core().bound.load(Ordering::Acquire)
     }
 
     /// Whether the device is still on its bus (not [`remove`](Self::remove)d).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// dev.remove()?; // hot-unplug
+    /// assert!(!dev.is_present());
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     pub fn is_present(&self) -> bool {
         self.core().present.load(Ordering::Acquire)
     }
 
     /// Number of live devres entries.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// let _buf = dev.with_driverless(|b| b.kzalloc(8))??;
+    /// assert_eq!(dev.resource_count(), 1);
+    /// dev.remove()?; // releases the devres list
+    /// assert_eq!(dev.resource_count(), 0);
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     pub fn resource_count(&self) -> usize {
         self.core().devres.list().len()
     }
 
     /// The live devres entries, newest first.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// let _buf = dev.with_driverless(|b| b.kstrdup("fw"))??;
+    /// let snap = dev.snapshot();
+    /// assert_eq!((snap.len(), snap[0].name()), (1, "devm_kstrdup"));
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     pub fn snapshot(&self) -> Vec<EntryInfo> {
         self.core().devres.list().snapshot()
     }
 
     /// Number of references (a snapshot).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0"); // the bus holds one reference
+    /// let other = dev.clone(); // get_device
+    /// assert_eq!(drmm::BusDevice::ref_count(&dev), 3);
+    /// drop(other);
+    /// assert_eq!(drmm::BusDevice::ref_count(&dev), 2);
+    /// ```
     pub fn ref_count(this: &Self) -> usize {
         this.inner.count()
     }
 
     /// Whether two references point to the same device.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("platform");
+    /// let a = bus.add_device("gpu.0");
+    /// let b = bus.add_device("gpu.0");
+    /// assert!(drmm::BusDevice::ptr_eq(&a, &a.clone()));
+    /// assert!(!drmm::BusDevice::ptr_eq(&a, &b)); // same name, another device
+    /// ```
     pub fn ptr_eq(a: &Self, b: &Self) -> bool {
         Kref::ptr_eq(&a.inner, &b.inner)
     }

@@ -50,6 +50,22 @@ impl<T> LogicalDevice<T> {
     /// # Errors
     ///
     /// As for [`add_action_named`](Self::add_action_named).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// let order = Arc::new(Mutex::new(Vec::new()));
+    /// let dev = drmm::Device::new(());
+    /// for i in 0..3 {
+    ///     let o = order.clone();
+    ///     let _ = dev.add_action(move |_| o.lock().unwrap().push(i))?;
+    /// }
+    /// drop(dev); // last reference: newest first
+    /// assert_eq!(*order.lock().unwrap(), [2, 1, 0]);
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[doc(alias = "drmm_add_action")]
     #[track_caller]
     pub fn add_action<F>(&self, action: F) -> Result<ActionHandle>
@@ -93,6 +109,17 @@ impl<T> LogicalDevice<T> {
     /// # Errors
     ///
     /// As for [`add_action_or_reset_named`](Self::add_action_or_reset_named).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::new(());
+    /// // If registering fails, the action runs at once and the error is returned, so the caller
+    /// // has nothing to undo by hand.
+    /// let _ = dev.add_action_or_reset(|_| println!("undo"))?;
+    /// assert_eq!(dev.resource_count(), 1);
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[track_caller]
     pub fn add_action_or_reset<F>(&self, action: F) -> Result<ActionHandle>
     where
@@ -134,6 +161,16 @@ impl<T> LogicalDevice<T> {
     /// # Errors
     ///
     /// As for [`release_action`](Self::release_action).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::new(());
+    /// let h = dev.add_action(|_| unreachable!("removed: never runs"))?;
+    /// dev.remove_action(h)?;
+    /// assert_eq!(dev.resource_count(), 0);
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[doc(alias = "devm_remove_action")]
     pub fn remove_action(&self, handle: ActionHandle) -> Result<()> {
         self.list.remove(&handle.key)
@@ -249,6 +286,16 @@ impl<T> LogicalDevice<T> {
     ///
     /// [`Error::InvalidAlignment`] for an alignment that is not a power of two or is too
     /// large; otherwise as [`kmalloc`](Self::kmalloc).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::new(());
+    /// let ring = dev.kmalloc_aligned(1024, 256)?;
+    /// assert_eq!(ring.get(&dev)?.as_ptr() as usize % 256, 0);
+    /// assert!(matches!(dev.kmalloc_aligned(8, 24), Err(drmm::Error::InvalidAlignment { .. })));
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[track_caller]
     #[inline]
     pub fn kmalloc_aligned(&self, size: usize, align: usize) -> Result<Managed<[MaybeUninit<u8>]>> {
@@ -268,6 +315,19 @@ impl<T> LogicalDevice<T> {
     /// # Errors
     ///
     /// As for [`kmalloc`](Self::kmalloc).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::new(());
+    /// let mut vram = dev.kzalloc(64 * 1024)?; // drmm_kzalloc
+    /// assert!(vram.get(&dev)?.iter().all(|&b| b == 0));
+    /// vram.get_mut(&dev)?[0] = 0xff;
+    /// let file = dev.clone();
+    /// drop(dev);
+    /// assert_eq!(vram.get(&file)?[0], 0xff); // alive until the last reference
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[doc(alias = "drmm_kzalloc")]
     #[track_caller]
     #[inline]
@@ -280,6 +340,16 @@ impl<T> LogicalDevice<T> {
     /// # Errors
     ///
     /// As for [`kmalloc_aligned`](Self::kmalloc_aligned).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::new(());
+    /// let page = dev.kzalloc_aligned(4096, 4096)?;
+    /// assert_eq!(page.get(&dev)?.as_ptr() as usize % 4096, 0);
+    /// assert_eq!(page.get(&dev)?, &[0u8; 4096][..]);
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[track_caller]
     #[inline]
     pub fn kzalloc_aligned(&self, size: usize, align: usize) -> Result<Managed<[u8]>> {
@@ -310,6 +380,16 @@ impl<T> LogicalDevice<T> {
     /// # Errors
     ///
     /// As for [`kmalloc_array`](Self::kmalloc_array).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::new(());
+    /// let lut = dev.kcalloc(256, 4)?; // a zeroed 256-entry table of u32
+    /// assert_eq!(lut.get(&dev)?.len(), 1024);
+    /// assert!(dev.kcalloc(usize::MAX / 2, 4).is_err());
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[doc(alias = "drmm_kcalloc")]
     #[track_caller]
     #[inline]

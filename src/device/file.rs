@@ -132,27 +132,85 @@ impl<T: Send + Sync + 'static> Device<T> {
 
 impl<T: Send + Sync + 'static, F> File<T, F> {
     /// The device (a strong reference held by the file).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::with_name("card0", ());
+    /// dev.register()?;
+    /// let file = dev.open(())?;
+    /// drop(dev);
+    /// assert_eq!(file.device().name(), "card0"); // the file keeps the device alive
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     pub fn device(&self) -> &Device<T> {
         &self.dev
     }
 
     /// The per-file data.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::new(());
+    /// dev.register()?;
+    /// let file = dev.open(String::from("client 1"))?;
+    /// assert_eq!(file.data(), "client 1");
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     pub fn data(&self) -> &F {
         &self.data
     }
 
     /// The per-file data, mutably.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::new(());
+    /// dev.register()?;
+    /// let mut file = dev.open(0u32)?;
+    /// *file.data_mut() += 1;
+    /// assert_eq!(*file.data(), 1);
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     pub fn data_mut(&mut self) -> &mut F {
         &mut self.data
     }
 
     /// Enters the device's gate (for code that touches hardware): `None` once unplugged.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::new(());
+    /// dev.register()?;
+    /// let file = dev.open(())?;
+    /// if let Some(_inside) = file.enter() {
+    ///     // an ioctl that touches hardware; unplug() waits for it
+    /// }
+    /// dev.unplug();
+    /// assert!(file.enter().is_none());
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[track_caller]
     pub fn enter(&self) -> Option<GateGuard<'_>> {
         self.dev.enter()
     }
 
     /// Closes the file (`drm_release`): the same as dropping it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::new(());
+    /// dev.register()?;
+    /// let file = dev.open(())?;
+    /// assert_eq!(dev.open_files(), 1);
+    /// file.close();
+    /// assert_eq!(dev.open_files(), 0);
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[doc(alias = "drm_release")]
     pub fn close(self) {
         drop(self);

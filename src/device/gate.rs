@@ -50,6 +50,18 @@ impl<T> LogicalDevice<T> {
     /// [`Error::NotRegistered`]. Unlike [`unplug`](Self::unplug) it does not close the gate:
     /// files already open keep entering it (the kernel's pitfall: ioctls of existing files
     /// still reach the driver). Returns whether the device was registered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::new(());
+    /// dev.register()?;
+    /// let file = dev.open(())?;
+    /// assert!(dev.unregister());
+    /// assert_eq!(dev.open(()).unwrap_err(), drmm::Error::NotRegistered);
+    /// assert!(file.enter().is_some(), "open files still reach the driver: the gate stays open");
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[doc(alias = "drm_dev_unregister")]
     pub fn unregister(&self) -> bool {
         let was = self.registered.swap(false, Ordering::AcqRel);
@@ -96,12 +108,31 @@ impl<T> LogicalDevice<T> {
 
     /// Whether the device has been unplugged (`drm_dev_is_unplugged`). Racy by nature: use
     /// [`enter`](Self::enter) to keep the device from being unplugged while you work.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::new(());
+    /// assert!(!dev.is_unplugged());
+    /// dev.unplug();
+    /// assert!(dev.is_unplugged());
+    /// ```
     #[doc(alias = "drm_dev_is_unplugged")]
     pub fn is_unplugged(&self) -> bool {
         self.gate.is_closed()
     }
 
     /// Whether the device is registered (a snapshot).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::new(());
+    /// assert!(!dev.is_registered());
+    /// dev.register()?;
+    /// assert!(dev.is_registered());
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     pub fn is_registered(&self) -> bool {
         self.registered.load(Ordering::Acquire)
     }
@@ -136,6 +167,18 @@ impl<T> LogicalDevice<T> {
     }
 
     /// Number of open files (a snapshot).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::new(());
+    /// dev.register()?;
+    /// let (a, b) = (dev.open(())?, dev.open(())?);
+    /// assert_eq!(dev.open_files(), 2);
+    /// drop((a, b));
+    /// assert_eq!(dev.open_files(), 0);
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     pub fn open_files(&self) -> usize {
         self.open_files.load(Ordering::Acquire)
     }

@@ -124,6 +124,10 @@ pub struct LogicalDevice<T> {
 /// # Ok::<(), drmm::Error>(())
 /// ```
 ///
+/// Dropping a `Device` is `drm_dev_put`; dropping the last one is the kernel's release
+/// (`drm_managed_release` and the final `kfree`): every drmm entry newest first, then the
+/// driver data, then the device's memory.
+///
 /// # Variance
 ///
 /// The driver data outlives any borrow (it lives until the last reference), so `T` is
@@ -135,6 +139,8 @@ pub struct LogicalDevice<T> {
 /// }
 /// ```
 #[doc(alias = "drm_device")]
+#[doc(alias = "drm_dev_put")]
+#[doc(alias = "drm_managed_release")]
 pub struct Device<T: Send + Sync + 'static> {
     inner: Kref<LogicalDevice<T>>,
     /// This reference's id among the device's tracked references (the `registry` feature).
@@ -368,6 +374,24 @@ impl<T: Send + Sync + 'static> Device<T> {
     /// # Errors
     ///
     /// Whatever `init` returns, or as for [`new_on`](Self::new_on).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("platform");
+    /// let pdev = bus.add_device("gpu.0");
+    /// let card = pdev.with_driverless(|b| {
+    ///     drmm::Device::try_new_on(b, "card0", |dev| {
+    ///         let _ = dev.add_action(|_| println!("card0: drmm state released"))?;
+    ///         Ok(5u32)
+    ///     })
+    /// })??;
+    /// assert_eq!(*card.data(), 5);
+    /// pdev.remove()?; // the binding ends: card0 is unplugged, its state lives on with `card`
+    /// assert!(card.is_unplugged());
+    /// drop(card); // last reference: "card0: drmm state released"
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     #[track_caller]
     pub fn try_new_on(
         parent: &Bound<'_>,
@@ -388,11 +412,30 @@ impl<T: Send + Sync + 'static> Device<T> {
     }
 
     /// Number of strong references (a snapshot: it may change at once).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::new(());
+    /// let file = dev.clone(); // drm_dev_get
+    /// assert_eq!(drmm::Device::ref_count(&dev), 2);
+    /// drop(file); // drm_dev_put
+    /// assert_eq!(drmm::Device::ref_count(&dev), 1);
+    /// ```
     pub fn ref_count(this: &Self) -> usize {
         this.inner.count()
     }
 
     /// Whether two references point to the same device.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let a = drmm::Device::new(());
+    /// let b = drmm::Device::new(());
+    /// assert!(drmm::Device::ptr_eq(&a, &a.clone()));
+    /// assert!(!drmm::Device::ptr_eq(&a, &b));
+    /// ```
     pub fn ptr_eq(a: &Self, b: &Self) -> bool {
         Kref::ptr_eq(&a.inner, &b.inner)
     }
@@ -428,11 +471,28 @@ impl<T: Send + Sync + 'static> fmt::Debug for Device<T> {
 
 impl<T> LogicalDevice<T> {
     /// The device's name, as used in traces.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::with_name("card0", ());
+    /// assert_eq!(dev.name(), "card0");
+    /// ```
     pub fn name(&self) -> &str {
         self.list.owner()
     }
 
     /// The identity of the device's drmm list (what handles record).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::new(());
+    /// let buf = dev.kzalloc(8)?;
+    /// assert_eq!(buf.list_id(), dev.list_id());
+    /// assert_ne!(drmm::Device::new(()).list_id(), dev.list_id());
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     pub fn list_id(&self) -> u64 {
         self.list.id()
     }
@@ -443,6 +503,18 @@ impl<T> LogicalDevice<T> {
     ///
     /// If called while [`Device::try_new_with`]'s `init` is still building it (or from a
     /// release action run because that `init` failed). Use [`try_data`](Self::try_data) there.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// struct Gpu { name: &'static str }
+    ///
+    /// let dev = drmm::Device::new(Gpu { name: "vgpu" });
+    /// assert_eq!(dev.data().name, "vgpu");
+    /// // Release actions read it too: it is dropped after every one of them.
+    /// let _ = dev.add_action(|d| println!("{} going away", d.data().name))?;
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     pub fn data(&self) -> &T {
         self.data
             .get()
@@ -450,11 +522,34 @@ impl<T> LogicalDevice<T> {
     }
 
     /// The driver data, or `None` while it is being built.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::try_new_with("card0", |dev| {
+    ///     assert!(dev.try_data().is_none()); // still being built
+    ///     Ok::<_, drmm::Error>(7u32)
+    /// })?;
+    /// assert_eq!(dev.try_data(), Some(&7));
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     pub fn try_data(&self) -> Option<&T> {
         self.data.get()
     }
 
     /// Number of live drmm entries.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::new(());
+    /// let a = dev.kzalloc(8)?;
+    /// let _ = dev.add_action(|_| {})?;
+    /// assert_eq!(dev.resource_count(), 2);
+    /// dev.kfree(a)?;
+    /// assert_eq!(dev.resource_count(), 1);
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     pub fn resource_count(&self) -> usize {
         self.list.len()
     }

@@ -18,9 +18,31 @@ use crate::res::info::EntryKind;
 
 /// The smallest alignment of a raw byte allocation (`drmm_kmalloc`), like the kernel's
 /// `ARCH_KMALLOC_MINALIGN`/`ARCH_DMA_MINALIGN` on the architectures that need it.
+///
+/// # Examples
+///
+/// ```
+/// let dev = drmm::Device::new(());
+/// let buf = dev.kmalloc(3)?;
+/// assert_eq!(buf.get(&dev)?.as_ptr() as usize % drmm::res::MIN_BYTE_ALIGN, 0);
+/// # Ok::<(), drmm::Error>(())
+/// ```
 pub const MIN_BYTE_ALIGN: usize = 16;
 /// The largest alignment a raw byte allocation may ask for (one 4 KiB page). Larger requests
 /// are [`Error::InvalidAlignment`].
+///
+/// # Examples
+///
+/// ```
+/// use drmm::res::MAX_BYTE_ALIGN;
+///
+/// let dev = drmm::Device::new(());
+/// assert!(dev.kzalloc_aligned(64, MAX_BYTE_ALIGN).is_ok());
+/// assert!(matches!(
+///     dev.kzalloc_aligned(64, MAX_BYTE_ALIGN * 2),
+///     Err(drmm::Error::InvalidAlignment { .. })
+/// ));
+/// ```
 pub const MAX_BYTE_ALIGN: usize = 4096;
 
 struct TypedVTable<U>(std::marker::PhantomData<U>);

@@ -81,6 +81,22 @@ impl Marker {
 ///
 /// Not `Clone`: releasing or removing the group consumes it. Dropping it leaves the group's
 /// markers on the list; they are released with the list like any other entry.
+///
+/// # Examples
+///
+/// ```
+/// let bus = drmm::Bus::new("platform");
+/// let dev = bus.add_device("gpu.0");
+/// dev.with_driverless(|b| -> drmm::Result<()> {
+///     let group: drmm::Group = b.open_group()?; // devres_open_group
+///     let _regs = b.kzalloc(64)?;
+///     b.close_group(&group)?;
+///     assert_eq!(group.list_id(), dev.list_id());
+///     assert_eq!(b.release_group(group)?, 1); // consumed: it cannot be released twice
+///     Ok(())
+/// })??;
+/// # Ok::<(), drmm::Error>(())
+/// ```
 #[must_use = "dropping the group handle leaves it open; close, release or remove it"]
 pub struct Group {
     pub(crate) key: Key,
@@ -88,6 +104,19 @@ pub struct Group {
 
 impl Group {
     /// The identity of the list the group is on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("platform");
+    /// let (a, b) = (bus.add_device("a"), bus.add_device("b"));
+    /// let group = a.with_driverless(|bound| bound.open_group())??;
+    /// assert_eq!(group.list_id(), a.list_id());
+    /// // A group of another device is an error, not undefined behaviour:
+    /// let err = b.with_driverless(|bound| bound.remove_group(group))?;
+    /// assert!(matches!(err, Err(drmm::Error::ForeignHandle { .. })));
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     pub fn list_id(&self) -> u64 {
         self.key.list
     }

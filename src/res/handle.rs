@@ -13,6 +13,18 @@ use crate::res::list::Key;
 /// Borrowing the owner is the proof that the list and its entries are still there, which is
 /// what makes reading through a [`Managed`] handle sound without a reference count per entry.
 /// The trait is sealed: only this crate's owners implement it.
+///
+/// # Examples
+///
+/// ```
+/// let dev = drmm::Device::new(());
+/// let n = dev.alloc(1u64)?;
+/// // A `Device<T>` and the `LogicalDevice<T>` it points to are both owners:
+/// assert_eq!(*n.get(&dev)?, 1);
+/// let logical: &drmm::LogicalDevice<()> = &dev;
+/// assert_eq!(*n.get(logical)?, 1);
+/// # Ok::<(), drmm::Error>(())
+/// ```
 pub trait ResourceOwner: sealed::Sealed {}
 
 pub(crate) mod sealed {
@@ -31,6 +43,18 @@ pub(crate) mod sealed {
 /// Not `Clone`: releasing or removing consumes it, so an action cannot be released twice
 /// through its handle. Dropping the handle leaves the action registered (it runs at the list's
 /// release), like forgetting the `(action, data)` pair in C.
+///
+/// # Examples
+///
+/// ```
+/// let dev = drmm::Device::new(());
+/// let flush: drmm::ActionHandle = dev.add_action(|_| println!("flush"))?;
+/// let _kept = dev.add_action(|_| println!("at the last reference"))?; // dropping keeps it
+/// dev.release_action(flush)?; // "flush" now; `flush` is consumed
+/// // dev.release_action(flush)?; // error[E0382]: use of moved value
+/// assert_eq!(dev.resource_count(), 1);
+/// # Ok::<(), drmm::Error>(())
+/// ```
 #[must_use = "dropping the handle keeps the action registered; bind it to `_` to say so"]
 pub struct ActionHandle {
     pub(crate) key: Key,
@@ -38,6 +62,16 @@ pub struct ActionHandle {
 
 impl ActionHandle {
     /// The identity of the list the action is on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = (drmm::Device::new(()), drmm::Device::new(()));
+    /// let h = a.add_action(|_| {})?;
+    /// assert_eq!(h.list_id(), a.list_id());
+    /// assert!(matches!(b.release_action(h), Err(drmm::Error::ForeignHandle { .. })));
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     pub fn list_id(&self) -> u64 {
         self.key.list
     }
@@ -89,6 +123,20 @@ impl fmt::Debug for ActionHandle {
 ///
 /// `ptr` points to the value owned by the entry `key`, valid for as long as that entry is on
 /// its list.
+///
+/// # Examples
+///
+/// ```
+/// struct Gpu { vram: drmm::Managed<[u8]> } // a handle inside the driver data: no cycle
+///
+/// let dev = drmm::Device::try_new_with("card0", |dev| {
+///     Ok::<_, drmm::Error>(Gpu { vram: dev.kzalloc(4096)? })
+/// })?;
+/// let file = dev.clone();
+/// drop(dev);
+/// assert_eq!(file.data().vram.get(&file)?.len(), 4096); // reading needs the owner
+/// # Ok::<(), drmm::Error>(())
+/// ```
 #[must_use = "dropping the handle keeps the allocation until the list is released"]
 pub struct Managed<U: ?Sized> {
     pub(crate) key: Key,
@@ -116,6 +164,16 @@ impl<U: ?Sized> Managed<U> {
     }
 
     /// The identity of the list the allocation is on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = (drmm::Device::new(()), drmm::Device::new(()));
+    /// let buf = a.kzalloc(8)?;
+    /// assert_eq!(buf.list_id(), a.list_id());
+    /// assert!(matches!(buf.get(&b), Err(drmm::Error::ForeignHandle { .. })));
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     pub fn list_id(&self) -> u64 {
         self.key.list
     }
@@ -167,6 +225,16 @@ impl<U: ?Sized> Managed<U> {
     /// # Errors
     ///
     /// As for [`get`](Self::get).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::new(());
+    /// let mut counter = dev.alloc(0u32)?;
+    /// *counter.get_mut(&dev)? += 1;
+    /// assert_eq!(*counter.get(&dev)?, 1);
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
     pub fn get_mut<'a, O: ResourceOwner + ?Sized>(&'a mut self, owner: &'a O) -> Result<&'a mut U> {
         sealed::Sealed::check_entry(owner, &self.key)?;
         // SAFETY: as in `get`; access is exclusive because the handle is the only way to

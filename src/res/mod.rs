@@ -20,6 +20,23 @@
 //! * no user code (actions, destructors, subscribers) runs under the list's lock, so any of it
 //!   may use the list again; and with or without a subscriber, an entry the release has
 //!   already taken off answers an explicit free with `NotOnList`.
+//!
+//! # Examples
+//!
+//! The handles and entry descriptions this module exports, on a logical device's list:
+//!
+//! ```
+//! use drmm::{ActionHandle, EntryKind, Managed};
+//!
+//! let dev = drmm::Device::new(());
+//! let buf: Managed<[u8]> = dev.kzalloc(64)?;
+//! let flush: ActionHandle = dev.add_action(|_| println!("flush"))?;
+//! assert_eq!(dev.snapshot()[0].kind(), EntryKind::Action);
+//! dev.release_action(flush)?; // O(1), runs now
+//! dev.kfree(buf)?; // O(1), freed now
+//! assert_eq!(dev.resource_count(), 0);
+//! # Ok::<(), drmm::Error>(())
+//! ```
 
 mod action;
 mod alloc;

@@ -1,6 +1,6 @@
 //! The event vocabulary and the one place where the library emits events.
 //!
-//! Events go through the [`tracing`] crate with target `drmm`, so they are filtered the usual
+//! Events go through the [`tracing`](https://docs.rs/tracing) crate with target `drmm`, so they are filtered the usual
 //! way (`RUST_LOG=drmm=debug` with `tracing-subscriber`'s `EnvFilter`) and recorded as JSON
 //! lines by this module's recorder (feature `record`: [`record_to`], [`init_from_env`],
 //! [`RecordLayer`]). The vocabulary is the kernel's: `ADD`, `DEL`, `REL`, `REM` for the
@@ -62,8 +62,19 @@ pub const ENV_VAR: &str = "DRMM_TRACE";
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// The operation an event reports, in the kernel's vocabulary.
+///
+/// # Examples
+///
+/// ```
+/// use drmm::trace::Op;
+///
+/// assert_eq!(Op::Add.to_string(), "ADD");
+/// assert_eq!(Op::Rel.as_str(), "REL");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
+#[doc(alias = "drm_dbg_drmres")]
+#[doc(alias = "devres_log")]
 pub enum Op {
     /// An entry was added to a list.
     Add,
@@ -150,6 +161,12 @@ impl Op {
 
     /// The name in events and traces: `"ADD"`, `"DEL"`, `"REL"`, `"REM"`, `"REPLACE"`,
     /// `"RELEASE_BEGIN"`, `"LAST_REF"`, ...
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(drmm::trace::Op::Del.as_str(), "DEL");
+    /// ```
     pub const fn as_str(self) -> &'static str {
         match self {
             Op::Add => "ADD",

@@ -1,4 +1,4 @@
-//! Shared test helpers: an event log and drop-counting values.
+//! Shared test code: an event log and drop-counting values.
 #![allow(dead_code, unreachable_pub)]
 
 pub mod hook;

@@ -7,7 +7,7 @@
 //! open files, the unplug gate and references. [`run`] executes a program against the library
 //! and against a plain reference model, and after every step compares the complete sequence
 //! of observable events (actions run, values dropped) with the model's. That single
-//! comparison checks the promises of DESIGN.md section 3:
+//! comparison checks the promises of docs/architecture.md ("Promises"):
 //!
 //! * order (1): entries are released newest first, including those added during release;
 //! * onion (2): a logical device's data is dropped after its drmm entries; at unbind, `remove`
