@@ -1,11 +1,39 @@
 //! `drmm demo` run as a real process: exit statuses, the story on stdout, stderr.
 
+use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-fn demo(args: &[&str]) -> Output {
+/// A fresh output directory per run: tests run in parallel.
+fn out_dir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "drmm-demo-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn demo_in(dir: &std::path::Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_drmm"))
         .arg("demo")
+        .arg("--out")
+        .arg(dir)
         .args(args)
+        .output()
+        .expect("drmm runs")
+}
+
+fn demo(args: &[&str]) -> Output {
+    demo_in(&out_dir(), args)
+}
+
+fn check(trace: &std::path::Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_drmm"))
+        .args(["trace", "check"])
+        .arg(trace)
         .output()
         .expect("drmm runs")
 }
@@ -143,6 +171,8 @@ fn the_same_seed_gives_the_same_story() {
         stdout(&demo(&["--seed", seed, "--clients", "4", "--work", "5"]))
             .lines()
             .filter(|l| !l.contains("vblank"))
+            // The output files are in a fresh directory per run.
+            .filter(|l| !l.starts_with("trace:") && !l.starts_with("timeline:"))
             .map(str::to_owned)
             .collect::<Vec<_>>()
     };
@@ -171,4 +201,73 @@ fn bad_options_are_usage_errors() {
         assert!(o.stdout.is_empty());
         assert!(!o.stderr.is_empty());
     }
+}
+
+#[test]
+fn the_demo_writes_a_clean_trace_and_its_timeline() {
+    let dir = out_dir();
+    let o = demo_in(&dir, &[]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    let trace = dir.join("trace.jsonl");
+    let svg = dir.join("timeline.svg");
+    assert!(
+        out.contains(&format!("trace:    {}", trace.display())),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("timeline: {}", svg.display())),
+        "{out}"
+    );
+    assert!(
+        out.contains("drmm trace check: no problem in the trace"),
+        "{out}"
+    );
+    let text = std::fs::read_to_string(&trace).unwrap();
+    assert!(
+        text.starts_with("{\"schema\":\"drmm-trace\",\"version\":1"),
+        "{text}"
+    );
+    for op in ["PROBE", "UNPLUG", "UNBIND", "LAST_REF", "RELEASE_END"] {
+        assert!(
+            text.contains(&format!("\"op\":\"{op}\"")),
+            "no {op} in the trace"
+        );
+    }
+    let c = check(&trace);
+    assert_eq!(c.status.code(), Some(0), "{}", stdout(&c));
+    assert!(c.stdout.is_empty());
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    assert!(picture.contains("<svg") && picture.contains("UNPLUG card0"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn devm_everywhere_trace_check_names_each_caught_access() {
+    let dir = out_dir();
+    let o = demo_in(&dir, &["--devm-everywhere"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let caught: usize = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("use-after-free caught"))
+        .expect("the summary counts them")
+        .trim()
+        .parse()
+        .unwrap();
+    let c = check(&dir.join("trace.jsonl"));
+    assert_eq!(c.status.code(), Some(1));
+    let lines = stdout(&c);
+    assert_eq!(
+        lines.matches("access after revocation").count(),
+        caught,
+        "the trace names every access the demo caught:\n{lines}"
+    );
+    assert!(
+        out.contains(&format!(
+            "drmm trace check: {caught} problem(s) in the trace"
+        )),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -72,7 +72,9 @@ impl Bo {
         })
     }
 
-    /// Runs `f` on the pages, or journals a caught use-after-free.
+    /// Runs `f` on the pages, or journals a caught use-after-free (placed at the caller's line
+    /// in the trace).
+    #[track_caller]
     pub(crate) fn with_pages<R>(&self, f: impl FnOnce(&RwLock<Mapping>) -> R) -> Result<R, Error> {
         match &self.backing {
             Backing::Refcount(p) => Ok(f(&p.map)),

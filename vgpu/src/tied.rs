@@ -59,7 +59,9 @@ impl<T: Journaled + Send + Sync + 'static> Tied<T> {
 }
 
 impl<T: Send + Sync + 'static> Tied<T> {
-    /// Runs `f` on the value, or returns `None` if the binding that owned it has ended.
+    /// Runs `f` on the value, or returns `None` if the binding that owned it has ended (a
+    /// refusal the trace places at the caller's line).
+    #[track_caller]
     pub(crate) fn with<D, R>(&self, dev: &LogicalDevice<D>, f: impl FnOnce(&T) -> R) -> Option<R> {
         match self {
             // The device is borrowed, so its list (and this entry) is alive; an error would

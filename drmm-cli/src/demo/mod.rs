@@ -67,6 +67,22 @@ impl DemoArgs {
 /// something leaked, 2 if the demo itself failed.
 pub(crate) fn run(args: DemoArgs) -> ExitCode {
     let opts = args.options();
+    let dir = args.out_dir();
+    let trace_path = dir.join("trace.jsonl");
+    // Recording starts before the driver probes, so the trace holds every device's whole life.
+    let recording = match std::fs::create_dir_all(&dir)
+        .map_err(|e| e.to_string())
+        .and_then(|()| drmm::trace::record_to(&trace_path).map_err(|e| e.to_string()))
+    {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!(
+                "drmm demo: cannot record the trace in {}: {e}",
+                dir.display()
+            );
+            return ExitCode::from(2);
+        }
+    };
     let mut printer = print::Printer::new(args.quiet);
     printer.title(&opts);
     let outcome = match scenario::run(&opts, &mut printer) {
@@ -79,14 +95,14 @@ pub(crate) fn run(args: DemoArgs) -> ExitCode {
     };
     printer.finish();
     let clean = summary::print(&opts, &outcome);
-    match write_outputs(&args.out_dir()) {
-        Ok(files) => {
-            for f in files {
-                println!("wrote {}", f.display());
-            }
-        }
+    if let Err(e) = recording.finish() {
+        eprintln!("drmm demo: writing {}: {e}", trace_path.display());
+        return ExitCode::from(2);
+    }
+    match write_outputs(&trace_path, &dir.join("timeline.svg")) {
+        Ok(outputs) => outputs.print(&trace_path),
         Err(e) => {
-            eprintln!("drmm demo: writing the outputs: {e}");
+            eprintln!("drmm demo: {e}");
             return ExitCode::from(2);
         }
     }
@@ -97,9 +113,38 @@ pub(crate) fn run(args: DemoArgs) -> ExitCode {
     }
 }
 
-/// Writes the run's trace (JSON lines) and its SVG timeline into `dir`, returning their
-/// paths. Nothing yet: the recorder and `drmm trace timeline` plug in here.
-fn write_outputs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let _ = dir;
-    Ok(Vec::new())
+/// What the recorded trace of a run says, and where its timeline went.
+struct Outputs {
+    timeline: PathBuf,
+    problems: Vec<String>,
+}
+
+impl Outputs {
+    fn print(&self, trace: &Path) {
+        println!();
+        println!("trace:    {}", trace.display());
+        println!("timeline: {}", self.timeline.display());
+        if self.problems.is_empty() {
+            println!("drmm trace check: no problem in the trace");
+        } else {
+            println!(
+                "drmm trace check: {} problem(s) in the trace:",
+                self.problems.len()
+            );
+            for p in &self.problems {
+                println!("  {p}");
+            }
+        }
+    }
+}
+
+/// Reads the run's trace back (the same analysis as `drmm trace check`) and draws its SVG
+/// timeline at `svg`.
+fn write_outputs(trace: &Path, svg: &Path) -> Result<Outputs, String> {
+    let analysis = crate::trace::analyse(trace)?;
+    crate::trace::timeline_svg(&analysis, svg)?;
+    Ok(Outputs {
+        timeline: svg.to_path_buf(),
+        problems: analysis.problem_lines(),
+    })
 }

@@ -120,6 +120,39 @@ pub(crate) fn run(command: TraceCommand) -> ExitCode {
     }
 }
 
+/// A trace read and analysed in one go (for `drmm demo`).
+pub(crate) struct Analysed {
+    trace: parse::Trace,
+    analysis: analysis::Analysis,
+}
+
+impl Analysed {
+    /// The problems, one line each, as `drmm trace check` prints them.
+    pub(crate) fn problem_lines(&self) -> Vec<String> {
+        self.analysis
+            .problems
+            .iter()
+            .map(|p| p.render(&self.trace.path))
+            .collect()
+    }
+}
+
+/// Reads and analyses the trace at `path`.
+pub(crate) fn analyse(path: &std::path::Path) -> Result<Analysed, String> {
+    let mut analyser = analysis::Analyser::new(&path.display().to_string());
+    let trace =
+        parse::read(path, false, &mut |event| analyser.step(&event)).map_err(|e| e.to_string())?;
+    let analysis = analyser.finish(&trace);
+    Ok(Analysed { trace, analysis })
+}
+
+/// Draws the timeline of an analysed trace into `svg`.
+pub(crate) fn timeline_svg(a: &Analysed, svg: &std::path::Path) -> Result<(), String> {
+    timeline::write(svg, &a.trace, &a.analysis, timeline::Axis::Time)
+        .map(drop)
+        .map_err(|e| format!("cannot write {}: {e}", svg.display()))
+}
+
 /// Runs `f` on a buffered stdout; a closed pipe (`| head`) ends quietly with `code`.
 fn to_stdout(code: ExitCode, f: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> ExitCode {
     let stdout = io::stdout();

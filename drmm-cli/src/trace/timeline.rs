@@ -22,7 +22,7 @@ use super::parse::{List, Trace};
 mod labels;
 mod rows;
 
-use labels::{clean, fit, row_label, ticks};
+use labels::{clean, fit, row_label, short_type, ticks};
 use rows::{AGGREGATE_ABOVE, Bar, MAX_ROWS, Row, rows};
 
 const WIDTH: f64 = 1200.0;
@@ -616,7 +616,13 @@ fn bar_row(bar: &Bar, y: f64, scale: &Scale, zebra: bool) -> Group {
     } else {
         String::new()
     };
-    let label = row_label(&bar.prefix, &bar.name, &bar.loc, &suffix, max_chars);
+    let label = row_label(
+        &bar.prefix,
+        &short_type(&bar.name),
+        &bar.loc,
+        &suffix,
+        max_chars,
+    );
     g = g.add(
         text(LABEL_X + 24.0, y + 12.0, &label, FONT_SIZE)
             .set("class", "row-label")

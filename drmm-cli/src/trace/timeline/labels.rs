@@ -59,6 +59,28 @@ pub(super) fn row_label(prefix: &str, name: &str, loc: &str, suffix: &str, max: 
     )
 }
 
+/// A Rust type name without its module paths: `Devres<Registers>` for
+/// `drmm::bus::devres::Devres<vgpu::hw::Registers>` (the rows are narrow; the report keeps the
+/// full names).
+pub(super) fn short_type(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        out.push_str(word.rsplit("::").next().unwrap_or(word));
+        word.clear();
+    };
+    for c in name.chars() {
+        if c.is_alphanumeric() || c == '_' || c == ':' {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
 /// The last two components of a path: `src/device.rs` of `/home/u/drmm/src/device.rs`.
 pub(super) fn short_path(path: &str) -> &str {
     let mut cut = path.len();
@@ -134,6 +156,12 @@ mod tests {
         assert_eq!(fit("abc", 4), "abc");
         assert_eq!(short_path("/home/u/drmm/src/device.rs"), "src/device.rs");
         assert_eq!(short_path("main.rs"), "main.rs");
+        assert_eq!(
+            short_type("drmm::bus::devres::Devres<vgpu::hw::Registers>"),
+            "Devres<Registers>"
+        );
+        assert_eq!(short_type("free_irq"), "free_irq");
+        assert_eq!(short_type("|d| d.data().x"), "|d| d.data().x");
         assert_eq!(clean("a\nb\u{1}"), "a b ");
         assert_eq!(fit_middle("abcdefghij", 6), "ab..ij");
         assert_eq!(
