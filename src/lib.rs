@@ -138,6 +138,7 @@ pub mod res;
 pub mod revoke;
 pub(crate) mod sync;
 pub mod trace;
+pub mod workqueue;
 
 pub use bus::{Bound, Bus, BusDevice, Devres, Driver};
 
@@ -148,3 +149,4 @@ pub struct ReadmeDoctests;
 pub use device::{Device, LogicalDevice};
 pub use error::{Error, Result};
 pub use res::{ActionHandle, EntryInfo, EntryKind, Group, Managed, ResourceOwner, Site};
+pub use workqueue::WorkQueue;
