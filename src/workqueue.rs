@@ -112,6 +112,8 @@ struct State {
     destroyed: bool,
     /// The worker has returned from its loop.
     ended: bool,
+    /// Destroyed from the worker itself: nobody joins it.
+    detached: bool,
     worker: Option<ThreadId>,
     handle: Option<JoinHandle<()>>,
     panicked: usize,
@@ -165,7 +167,7 @@ impl Shared {
         }
         st.ended = true;
         // Detached (destroyed from this thread): nobody will resume the first panic.
-        let orphan = if st.handle.is_none() && st.first_panic.is_some() {
+        let orphan = if st.detached {
             st.first_panic.take()
         } else {
             None
@@ -259,6 +261,7 @@ impl WorkQueue {
                 draining: 0,
                 destroyed: false,
                 ended: false,
+                detached: false,
                 worker: None,
                 handle: None,
                 panicked: 0,
@@ -447,6 +450,7 @@ impl WorkQueue {
         st.destroyed = true;
         // Other threads may not queue any more; the worker may (chained work).
         st.draining += 1;
+        st.detached = on_worker;
         let handle = st.handle.take();
         drop(st);
         shared.changed.notify_all();
@@ -507,9 +511,10 @@ impl<T> LogicalDevice<T> {
     pub fn alloc_ordered_workqueue(&self, name: impl Into<Cow<'static, str>>) -> Result<WorkQueue> {
         let wq = WorkQueue::new(name)?;
         let theirs = wq.clone();
-        let _ = self.add_action_or_reset_named("destroy_workqueue", move |_: &LogicalDevice<T>| {
-            theirs.destroy_workqueue();
-        })?;
+        let _ =
+            self.add_action_or_reset_named("destroy_workqueue", move |_: &LogicalDevice<T>| {
+                theirs.destroy_workqueue();
+            })?;
         Ok(wq)
     }
 }

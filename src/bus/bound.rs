@@ -968,10 +968,7 @@ impl BusDevice {
     /// # let _ = buf;
     /// # Ok::<(), drmm::Error>(())
     /// ```
-    pub fn try_with_driverless<R>(
-        &self,
-        f: impl FnOnce(&mut Bound<'_>) -> Result<R>,
-    ) -> Result<R> {
+    pub fn try_with_driverless<R>(&self, f: impl FnOnce(&mut Bound<'_>) -> Result<R>) -> Result<R> {
         self.with_driverless(f)?
     }
 }
