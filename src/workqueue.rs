@@ -155,7 +155,9 @@ impl Shared {
                     drop(s);
                 }
                 // A payload's drop is user code: outside the lock.
-                extra.map(drop_payload);
+                if let Some(p) = extra {
+                    drop_payload(p);
+                }
                 st = lock(&self.state);
                 st.done += 1;
                 self.changed.notify_all();

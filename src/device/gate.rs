@@ -167,7 +167,7 @@ impl<T> LogicalDevice<T> {
     }
 
     /// [`enter`](Self::enter) as a `Result`, for `?` in ioctl-like code: the guard, or
-    /// [`Error::Unplugged`](crate::Error::Unplugged) (the kernel's `-ENODEV` after a failed
+    /// [`Error::Unplugged`] (the kernel's `-ENODEV` after a failed
     /// `drm_dev_enter`). Named apart from `enter` because `enter` stays the cheap `Option`
     /// form that hot paths test with `if let`.
     ///

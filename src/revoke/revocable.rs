@@ -192,8 +192,8 @@ impl<T> Revocable<T> {
     ///
     /// ```
     /// use drmm::revoke::Revocable;
-    /// let r = Revocable::new_with(|| "0xfee0".parse::<u32>())?;
-    /// assert_eq!(r.try_access_with(|v| *v), Some(0xfee0));
+    /// let r = Revocable::new_with(|| "4096".parse::<u32>())?;
+    /// assert_eq!(r.try_access_with(|v| *v), Some(4096));
     /// assert!(Revocable::new_with(|| "bar".parse::<u32>()).is_err());
     /// # Ok::<(), std::num::ParseIntError>(())
     /// ```
