@@ -386,3 +386,47 @@ fn devm_queue_is_drained_at_unbind_in_list_order() {
         );
     });
 }
+
+#[test]
+fn a_refused_items_captures_are_dropped_outside_the_lock() {
+    within(20, || {
+        struct Reenter(WorkQueue, Arc<AtomicUsize>);
+        impl Drop for Reenter {
+            fn drop(&mut self) {
+                // Under the queue's lock this would deadlock.
+                assert_eq!(self.0.queue_work(|| ()), Err(Error::QueueClosed));
+                assert_eq!(self.0.flush_workqueue(), 0);
+                self.1.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let wq = WorkQueue::new("refused").unwrap();
+        assert!(wq.destroy_workqueue());
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let held = Reenter(wq.clone(), dropped.clone());
+        assert_eq!(
+            wq.queue_work(move || drop(held)),
+            Err(Error::QueueClosed)
+        );
+        assert_eq!(dropped.load(Ordering::SeqCst), 1, "dropped unrun, once");
+    });
+}
+
+#[test]
+fn the_last_handle_dropped_while_unwinding_logs_the_items_panic() {
+    within(20, || {
+        let wq = WorkQueue::new("unwind-handle").unwrap();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        quiet(|| {
+            wq.queue_work(|| panic!("item")).unwrap();
+            wq.queue_work(move || {
+                thread::sleep(Duration::from_millis(5));
+                r.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+        });
+        let caught = while_unwinding(move || drop(wq));
+        assert_eq!(caught, "outer", "the item's panic is logged, not resumed");
+        assert_eq!(ran.load(Ordering::SeqCst), 1, "drained before the join");
+    });
+}
