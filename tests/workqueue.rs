@@ -403,10 +403,7 @@ fn a_refused_items_captures_are_dropped_outside_the_lock() {
         assert!(wq.destroy_workqueue());
         let dropped = Arc::new(AtomicUsize::new(0));
         let held = Reenter(wq.clone(), dropped.clone());
-        assert_eq!(
-            wq.queue_work(move || drop(held)),
-            Err(Error::QueueClosed)
-        );
+        assert_eq!(wq.queue_work(move || drop(held)), Err(Error::QueueClosed));
         assert_eq!(dropped.load(Ordering::SeqCst), 1, "dropped unrun, once");
     });
 }
