@@ -47,6 +47,7 @@
 //! # Ok::<(), drmm::Error>(())
 //! ```
 
+use std::alloc::Layout;
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fmt;
@@ -58,6 +59,7 @@ use std::thread::{self, JoinHandle, ThreadId};
 use crate::bus::Bound;
 use crate::device::LogicalDevice;
 use crate::error::{Error, Result};
+use crate::res::fallible::try_box;
 use crate::res::list::{PanicPayload, PanicSink, drop_payload, panic_message};
 use crate::trace;
 
@@ -237,7 +239,10 @@ impl WorkQueue {
     ///
     /// # Errors
     ///
-    /// [`Error::OutOfMemory`] if the thread could not be started (the kernel's `NULL`).
+    /// [`Error::OutOfMemory`] if the thread could not be started (the kernel's `NULL`). The
+    /// operating system's refusal is reported so; an allocation failure while creating the
+    /// thread aborts the process instead, as `std::thread::spawn` does (the queue's own
+    /// allocations on later calls, [`queue_work`](Self::queue_work)'s, are fallible).
     ///
     /// # Examples
     ///
@@ -303,8 +308,9 @@ impl WorkQueue {
     /// # Errors
     ///
     /// [`Error::QueueClosed`] if the queue is destroyed, or draining and the caller is not a
-    /// work item of this queue (the kernel allows only chained work while draining); `work`
-    /// is dropped unrun.
+    /// work item of this queue (the kernel allows only chained work while draining);
+    /// [`Error::OutOfMemory`] if the item or the queue could not grow. Either way `work` is
+    /// dropped unrun, with no lock of the queue held.
     ///
     /// # Examples
     ///
@@ -320,8 +326,14 @@ impl WorkQueue {
     /// # Ok::<(), drmm::Error>(())
     /// ```
     pub fn queue_work(&self, work: impl FnOnce() + Send + 'static) -> Result<()> {
-        let work: Work = Box::new(work);
+        // Dropped unrun if the box cannot be allocated.
+        let work: Work = try_box(work)?;
         let mut st = lock(&self.shared.state);
+        if st.queue.try_reserve(1).is_err() {
+            drop(st);
+            drop(work);
+            return Err(Error::oom(Layout::new::<Work>()));
+        }
         let refused = st.ended || (st.draining > 0 && !self.shared.on_worker(&st));
         if refused {
             drop(st);

@@ -217,3 +217,42 @@ fn enter_or_unplugged_is_enter_with_the_enodev_error() {
     assert!(matches!(dev.enter_or_unplugged(), Err(Error::Unplugged)));
     assert!(matches!(file.enter_or_unplugged(), Err(Error::Unplugged)));
 }
+
+#[test]
+fn queue_work_with_each_allocation_failing_drops_the_item_once() {
+    let c = Counts::default();
+    let wq = drmm::WorkQueue::new("fi-wq").unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let mut failures = 0;
+    for n in 0.. {
+        assert!(n < 100, "never succeeds");
+        let (v, r) = alloc::disarmed(|| (Val::new(&c), ran.clone()));
+        alloc::reset_faults(Some(n));
+        let res = alloc::armed(|| {
+            wq.queue_work(move || {
+                drop(v);
+                r.fetch_add(1, Ordering::SeqCst);
+            })
+        });
+        let fired = alloc::take_fired();
+        alloc::reset_faults(None);
+        if !fired {
+            assert_eq!(res, Ok(()));
+            break;
+        }
+        assert!(matches!(res, Err(Error::OutOfMemory { .. })), "{res:?}");
+        assert_eq!(
+            c.built.load(Ordering::SeqCst),
+            c.dropped.load(Ordering::SeqCst),
+            "the refused item is dropped once, unrun"
+        );
+        failures += 1;
+    }
+    assert!(failures >= 1, "queueing allocates");
+    assert_eq!(wq.flush_workqueue(), 0);
+    assert_eq!(ran.load(Ordering::SeqCst), 1, "only the accepted item ran");
+    assert_eq!(
+        c.built.load(Ordering::SeqCst),
+        c.dropped.load(Ordering::SeqCst)
+    );
+}
