@@ -117,6 +117,9 @@
 //! * [`revoke`]: [`revoke::Revocable`] and the grace-period primitive under the gate.
 //! * [`res`]: handles ([`Managed`], [`ActionHandle`], [`Group`]) and entry descriptions.
 //! * [`trace`]: the event vocabulary.
+//! * [`workqueue`]: ordered work queues ([`WorkQueue`]), owned by a logical device
+//!   ([`LogicalDevice::alloc_ordered_workqueue`]) or a binding
+//!   ([`Bound::alloc_ordered_workqueue`]).
 //! * `report` (cargo feature `registry`): the registry of live devices, who holds each
 //!   reference, and leak reports.
 //!
