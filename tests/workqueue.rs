@@ -58,7 +58,10 @@ fn the_last_reference_drains_queued_work_then_joins() {
             .unwrap();
         }
         let releaser = thread::spawn(move || drop(card));
-        thread::sleep(Duration::from_millis(20));
+        // The destroy has begun once the queue says so; the first item still blocks it.
+        while !wq.is_destroyed() {
+            thread::sleep(Duration::from_millis(1));
+        }
         assert_eq!(ran.load(Ordering::SeqCst), 0, "still queued");
         // Other threads may not queue while the queue drains.
         assert_eq!(wq.queue_work(|| ()), Err(Error::QueueClosed));
