@@ -109,6 +109,19 @@ pub enum Error {
     /// The revocable resource has been revoked (unbind, or it was dropped).
     #[error("resource has been revoked")]
     Revoked,
+    /// The work queue refuses new work: it has been destroyed, or it is draining and the
+    /// caller is not one of its own work items (the kernel `WARN`s on such a `queue_work`).
+    #[error("work queue is destroyed or draining")]
+    QueueClosed,
+    /// The binding has no driver data yet (inside probe or remove, or a driver-less device).
+    #[error("the binding has no driver data")]
+    NoDriverData,
+    /// The driver data is not of the type asked for.
+    #[error("the driver data is not a {expected}")]
+    WrongType {
+        /// The type asked for.
+        expected: &'static str,
+    },
 }
 
 impl Error {
@@ -166,6 +179,9 @@ mod tests {
             Error::AlreadyRegistered,
             Error::Unplugged,
             Error::Revoked,
+            Error::QueueClosed,
+            Error::NoDriverData,
+            Error::WrongType { expected: "u32" },
         ];
         let msgs: std::collections::HashSet<String> = all.iter().map(|e| e.to_string()).collect();
         assert_eq!(msgs.len(), all.len());

@@ -117,6 +117,9 @@
 //! * [`revoke`]: [`revoke::Revocable`] and the grace-period primitive under the gate.
 //! * [`res`]: handles ([`Managed`], [`ActionHandle`], [`Group`]) and entry descriptions.
 //! * [`trace`]: the event vocabulary.
+//! * [`workqueue`]: ordered work queues ([`WorkQueue`]), owned by a logical device
+//!   ([`LogicalDevice::alloc_ordered_workqueue`]) or a binding
+//!   ([`Bound::alloc_ordered_workqueue`]).
 //! * `report` (cargo feature `registry`): the registry of live devices, who holds each
 //!   reference, and leak reports.
 //!
@@ -138,6 +141,7 @@ pub mod res;
 pub mod revoke;
 pub(crate) mod sync;
 pub mod trace;
+pub mod workqueue;
 
 pub use bus::{Bound, Bus, BusDevice, Devres, Driver};
 
@@ -148,3 +152,4 @@ pub struct ReadmeDoctests;
 pub use device::{Device, LogicalDevice};
 pub use error::{Error, Result};
 pub use res::{ActionHandle, EntryInfo, EntryKind, Group, Managed, ResourceOwner, Site};
+pub use workqueue::WorkQueue;

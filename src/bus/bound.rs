@@ -135,6 +135,52 @@ impl<'a> Bound<'a> {
             .downcast_ref::<T>()
     }
 
+    /// The driver data as a `T`, telling apart the two cases that
+    /// [`driver_data`](Self::driver_data) folds into `None`. `driver_data` stays the short
+    /// form for code that knows its driver; this one is for code that can meet another
+    /// driver's device (a bus-wide walk, a helper shared by drivers).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoDriverData`] inside probe or remove, or on a driver-less device;
+    /// [`Error::WrongType`] when the driver data is of another type.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use drmm::{Bound, Driver, Error};
+    ///
+    /// struct Gpu;
+    /// impl Driver for Gpu {
+    ///     type Data = u32;
+    ///     fn probe(&self, _dev: &mut Bound<'_>) -> drmm::Result<u32> {
+    ///         Ok(7)
+    ///     }
+    /// }
+    ///
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// dev.bind(Arc::new(Gpu))?;
+    /// assert_eq!(dev.try_with_bound(|b| b.driver_data_checked::<u32>().copied())?, 7);
+    /// assert_eq!(
+    ///     dev.try_with_bound(|b| b.driver_data_checked::<String>().cloned()),
+    ///     Err(Error::WrongType { expected: "alloc::string::String" })
+    /// );
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
+    #[doc(alias = "dev_get_drvdata")]
+    pub fn driver_data_checked<T: 'static>(&self) -> Result<&T> {
+        let data = self
+            .scope
+            .slot()
+            .and_then(|s| s.downcast_ref::<Binding>())
+            .ok_or(Error::NoDriverData)?;
+        data.data.downcast_ref::<T>().ok_or(Error::WrongType {
+            expected: std::any::type_name::<T>(),
+        })
+    }
+
     /// Number of live devres entries.
     ///
     /// # Examples
@@ -869,5 +915,60 @@ impl fmt::Debug for Bound<'_> {
             .field("device", &self.dev.name())
             .field("resources", &self.resource_count())
             .finish()
+    }
+}
+
+impl BusDevice {
+    /// [`with_bound`](Self::with_bound) for a closure that returns a [`Result`]: one `?`
+    /// instead of two. The binding's error and the closure's error are the same
+    /// [`Error`], so nothing is lost by flattening; `with_bound` stays for closures that
+    /// return anything else.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`with_bound`](Self::with_bound), then the closure's.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use drmm::{Bound, Driver, Devres};
+    ///
+    /// struct Nop;
+    /// impl Driver for Nop {
+    ///     type Data = ();
+    ///     fn probe(&self, _: &mut Bound<'_>) -> drmm::Result<()> { Ok(()) }
+    /// }
+    ///
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// dev.bind(Arc::new(Nop))?;
+    /// let regs = dev.try_with_bound(|b| Devres::new(b, [0u32; 4]))?; // not `??`
+    /// assert_eq!(regs.try_access().map(|r| r[0]), Some(0));
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
+    pub fn try_with_bound<R>(&self, f: impl FnOnce(&mut Bound<'_>) -> Result<R>) -> Result<R> {
+        self.with_bound(f)?
+    }
+
+    /// [`with_driverless`](Self::with_driverless) for a closure that returns a [`Result`],
+    /// flattened like [`try_with_bound`](Self::try_with_bound).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`with_driverless`](Self::with_driverless), then the closure's.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let bus = drmm::Bus::new("virtual");
+    /// let dev = bus.add_device("root");
+    /// let buf = dev.try_with_driverless(|b| b.kzalloc(16))?;
+    /// assert_eq!(dev.resource_count(), 1);
+    /// # let _ = buf;
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
+    pub fn try_with_driverless<R>(&self, f: impl FnOnce(&mut Bound<'_>) -> Result<R>) -> Result<R> {
+        self.with_driverless(f)?
     }
 }

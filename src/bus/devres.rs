@@ -424,6 +424,46 @@ impl<T: Send + Sync + 'static> Devres<T> {
         }
     }
 
+    /// Builds the value with `init` and registers it like [`new`](Self::new), for values whose
+    /// construction can fail (mapping a register window, requesting an interrupt). The value
+    /// is built first, so that its failure leaves nothing behind.
+    ///
+    /// The error type is the caller's `E`, which takes the library's errors by `From`: a
+    /// driver's own error enum, or [`Error`] itself.
+    ///
+    /// # Errors
+    ///
+    /// * `init`'s error, returned as is: nothing was registered.
+    /// * [`Error::OutOfMemory`] (into `E`) when the registration fails: the built value has
+    ///   been dropped, exactly once, and nothing is registered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use drmm::{Devres, Error};
+    ///
+    /// let bus = drmm::Bus::new("platform");
+    /// let dev = bus.add_device("gpu.0");
+    /// let regs = dev.try_with_driverless(|b| Devres::new_with(b, || Ok::<_, Error>(vec![0u32; 16])))?;
+    /// assert_eq!(regs.try_access().map(|r| r.len()), Some(16));
+    ///
+    /// let irq = dev.try_with_driverless(|b| {
+    ///     Devres::<u32>::new_with(b, || Err(Error::probe_failed("no interrupt line")))
+    /// });
+    /// assert_eq!(irq.unwrap_err(), Error::probe_failed("no interrupt line"));
+    /// assert_eq!(dev.resource_count(), 1); // only `regs`
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
+    #[doc(alias = "devm_add_action_or_reset")]
+    #[track_caller]
+    pub fn new_with<E: From<Error>>(
+        bound: &Bound<'_>,
+        init: impl FnOnce() -> std::result::Result<T, E>,
+    ) -> std::result::Result<Self, E> {
+        let value = init()?;
+        Ok(Self::new(bound, value)?)
+    }
+
     /// Access to the value, or `None` once revocation has begun. The unbind waits for the
     /// guard to be dropped before dropping the value.
     ///

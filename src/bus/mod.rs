@@ -157,6 +157,12 @@ pub trait Driver: Send + Sync + 'static {
     /// Unbinds the driver: the first step of an unbind, while everything of the binding is
     /// still there. [`Bound::driver_data`] returns `None` here: the data is `data`.
     ///
+    /// Not to be confused with [`BusDevice::remove`]: that one takes the *device* off its bus
+    /// (the kernel's `device_del`); this one is the *driver's* callback (the kernel's
+    /// `.remove`), which every unbind calls, whether it comes from
+    /// [`unbind`](BusDevice::unbind), from `BusDevice::remove` or from the bus going away. Both
+    /// keep the kernel's word, so that kernel code reads across.
+    ///
     /// # Examples
     ///
     /// ```
@@ -751,6 +757,9 @@ impl BusDevice {
     /// is bound, then releases whatever devres the device still has (a device that never had
     /// a driver releases its devres here, not at its last reference: the fix of Linux v6.6),
     /// then takes it off the bus. The device can no longer be bound or used.
+    ///
+    /// This is the *device's* removal (`device_del`); the driver's callback of the same name,
+    /// [`Driver::remove`], is its first step when a driver is bound.
     ///
     /// # Errors
     ///

@@ -198,6 +198,29 @@ impl<T: Send + Sync + 'static, F> File<T, F> {
         self.dev.enter()
     }
 
+    /// [`enter`](Self::enter) as a `Result`: see
+    /// [`LogicalDevice::enter_or_unplugged`](crate::LogicalDevice::enter_or_unplugged).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unplugged`](crate::Error::Unplugged) once the device is unplugged.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dev = drmm::Device::new(());
+    /// dev.register()?;
+    /// let file = dev.open(())?;
+    /// drop(file.enter_or_unplugged()?);
+    /// dev.unplug();
+    /// assert!(matches!(file.enter_or_unplugged(), Err(drmm::Error::Unplugged)));
+    /// # Ok::<(), drmm::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn enter_or_unplugged(&self) -> crate::Result<GateGuard<'_>> {
+        self.dev.enter_or_unplugged()
+    }
+
     /// Closes the file (`drm_release`): the same as dropping it.
     ///
     /// # Examples

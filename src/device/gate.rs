@@ -166,6 +166,34 @@ impl<T> LogicalDevice<T> {
         guard
     }
 
+    /// [`enter`](Self::enter) as a `Result`, for `?` in ioctl-like code: the guard, or
+    /// [`Error::Unplugged`] (the kernel's `-ENODEV` after a failed
+    /// `drm_dev_enter`). Named apart from `enter` because `enter` stays the cheap `Option`
+    /// form that hot paths test with `if let`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unplugged`] once [`unplug`](Self::unplug) began.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// fn ioctl(dev: &drmm::LogicalDevice<()>) -> drmm::Result<u32> {
+    ///     let _inside = dev.enter_or_unplugged()?;
+    ///     Ok(42) // talk to the hardware
+    /// }
+    /// let dev = drmm::Device::new(());
+    /// assert_eq!(ioctl(&dev), Ok(42));
+    /// dev.unplug();
+    /// assert_eq!(ioctl(&dev), Err(drmm::Error::Unplugged));
+    /// ```
+    #[doc(alias = "drm_dev_enter")]
+    #[inline]
+    #[track_caller]
+    pub fn enter_or_unplugged(&self) -> Result<GateGuard<'_>> {
+        self.enter().ok_or(Error::Unplugged)
+    }
+
     /// Number of open files (a snapshot).
     ///
     /// # Examples

@@ -21,6 +21,20 @@
 //!   may use the list again; and with or without a subscriber, an entry the release has
 //!   already taken off answers an explicit free with `NotOnList`.
 //!
+//! # Moving an entry to another owner: not offered
+//!
+//! talloc's `talloc_steal` and Python's `ExitStack.pop_all` move an entry from one owner to
+//! another. Here no entry changes lists, on purpose: the two owners stand for two lifetimes
+//! (the binding, the last reference), and an entry moved from devres to drmm is the hardware
+//! resource that outlives the hardware — the bug the model exists to prevent — while the move
+//! the other way frees userspace-visible state at unplug. A moved entry would also break the
+//! newest-first order of the list it joins, since its age comes from the list it left. A
+//! handle names its list, so using it on another list is an error
+//! ([`Error::ForeignHandle`](crate::Error::ForeignHandle)), not a move. To hand a value over,
+//! own it outside the lists ([`Device::alloc`](crate::LogicalDevice::alloc) or an action
+//! capturing it on the new owner) and [`remove_action`](crate::LogicalDevice::remove_action)
+//! the old entry.
+//!
 //! # Examples
 //!
 //! The handles and entry descriptions this module exports, on a logical device's list:

@@ -180,6 +180,27 @@ impl<T> Revocable<T> {
         Self::new_in(value, Arc::new(Domain::new()))
     }
 
+    /// Builds the value with `init` and wraps it like [`new`](Self::new), returning `init`'s
+    /// error as is (the counterpart of [`Devres::new_with`](crate::Devres::new_with); a
+    /// `Revocable` registers nothing, so `init` is its only way to fail).
+    ///
+    /// # Errors
+    ///
+    /// `init`'s error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use drmm::revoke::Revocable;
+    /// let r = Revocable::new_with(|| "4096".parse::<u32>())?;
+    /// assert_eq!(r.try_access_with(|v| *v), Some(4096));
+    /// assert!(Revocable::new_with(|| "bar".parse::<u32>()).is_err());
+    /// # Ok::<(), std::num::ParseIntError>(())
+    /// ```
+    pub fn new_with<E>(init: impl FnOnce() -> Result<T, E>) -> Result<Self, E> {
+        init().map(Self::new)
+    }
+
     /// Wraps `value` in a new revocable that uses `domain` for its read sections, so that it can
     /// be revoked together with the other values of that domain in one grace period
     /// ([`revoke_all`]).

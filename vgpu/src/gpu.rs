@@ -334,7 +334,7 @@ impl Driver for VgpuDriver {
             DmaPool::new(j, config.dma_chunks, config.bo_size).map_err(os("DMA pool"))?,
         )?;
         let card = Device::try_new_on(bound, "card0", |dev| {
-            let queue = WorkQueue::new(j, WORKER).map_err(os("work queue"))?;
+            let queue = WorkQueue::new(j, WORKER)?;
             let queue = Tied::new(lifetime, dev, bound, queue)?;
             let _ = dev.add_action_named("destroy_workqueue", |d: &LogicalDevice<Gpu>| {
                 if let Some(gpu) = d.try_data() {

@@ -1,15 +1,13 @@
-//! An ordered work queue (`alloc_ordered_workqueue`): one named worker thread running work
-//! items in the order they were queued.
+//! The driver's ordered work queue: the library's [`drmm::WorkQueue`] (one named worker thread
+//! running work items in the order they were queued), with the journal's bookkeeping.
 //!
 //! The driver owns it as userspace-visible state (submitted work belongs to open files), so it
-//! is torn down at the last reference to the logical device. It is a plain value with
-//! [`queue`](WorkQueue::queue), [`flush`](WorkQueue::flush) and
-//! [`shutdown`](WorkQueue::shutdown), so that a managed work queue of the library can replace
-//! it without touching its callers.
+//! is torn down at the last reference to the logical device, by the driver's own drmm action
+//! (which journals it); under `DevmEverywhere` the same value lives on the binding instead.
+//! The library's queue is unmanaged here ([`drmm::WorkQueue::new`]) because that choice of
+//! owner, and the journal line, are the demo's story.
 
-use std::sync::mpsc::{Sender, channel};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::{self, JoinHandle, ThreadId};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::journal::{Journal, Owner, Tracked};
 
@@ -19,15 +17,10 @@ pub type Work = Box<dyn FnOnce() + Send + 'static>;
 /// See the module docs.
 #[derive(Debug)]
 pub struct WorkQueue {
-    name: String,
-    tx: Mutex<Option<Sender<Work>>>,
-    worker: Mutex<Option<JoinHandle<()>>>,
-    worker_id: ThreadId,
+    queue: drmm::WorkQueue,
+    /// The worker thread, for the journal's leak count: released once the worker is joined.
+    thread: Mutex<Option<Tracked>>,
     tracked: Tracked,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl WorkQueue {
@@ -35,22 +28,13 @@ impl WorkQueue {
     ///
     /// # Errors
     ///
-    /// The operating system's error if the thread cannot be spawned.
-    pub(crate) fn new(journal: &Arc<Journal>, name: &str) -> std::io::Result<Self> {
-        let (tx, rx) = channel::<Work>();
-        let thread_guard = journal.track("thread", None);
-        let worker = thread::Builder::new().name(name.into()).spawn(move || {
-            let _alive = thread_guard;
-            // Ends when every sender is gone (shutdown), after the work already queued.
-            for work in rx {
-                work();
-            }
-        })?;
+    /// The library's error if the thread cannot be spawned.
+    pub(crate) fn new(journal: &Arc<Journal>, name: &str) -> drmm::Result<Self> {
+        let thread = journal.track("thread", None);
+        let queue = drmm::WorkQueue::new(name.to_owned())?;
         Ok(WorkQueue {
-            name: name.into(),
-            worker_id: worker.thread().id(),
-            tx: Mutex::new(Some(tx)),
-            worker: Mutex::new(Some(worker)),
+            queue,
+            thread: Mutex::new(Some(thread)),
             tracked: journal.track(
                 "work queue",
                 Some((Owner::Drmm, format!("work queue {name} freed"))),
@@ -64,55 +48,37 @@ impl WorkQueue {
 
     /// The worker thread's name.
     pub fn name(&self) -> &str {
-        &self.name
+        self.queue.name()
     }
 
-    /// Queues `work`; gives it back if the queue has been shut down.
+    /// Queues `work` (`queue_work`).
     ///
     /// # Errors
     ///
-    /// `work` itself, not run, after [`shutdown`](Self::shutdown).
-    pub fn queue(&self, work: Work) -> Result<(), Work> {
-        match &*lock(&self.tx) {
-            Some(tx) => tx.send(work).map_err(|e| e.0),
-            None => Err(work),
-        }
+    /// [`drmm::Error::QueueClosed`] after [`shutdown`](Self::shutdown); `work` is dropped
+    /// unrun (a fence it carries then reports the cancellation).
+    pub fn queue(&self, work: Work) -> drmm::Result<()> {
+        self.queue.queue_work(work)
     }
 
     /// Waits until everything queued before this call has run (`flush_workqueue`). Returns at
-    /// once on the worker itself (it would wait for itself) or after shutdown.
+    /// once on the worker itself or after shutdown.
     pub fn flush(&self) {
-        if thread::current().id() == self.worker_id {
-            return;
-        }
-        let (done_tx, done_rx) = channel::<()>();
-        if self
-            .queue(Box::new(move || {
-                let _ = done_tx.send(());
-            }))
-            .is_ok()
-        {
-            // An error means the barrier was dropped unrun: the worker is gone.
-            let _ = done_rx.recv();
-        }
+        self.queue.flush_workqueue();
     }
 
     /// Runs what is queued, then stops the worker and waits for it (`destroy_workqueue`).
     /// Returns whether this call stopped it. On the worker itself the thread is left to end on
     /// its own once this work item returns.
     pub fn shutdown(&self) -> bool {
-        let Some(tx) = lock(&self.tx).take() else {
-            return false;
-        };
-        drop(tx);
-        let worker = lock(&self.worker).take();
-        if let Some(worker) = worker
-            && worker.thread().id() != thread::current().id()
-        {
-            // A panicking work item already reported itself on the worker.
-            let _ = worker.join();
-        }
-        true
+        let stopped = self.queue.destroy_workqueue();
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(thread);
+        stopped
     }
 }
 
