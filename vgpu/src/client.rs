@@ -256,6 +256,23 @@ impl Client {
         map.bo.read()
     }
 
+    /// Copies bytes of buffer `handle` from `offset` into `buf` through the client's mapping
+    /// (a `read(2)` of the buffer's pages), returning how many were copied: fewer at the end
+    /// of the buffer, 0 past it. No gate, like [`Client::read`]: callers that stand for the
+    /// hardware enter it themselves.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoBuffer`], [`Error::NotMapped`]; [`Error::UseAfterFree`] under
+    /// `DevmEverywhere` after the unbind.
+    pub fn read_at(&self, handle: u32, offset: usize, buf: &mut [u8]) -> Result<usize, Error> {
+        let i = self.index(handle)?;
+        let map = self.file.data().maps[i]
+            .as_ref()
+            .ok_or(Error::NotMapped(handle))?;
+        map.bo.read_at(offset, buf)
+    }
+
     /// Reads the mode objects (a `GETRESOURCES`-like ioctl: no hardware, no gate).
     ///
     /// # Errors
