@@ -7,6 +7,7 @@
 //! server's reason.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -370,10 +371,22 @@ fn hot_unplug_with_a_file_open_and_a_buffer_mapped() {
     assert_eq!(client.ask("submit 43"), "ok");
     assert_eq!(client.ask("touch"), "43");
 
+    // A way into the mount that outlives the detach: the directory, opened before.
+    let root = std::fs::File::open(&dir).unwrap();
     server.unplug();
     server
         .wait_line("waiting for the last close")
         .expect("the unplug completes with a file open");
+    let through_root = PathBuf::from(format!("/proc/self/fd/{}/card0", root.as_raw_fd()));
+    assert_eq!(
+        std::fs::File::open(through_root)
+            .map(drop)
+            .unwrap_err()
+            .raw_os_error(),
+        Some(19),
+        "an open that reaches the server after the unplug gets ENODEV"
+    );
+    drop(root);
     assert!(server.running(), "the server waits for the last close");
     assert!(
         std::fs::File::open(server.card()).is_err(),
