@@ -403,6 +403,14 @@ fn hot_unplug_with_a_file_open_and_a_buffer_mapped() {
     assert_released(&mut server);
     assert!(!is_mounted(&dir), "the mount is gone");
     assert!(client.exit().success(), "the client was not killed");
+    // The trace shows the client's file: opened, closed after the unplug, the last reference.
+    let trace = std::fs::read_to_string(&server.trace).unwrap();
+    let ops: Vec<&str> = trace
+        .lines()
+        .filter_map(|l| l.split("\"op\":\"").nth(1)?.split('"').next())
+        .filter(|op| ["OPEN", "UNPLUG", "CLOSE", "LAST_REF"].contains(op))
+        .collect();
+    assert_eq!(ops, ["OPEN", "UNPLUG", "CLOSE", "LAST_REF"], "{trace}");
 }
 
 #[test]
@@ -452,4 +460,27 @@ fn a_client_killed_while_holding_the_file_still_lets_the_device_release() {
     client.child.kill().unwrap(); // SIGKILL: the kernel closes the file and the mapping
     let _ = client.child.wait();
     assert_released(&mut server);
+}
+
+#[test]
+fn unmounting_from_outside_unplugs_and_releases() {
+    if !fuse_available() {
+        return;
+    }
+    let dir = scratch("umount");
+    watchdog(vec![dir.clone()], 120);
+    let mut server = Server::start(&dir);
+    healthcheck(&server, 5);
+    let ok = Command::new("umount")
+        .arg(&dir)
+        .status()
+        .is_ok_and(|s| s.success())
+        || Command::new("fusermount3")
+            .arg("-u")
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+    assert!(ok, "umount {}", dir.display());
+    assert_released(&mut server);
+    assert!(server.output().contains("unmounted from outside"));
 }

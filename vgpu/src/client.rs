@@ -265,6 +265,32 @@ impl Client {
     ///
     /// [`Error::NoBuffer`], [`Error::NotMapped`]; [`Error::UseAfterFree`] under
     /// `DevmEverywhere` after the unbind.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use vgpu::{Binding, Client, Journal, VgpuDriver};
+    ///
+    /// let bus = drmm::Bus::new("platform");
+    /// let pdev = bus.add_device("vgpu.0");
+    /// pdev.bind(Arc::new(VgpuDriver::new(Default::default(), Journal::new())))?;
+    /// let card = pdev.with_bound(|b| b.driver_data::<Binding>().map(|d| d.card().clone()))?.unwrap();
+    /// let mut client = Client::open(&card, 1)?;
+    /// let bo = client.create_bo()?;
+    /// let mut word = [0u8; 4];
+    /// assert_eq!(client.read_at(bo, 0, &mut word), Err(vgpu::Error::NotMapped(bo)));
+    /// client.map(bo)?;
+    /// client.submit(bo, 7, None)?.wait()?;
+    /// assert_eq!(client.read_at(bo, 8, &mut word)?, 4);
+    /// assert_eq!(u32::from_le_bytes(word), 7);
+    /// let size = card.data().config().bo_size;
+    /// assert_eq!(client.read_at(bo, size - 2, &mut word)?, 2, "short at the end");
+    /// assert_eq!(client.read_at(bo, size + 1, &mut word)?, 0, "nothing past it");
+    /// assert_eq!(client.read_at(2, 0, &mut word), Err(vgpu::Error::NoBuffer(2)));
+    /// pdev.remove()?;
+    /// # Ok::<(), vgpu::Error>(())
+    /// ```
     pub fn read_at(&self, handle: u32, offset: usize, buf: &mut [u8]) -> Result<usize, Error> {
         let i = self.index(handle)?;
         let map = self.file.data().maps[i]
