@@ -98,6 +98,18 @@ impl Bo {
         })
     }
 
+    /// Copies the pages from `offset` into `buf`; returns how many bytes were copied.
+    pub(crate) fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<usize, Error> {
+        self.with_pages(|m| {
+            let m = m.read().unwrap_or_else(PoisonError::into_inner);
+            let bytes = m.bytes();
+            let start = offset.min(bytes.len());
+            let n = buf.len().min(bytes.len() - start);
+            buf[..n].copy_from_slice(&bytes[start..start + n]);
+            n
+        })
+    }
+
     /// Copies `src` to the start of the pages.
     pub(crate) fn write(&self, src: &[u8]) -> Result<(), Error> {
         self.with_pages(|m| {

@@ -256,6 +256,49 @@ impl Client {
         map.bo.read()
     }
 
+    /// Copies bytes of buffer `handle` from `offset` into `buf` through the client's mapping
+    /// (a `read(2)` of the buffer's pages), returning how many were copied: fewer at the end
+    /// of the buffer, 0 past it. No gate, like [`Client::read`]: callers that stand for the
+    /// hardware enter it themselves.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoBuffer`], [`Error::NotMapped`]; [`Error::UseAfterFree`] under
+    /// `DevmEverywhere` after the unbind.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use vgpu::{Binding, Client, Journal, VgpuDriver};
+    ///
+    /// let bus = drmm::Bus::new("platform");
+    /// let pdev = bus.add_device("vgpu.0");
+    /// pdev.bind(Arc::new(VgpuDriver::new(Default::default(), Journal::new())))?;
+    /// let card = pdev.with_bound(|b| b.driver_data::<Binding>().map(|d| d.card().clone()))?.unwrap();
+    /// let mut client = Client::open(&card, 1)?;
+    /// let bo = client.create_bo()?;
+    /// let mut word = [0u8; 4];
+    /// assert_eq!(client.read_at(bo, 0, &mut word), Err(vgpu::Error::NotMapped(bo)));
+    /// client.map(bo)?;
+    /// client.submit(bo, 7, None)?.wait()?;
+    /// assert_eq!(client.read_at(bo, 8, &mut word)?, 4);
+    /// assert_eq!(u32::from_le_bytes(word), 7);
+    /// let size = card.data().config().bo_size;
+    /// assert_eq!(client.read_at(bo, size - 2, &mut word)?, 2, "short at the end");
+    /// assert_eq!(client.read_at(bo, size + 1, &mut word)?, 0, "nothing past it");
+    /// assert_eq!(client.read_at(2, 0, &mut word), Err(vgpu::Error::NoBuffer(2)));
+    /// pdev.remove()?;
+    /// # Ok::<(), vgpu::Error>(())
+    /// ```
+    pub fn read_at(&self, handle: u32, offset: usize, buf: &mut [u8]) -> Result<usize, Error> {
+        let i = self.index(handle)?;
+        let map = self.file.data().maps[i]
+            .as_ref()
+            .ok_or(Error::NotMapped(handle))?;
+        map.bo.read_at(offset, buf)
+    }
+
     /// Reads the mode objects (a `GETRESOURCES`-like ioctl: no hardware, no gate).
     ///
     /// # Errors
