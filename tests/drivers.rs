@@ -577,3 +577,27 @@ fn probe_event_says_deferred_with_the_reason() {
         .collect();
     assert_eq!(probes, ["deferred: no clock"]);
 }
+
+#[test]
+fn a_driver_unregistered_during_its_own_probe_leaves_the_device_unbound() {
+    let log = Log::default();
+    let bus = Bus::new("platform");
+    let slot: Arc<Mutex<Option<DriverRegistration>>> = Arc::default();
+    let s = slot.clone();
+    let reg = register(
+        &bus,
+        Drv::new("gpu", &log).probe(move |_| {
+            // The unbind of the unregister cannot reach this device yet (its probe runs).
+            if let Some(reg) = s.lock().unwrap().take() {
+                reg.unregister();
+            }
+            Ok(())
+        }),
+    );
+    *slot.lock().unwrap() = Some(reg);
+    let dev = bus.add_device("gpu.0");
+    assert!(!dev.is_bound());
+    assert_eq!(taken(&log), ["gpu: probe gpu.0 ok", "gpu: remove gpu.0"]);
+    assert_eq!(dev.resource_count(), 0);
+    assert!(!bus.add_device("gpu.1").is_bound());
+}

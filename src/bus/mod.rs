@@ -11,6 +11,10 @@
 //!   [`Bound`], released when the binding ends;
 //! * the [`Devres<T>`] values registered on it, revoked when it ends.
 //!
+//! Drivers registered on the bus ([`Bus::register_driver`]) are bound automatically to the
+//! devices they [`match`](Driver::matches); a probe may answer "not yet"
+//! ([`Error::ProbeDefer`]) and is retried later. See [`DriverRegistration`].
+//!
 //! # Order at unbind
 //!
 //! 1. the driver's [`remove`](Driver::remove) runs (everything still works);
@@ -46,6 +50,7 @@ mod bound;
 mod devres;
 mod driver;
 mod panics;
+mod pending;
 #[cfg(feature = "registry")]
 mod tracked;
 
@@ -68,6 +73,7 @@ use crate::res::{EntryInfo, ResourceList};
 use crate::sync::{AtomicBool, Mutex, Ordering, lock};
 use crate::trace::{self, Op};
 use panics::{first_logging_rest, resume};
+use pending::PendingRemoval;
 
 /// A driver: what binds to a [`BusDevice`].
 ///
@@ -464,29 +470,9 @@ struct Core {
     /// A driver is bound. Written under the scope; the slot is the authority.
     bound: AtomicBool,
     /// Its bus was dropped while this thread held its scope: the device is removed when the
-    /// scope is left ([`PendingRemoval`]).
+    /// scope is left (`PendingRemoval`).
     remove_on_exit: AtomicBool,
     revocables: devres::Registry,
-}
-
-/// Removes the device, once its scope is left, if its bus was dropped meanwhile by the thread
-/// that held the scope (which could not remove it then: `Reentrant`). Made right after the
-/// scope is entered and dropped after it is left.
-struct PendingRemoval<'a>(&'a BusDevice);
-
-impl Drop for PendingRemoval<'_> {
-    fn drop(&mut self) {
-        let core = self.0.core();
-        if core.remove_on_exit.load(Ordering::Acquire)
-            && core.remove_on_exit.swap(false, Ordering::AcqRel)
-        {
-            // Panics are resumed by `remove` (only logged while this thread unwinds).
-            if let Err(Error::Reentrant) = self.0.remove() {
-                // An outer scope of this thread: removed when that one is left.
-                core.remove_on_exit.store(true, Ordering::Release);
-            }
-        }
-    }
 }
 
 /// A reference to a physical device on a [`Bus`] (`struct device` + `get_device`/`put_device`).
