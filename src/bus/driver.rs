@@ -17,7 +17,16 @@ use super::panics::first_logging_rest;
 use super::{Binding, Bound, Bus, BusDevice, BusInner, Driver, PendingRemoval};
 use crate::error::{Error, Result};
 use crate::res::list::{PanicPayload, PanicSink};
-use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering, lock};
+// The std primitives, not `crate::sync`: the loom models check bindings, not this registry,
+// and its extra schedule points would only multiply theirs. No lock here is held across an
+// operation of loom's.
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// Locks `m`; a panic never escapes while one of these is held, so poisoning is ignored.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Whether a device named `dev` matches an id table (or, when it is empty, the driver's name):
 /// the entry itself, or the entry followed by `.` and an instance.
@@ -272,7 +281,7 @@ impl Work {
             }
             Work::Register(bus, d) => {
                 let Some(bus) = bus.upgrade() else { return };
-                let devices = lock(&bus.devices).clone();
+                let devices = crate::sync::lock(&bus.devices).clone();
                 for dev in devices {
                     if !dev.is_present() || dev.is_bound() || !d.live() {
                         continue;
@@ -532,7 +541,7 @@ impl DriverRegistration {
         };
         let mut panics = PanicSink::default();
         let _ = caught(&mut panics, move || drop((registered, waiting)));
-        let devices = lock(&bus.devices).clone();
+        let devices = crate::sync::lock(&bus.devices).clone();
         for dev in devices.iter().rev() {
             if let Some(p) = unbind_driver(dev, self.driver) {
                 panics.keep(p);
