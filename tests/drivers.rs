@@ -601,3 +601,66 @@ fn a_driver_unregistered_during_its_own_probe_leaves_the_device_unbound() {
     assert_eq!(dev.resource_count(), 0);
     assert!(!bus.add_device("gpu.1").is_bound());
 }
+
+#[test]
+fn reentering_and_panicking_match_and_probe_while_unwinding_do_not_abort() {
+    let log = Log::default();
+    let bus = Arc::new(Bus::new("platform"));
+    let (w1, w2) = (Arc::downgrade(&bus), Arc::downgrade(&bus));
+    let _m = register(
+        &bus,
+        Drv::new("m", &log)
+            .matching(move |d| {
+                if d.name() == "m.0" {
+                    w1.upgrade().unwrap().add_device("leaf.from-match");
+                    panic!("match re-entered then panicked");
+                }
+                false
+            })
+            .probe(|_| Ok(())),
+    );
+    let _p = register(
+        &bus,
+        Drv::new("p", &log).probe(move |_| {
+            w2.upgrade().unwrap().add_device("leaf.from-probe");
+            panic!("probe re-entered then panicked");
+        }),
+    );
+    let _leaf = register(&bus, Drv::new("leaf", &log));
+    struct OnDrop(Arc<Bus>);
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            assert!(std::thread::panicking());
+            assert!(!self.0.add_device("m.0").is_bound());
+            assert!(!self.0.add_device("p.0").is_bound());
+        }
+    }
+    let guard = OnDrop(bus.clone());
+    let r = panic::catch_unwind(AssertUnwindSafe(move || {
+        let _g = guard;
+        panic!("outer");
+    }));
+    assert_eq!(r.unwrap_err().downcast_ref::<&str>(), Some(&"outer"));
+    // What the panicking callbacks added was still probed, after they returned.
+    assert!(bus.find("leaf.from-match").unwrap().is_bound());
+    assert!(bus.find("leaf.from-probe").unwrap().is_bound());
+    assert_eq!(bus.find("p.0").unwrap().resource_count(), 0);
+}
+
+#[test]
+fn a_registration_can_be_dropped_on_another_thread_and_outlive_its_bus() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    let log = Log::default();
+    let bus = Bus::new("platform");
+    let reg = register(&bus, Drv::new("x", &log));
+    let dev = bus.add_device("x.0");
+    send_sync(&reg);
+    std::thread::spawn(move || drop(reg)).join().unwrap();
+    assert!(!dev.is_bound());
+    let reg = register(&bus, Drv::new("x", &log));
+    assert!(dev.is_bound());
+    drop(bus); // removes the device (unbinding it)
+    assert!(!dev.is_bound() && !dev.is_present());
+    assert!(format!("{reg:?}").contains("\"x\""));
+    drop(reg); // nothing left to do
+}
