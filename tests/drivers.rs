@@ -664,3 +664,24 @@ fn a_registration_can_be_dropped_on_another_thread_and_outlive_its_bus() {
     assert!(format!("{reg:?}").contains("\"x\""));
     drop(reg); // nothing left to do
 }
+
+#[test]
+fn unregistering_a_driver_ends_the_wait_of_the_devices_it_deferred() {
+    let log = Log::default();
+    let bus = Bus::new("platform");
+    let reg = register(
+        &bus,
+        Drv::new("cam", &log).probe(|_| Err(Error::probe_defer("i2c"))),
+    );
+    let cam = bus.add_device("cam.0");
+    assert_eq!(deferred(&bus), [("cam.0".into(), "i2c".into())]);
+    drop(reg);
+    assert!(bus.deferred().is_empty());
+    bus.probe_deferred();
+    assert_eq!(
+        taken(&log),
+        ["cam: probe cam.0 defer(i2c)"],
+        "not probed again"
+    );
+    assert!(!cam.is_bound());
+}

@@ -226,7 +226,11 @@ pub(super) fn drain() -> Option<PanicPayload> {
     }
     let _depth = Depth::enter();
     let mut panics = PanicSink::default();
-    while let Some(work) = LOCAL.with(|l| l.borrow_mut().queue.pop_front()) {
+    while let Some(work) = LOCAL
+        .try_with(|l| l.borrow_mut().queue.pop_front())
+        .ok()
+        .flatten()
+    {
         let ran = panic::catch_unwind(AssertUnwindSafe(|| work.run(&mut panics)));
         if let Err(p) = ran {
             panics.keep(p);
@@ -358,6 +362,10 @@ pub(super) fn deferred<D: Driver>(
         return;
     };
     let retry = retry.unwrap_or_else(|| Arc::new(Manual(driver)));
+    if !retry.live() {
+        // Unregistered meanwhile: nothing would probe it again.
+        return;
+    }
     let waiting = Waiting {
         dev: dev.clone(),
         reason: reason.into(),
@@ -374,6 +382,11 @@ pub(super) fn deferred<D: Driver>(
         old
     };
     drop(old);
+    if !dev.is_present() {
+        // Removed meanwhile, after its removal forgot it: forgotten here instead.
+        forget(&bus, dev);
+        return;
+    }
     if bus.drivers.successes.load(Ordering::SeqCst) != started {
         queue(Work::Retry(Arc::downgrade(&bus)));
     }
@@ -680,6 +693,7 @@ impl Bus {
         lock(&self.inner.drivers.state)
             .waiting
             .iter()
+            .filter(|w| w.retry.live() && w.dev.is_present())
             .map(|w| (w.dev.clone(), w.reason.clone()))
             .collect()
     }
