@@ -711,11 +711,14 @@ impl BusDevice {
             Ok(Err(e)) => {
                 let event = trace::caught(|| {
                     let list = self.core().devres.list();
-                    let detail = match &e {
-                        Error::ProbeDefer { reason } => format!("deferred: {reason}"),
-                        e => format!("failed: {e}"),
-                    };
-                    trace::lifecycle_detail(list, Op::Probe, format_args!("{detail}"));
+                    match &e {
+                        Error::ProbeDefer { reason } => trace::lifecycle_detail(
+                            list,
+                            Op::Probe,
+                            format_args!("deferred: {reason}"),
+                        ),
+                        e => trace::lifecycle_detail(list, Op::Probe, format_args!("failed: {e}")),
+                    }
                 });
                 let p = self.release_binding(&mut bound);
                 drop(bound);
