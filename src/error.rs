@@ -94,6 +94,16 @@ pub enum Error {
         /// What the driver said.
         reason: Box<str>,
     },
+    /// A driver's probe cannot complete yet (`-EPROBE_DEFER`): something it needs is not there
+    /// yet. Like a failure, it leaves nothing registered on the binding; unlike one, the bus
+    /// keeps the device on its deferred list and probes it again when another probe succeeds
+    /// ([`Bus::deferred`](crate::bus::Bus::deferred) says who waits and why).
+    #[doc(alias = "EPROBE_DEFER")]
+    #[error("probe deferred: {reason}")]
+    ProbeDefer {
+        /// What the driver waits for.
+        reason: Box<str>,
+    },
     /// The logical device is not registered (never registered, or unregistered): it cannot be
     /// opened (`-ENODEV` from `drm_open`).
     #[error("device is not registered")]
@@ -139,6 +149,37 @@ impl Error {
         }
     }
 
+    /// A [`ProbeDefer`](Error::ProbeDefer) answer with `reason`: "not yet, try again later".
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use drmm::{Bound, Bus, Driver, Error};
+    ///
+    /// struct NeedsClock;
+    /// impl Driver for NeedsClock {
+    ///     type Data = ();
+    ///     fn probe(&self, _dev: &mut Bound<'_>) -> drmm::Result<()> {
+    ///         Err(Error::probe_defer("clock provider not probed yet"))
+    ///     }
+    /// }
+    ///
+    /// let bus = Bus::new("platform");
+    /// let dev = bus.add_device("uart.0");
+    /// assert!(matches!(dev.bind(Arc::new(NeedsClock)), Err(Error::ProbeDefer { .. })));
+    /// let waiting = bus.deferred();
+    /// assert_eq!(waiting[0].0.name(), "uart.0");
+    /// assert_eq!(&*waiting[0].1, "clock provider not probed yet");
+    /// ```
+    #[doc(alias = "EPROBE_DEFER")]
+    #[doc(alias = "dev_err_probe")]
+    pub fn probe_defer(reason: impl Into<Box<str>>) -> Self {
+        Error::ProbeDefer {
+            reason: reason.into(),
+        }
+    }
+
     /// The error for a failed allocation of `layout`.
     pub(crate) fn oom(layout: Layout) -> Self {
         Error::OutOfMemory {
@@ -175,6 +216,7 @@ mod tests {
             Error::Removed,
             Error::Reentrant,
             Error::probe_failed("x"),
+            Error::probe_defer("x"),
             Error::NotRegistered,
             Error::AlreadyRegistered,
             Error::Unplugged,

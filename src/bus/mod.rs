@@ -11,6 +11,10 @@
 //!   [`Bound`], released when the binding ends;
 //! * the [`Devres<T>`] values registered on it, revoked when it ends.
 //!
+//! Drivers registered on the bus ([`Bus::register_driver`]) are bound automatically to the
+//! devices they [`match`](Driver::matches); a probe may answer "not yet"
+//! ([`Error::ProbeDefer`]) and is retried later. See [`DriverRegistration`].
+//!
 //! # Order at unbind
 //!
 //! 1. the driver's [`remove`](Driver::remove) runs (everything still works);
@@ -44,6 +48,9 @@
 
 mod bound;
 mod devres;
+mod driver;
+mod panics;
+mod pending;
 #[cfg(feature = "registry")]
 mod tracked;
 
@@ -55,15 +62,18 @@ use std::sync::{Arc, Weak};
 
 pub use bound::Bound;
 pub use devres::Devres;
+pub use driver::DriverRegistration;
 
 use crate::error::{Error, Result};
 use crate::res::fallible::try_box_uninit;
 use crate::res::kref::{FinalRelease, Kref};
-use crate::res::list::{PanicPayload, PanicSink, drop_payload, panic_message};
+use crate::res::list::{PanicPayload, PanicSink, panic_message};
 use crate::res::scope::ScopedList;
 use crate::res::{EntryInfo, ResourceList};
 use crate::sync::{AtomicBool, Mutex, Ordering, lock};
 use crate::trace::{self, Op};
+use panics::{first_logging_rest, resume};
+use pending::PendingRemoval;
 
 /// A driver: what binds to a [`BusDevice`].
 ///
@@ -154,6 +164,70 @@ pub trait Driver: Send + Sync + 'static {
     /// ```
     fn probe(&self, dev: &mut Bound<'_>) -> Result<Self::Data>;
 
+    /// The names of the devices this driver handles, for [`matches`](Self::matches): a device
+    /// matches an entry when its name is the entry, or the entry followed by `.` and an
+    /// instance (`uart` matches `uart` and `uart.0`). Empty (the default): the driver's
+    /// [`name`](Self::name) is the only entry, as a platform bus matches driver names.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use drmm::{Bound, Bus, Driver};
+    ///
+    /// struct Uart;
+    /// impl Driver for Uart {
+    ///     type Data = ();
+    ///     fn id_table(&self) -> &[&str] {
+    ///         &["uart", "ns16550"]
+    ///     }
+    ///     fn probe(&self, _dev: &mut Bound<'_>) -> drmm::Result<()> {
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let bus = Bus::new("platform");
+    /// let _reg = bus.register_driver(Arc::new(Uart));
+    /// assert!(bus.add_device("ns16550.1").is_bound());
+    /// assert!(!bus.add_device("uart2").is_bound()); // neither `uart` nor `uart.<instance>`
+    /// ```
+    #[doc(alias = "of_match_table")]
+    fn id_table(&self) -> &[&str] {
+        &[]
+    }
+
+    /// Whether this driver handles `dev` (the bus's `match`), asked when the driver is
+    /// registered and when a device is added; by default, by [`id_table`](Self::id_table).
+    /// User code: called with no lock of the bus held, and never for a bound device.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use drmm::{Bound, Bus, BusDevice, Driver};
+    ///
+    /// struct AnyGpu;
+    /// impl Driver for AnyGpu {
+    ///     type Data = ();
+    ///     fn matches(&self, dev: &BusDevice) -> bool {
+    ///         dev.name().starts_with("0000:0") // the PCI slots of this board
+    ///     }
+    ///     fn probe(&self, _dev: &mut Bound<'_>) -> drmm::Result<()> {
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let bus = Bus::new("pci");
+    /// let gpu = bus.add_device("0000:01:00.0");
+    /// let _reg = bus.register_driver(Arc::new(AnyGpu)); // probes the devices already there
+    /// assert!(gpu.is_bound());
+    /// ```
+    #[doc(alias = "bus_match")]
+    #[doc(alias = "match")]
+    fn matches(&self, dev: &BusDevice) -> bool {
+        driver::id_matches(self.id_table(), self.name(), dev.name())
+    }
+
     /// Unbinds the driver: the first step of an unbind, while everything of the binding is
     /// still there. [`Bound::driver_data`] returns `None` here: the data is `data`.
     ///
@@ -236,6 +310,7 @@ pub struct Bus {
 struct BusInner {
     name: Cow<'static, str>,
     devices: Mutex<Vec<BusDevice>>,
+    drivers: driver::Drivers,
 }
 
 impl Bus {
@@ -254,6 +329,7 @@ impl Bus {
             inner: Arc::new(BusInner {
                 name: name.into(),
                 devices: Mutex::new(Vec::new()),
+                drivers: driver::Drivers::new(),
             }),
         }
     }
@@ -306,6 +382,7 @@ impl Bus {
             let event = trace::caught(|| trace::lifecycle(list, Op::DeviceAdd));
             PanicSink::resume(event, dev.name());
         }
+        driver::added(&dev);
         dev
     }
 
@@ -399,29 +476,9 @@ struct Core {
     /// A driver is bound. Written under the scope; the slot is the authority.
     bound: AtomicBool,
     /// Its bus was dropped while this thread held its scope: the device is removed when the
-    /// scope is left ([`PendingRemoval`]).
+    /// scope is left (`PendingRemoval`).
     remove_on_exit: AtomicBool,
     revocables: devres::Registry,
-}
-
-/// Removes the device, once its scope is left, if its bus was dropped meanwhile by the thread
-/// that held the scope (which could not remove it then: `Reentrant`). Made right after the
-/// scope is entered and dropped after it is left.
-struct PendingRemoval<'a>(&'a BusDevice);
-
-impl Drop for PendingRemoval<'_> {
-    fn drop(&mut self) {
-        let core = self.0.core();
-        if core.remove_on_exit.load(Ordering::Acquire)
-            && core.remove_on_exit.swap(false, Ordering::AcqRel)
-        {
-            // Panics are resumed by `remove` (only logged while this thread unwinds).
-            if let Err(Error::Reentrant) = self.0.remove() {
-                // An outer scope of this thread: removed when that one is left.
-                core.remove_on_exit.store(true, Ordering::Release);
-            }
-        }
-    }
 }
 
 /// A reference to a physical device on a [`Bus`] (`struct device` + `get_device`/`put_device`).
@@ -615,6 +672,16 @@ impl BusDevice {
     #[doc(alias = "really_probe")]
     #[doc(alias = "device_driver_attach")]
     pub fn bind<D: Driver>(&self, driver: Arc<D>) -> Result<()> {
+        self.probe_with(driver, None)
+    }
+
+    /// [`bind`](Self::bind); `retry` is what probes again after a deferral (by default, the
+    /// same driver).
+    fn probe_with<D: Driver>(
+        &self,
+        driver: Arc<D>,
+        retry: Option<Arc<dyn driver::Retry>>,
+    ) -> Result<()> {
         // Declared first, so dropped after the scope is left.
         let _pending = PendingRemoval(self);
         let scope = self.core().devres.enter()?;
@@ -629,7 +696,9 @@ impl BusDevice {
         let binding = try_box_uninit::<Binding>()?;
         let data_box = try_box_uninit::<D::Data>()?;
         let mut bound = Bound::new(self, scope);
+        let in_probe = driver::InProbe::enter(self);
         let probed = panic::catch_unwind(AssertUnwindSafe(|| driver.probe(&mut bound)));
+        let started = in_probe.leave();
         match probed {
             Ok(Ok(data)) => {
                 let data = Box::write(data_box, data);
@@ -640,15 +709,28 @@ impl BusDevice {
                 let list = self.core().devres.list();
                 trace::lifecycle_detail(list, Op::Probe, format_args!("ok"));
                 trace::lifecycle(list, Op::Bind);
+                drop(bound);
+                driver::probed(self);
+                resume(self.name(), []);
                 Ok(())
             }
             Ok(Err(e)) => {
                 let event = trace::caught(|| {
                     let list = self.core().devres.list();
-                    trace::lifecycle_detail(list, Op::Probe, format_args!("failed: {e}"));
+                    match &e {
+                        Error::ProbeDefer { reason } => trace::lifecycle_detail(
+                            list,
+                            Op::Probe,
+                            format_args!("deferred: {reason}"),
+                        ),
+                        e => trace::lifecycle_detail(list, Op::Probe, format_args!("failed: {e}")),
+                    }
                 });
                 let p = self.release_binding(&mut bound);
                 drop(bound);
+                if let Error::ProbeDefer { reason } = &e {
+                    driver::deferred(self, reason, started, retry, driver);
+                }
                 resume(self.name(), [event, p]);
                 Err(e)
             }
@@ -804,6 +886,7 @@ impl BusDevice {
                 at.map(|i| devices.remove(i))
             };
             drop(off);
+            driver::forget(&bus, self);
         }
         resume(self.name(), [a, b, c, d, e]);
         Ok(())
@@ -881,39 +964,6 @@ impl BusDevice {
         let mut bound = Bound::new(self, scope);
         Ok(f(&mut bound))
     }
-}
-
-/// Resumes the first panic and logs the others.
-fn resume<const N: usize>(owner: &str, panics: [Option<PanicPayload>; N]) {
-    let first = first_logging_rest(owner, panics);
-    crate::res::list::PanicSink::resume(first, owner);
-}
-
-/// The first panic; the others are logged and dropped.
-fn first_logging_rest<const N: usize>(
-    owner: &str,
-    panics: [Option<PanicPayload>; N],
-) -> Option<PanicPayload> {
-    let mut first = None;
-    for p in panics.into_iter().flatten() {
-        if first.is_none() {
-            first = Some(p);
-        } else {
-            let message = panic_message(&*p);
-            // The report's subscriber is user code too: a panic of it is dropped.
-            let report = trace::caught(|| {
-                tracing::error!(
-                    target: "drmm",
-                    dev_name = owner,
-                    detail = message,
-                    "another panic during the same unbind is not resumed",
-                );
-            });
-            report.into_iter().for_each(drop_payload);
-            drop_payload(p);
-        }
-    }
-    first
 }
 
 impl Clone for BusDevice {
