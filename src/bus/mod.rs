@@ -57,11 +57,11 @@ pub use bound::Bound;
 pub use devres::Devres;
 
 use crate::error::{Error, Result};
-use crate::res::fallible::try_box_uninit;
 use crate::res::kref::{FinalRelease, Kref};
 use crate::res::list::{PanicPayload, PanicSink, drop_payload, panic_message};
 use crate::res::scope::ScopedList;
 use crate::res::{EntryInfo, ResourceList};
+use crate::sync::fallible::try_box_uninit;
 use crate::sync::{AtomicBool, Mutex, Ordering, lock};
 use crate::trace::{self, Op};
 

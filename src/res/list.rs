@@ -16,9 +16,9 @@ use crate::res::erased::{EntryVTable, SiteTable, Word};
 use crate::res::group::Marker;
 use crate::res::handle::Managed;
 use crate::res::info::{EntryInfo, EntryKind};
-use crate::res::lock::{ListGuard, ListLock};
 use crate::res::site::Site;
 use crate::res::slots::Slots;
+use crate::sync::lock::{ListGuard, ListLock};
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
 use crate::trace::{self, Op};
 
@@ -1690,7 +1690,7 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering as O};
 
-    use crate::res::drop_counter::Counted;
+    use crate::sync::drop_counter::Counted;
 
     /// The final (exclusive) release leaves inert arena blocks to the arena, drops every value
     /// that needs it, frees blocks outside the arena, releases entries added by an action

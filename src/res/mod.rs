@@ -41,20 +41,15 @@
 mod action;
 mod alloc;
 mod arena;
-#[cfg(all(test, not(loom)))]
-mod drop_counter;
 mod erased;
-pub(crate) mod fallible;
 pub(crate) mod group;
 pub(crate) mod handle;
 mod info;
 pub(crate) mod kref;
 pub(crate) mod list;
-mod lock;
 pub(crate) mod ops;
 mod realloc;
 pub(crate) mod scope;
-mod set_once;
 mod site;
 pub(crate) mod slots;
 
@@ -63,5 +58,4 @@ pub use group::Group;
 pub use handle::{ActionHandle, Managed, ResourceOwner};
 pub use info::{EntryInfo, EntryKind};
 pub(crate) use list::{Key, ResourceList};
-pub(crate) use set_once::SetOnce;
 pub use site::Site;
