@@ -18,9 +18,9 @@ use crate::res::action::Action;
 use crate::res::alloc::Block;
 use crate::res::arena::Arena;
 use crate::res::erased::{EntryVTable, SiteTable, Word};
-use crate::res::group::Marker;
-use crate::res::handle::Managed;
+use crate::res::handle::{Key, Managed};
 use crate::res::info::{EntryInfo, EntryKind};
+use crate::res::marker::Marker;
 use crate::res::site::Site;
 use crate::res::slots::Slots;
 use crate::sync::lock::{ListGuard, ListLock};
@@ -45,7 +45,7 @@ pub(crate) enum Payload<C> {
     Action(Action<C>),
     /// A managed allocation, dropped and freed at release.
     Block(Block),
-    /// A group marker (see `group.rs`); releasing it does nothing.
+    /// A group marker (see `marker.rs` and `group.rs`); releasing it does nothing.
     Marker(Marker),
 }
 
@@ -151,19 +151,6 @@ impl<C> Entry<C> {
             Payload::Action(_) => false,
         }
     }
-}
-
-/// Where an entry is: which list, which slot, which incarnation of the slot.
-///
-/// `seq` is unique within the list and never reused, so it is both the entry's age (release
-/// order) and its generation (a key whose slot now holds another entry no longer matches).
-// `pub` (though unreachable) because the sealed `ResourceOwner` check names it.
-#[allow(unreachable_pub)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Key {
-    pub(crate) list: u64,
-    pub(crate) index: u32,
-    pub(crate) seq: u64,
 }
 
 const NO_SLOT: u32 = u32::MAX;
