@@ -59,7 +59,7 @@ use std::thread::{self, JoinHandle, ThreadId};
 use crate::bus::Bound;
 use crate::device::LogicalDevice;
 use crate::error::{Error, Result};
-use crate::res::fallible::try_box;
+use crate::sync::fallible::try_box;
 use crate::res::list::{PanicPayload, PanicSink, drop_payload, panic_message};
 use crate::trace;
 

@@ -6,10 +6,10 @@ use std::panic::{self, AssertUnwindSafe, Location};
 use super::{Bound, BusDevice};
 use crate::error::{Error, Result};
 use crate::res::Key;
-use crate::res::fallible::{Shared, try_box};
 use crate::res::list::PanicPayload;
 use crate::revoke::grace::Domain;
 use crate::revoke::{Revocable, RevocableGuard, drop_payload, resume_unless_unwinding};
+use crate::sync::fallible::{Shared, try_box};
 use crate::sync::{Arc, Condvar, Mutex, ThreadKey, current_thread, lock};
 use crate::trace;
 

@@ -65,11 +65,11 @@ pub use devres::Devres;
 pub use driver::DriverRegistration;
 
 use crate::error::{Error, Result};
-use crate::res::fallible::try_box_uninit;
 use crate::res::kref::{FinalRelease, Kref};
 use crate::res::list::{PanicPayload, PanicSink, panic_message};
 use crate::res::scope::ScopedList;
 use crate::res::{EntryInfo, ResourceList};
+use crate::sync::fallible::try_box_uninit;
 use crate::sync::{AtomicBool, Mutex, Ordering, lock};
 use crate::trace::{self, Op};
 use panics::{first_logging_rest, resume};

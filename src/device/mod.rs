@@ -35,11 +35,12 @@ use std::fmt;
 use std::ops::Deref;
 
 use crate::bus::Bound;
-use crate::res::fallible::or_abort;
 use crate::res::kref::{FinalRelease, Kref};
 use crate::res::list::{PanicPayload, drop_payload};
-use crate::res::{EntryInfo, Key, ResourceList, ResourceOwner, SetOnce};
+use crate::res::{EntryInfo, Key, ResourceList, ResourceOwner};
 use crate::revoke::Gate;
+use crate::sync::fallible::or_abort;
+use crate::sync::set_once::SetOnce;
 use crate::sync::{AtomicBool, AtomicUsize};
 use crate::trace;
 

@@ -358,7 +358,7 @@ impl SiteTable {
             let mut map = SiteMap::new();
             map.try_reserve(i as usize * 2).ok()?;
             map.extend(self.iter().enumerate().map(|(j, m)| (m.key(), j as u32)));
-            self.map = Some(crate::res::fallible::try_box(map).ok()?);
+            self.map = Some(crate::sync::fallible::try_box(map).ok()?);
         }
         if let Some(map) = &mut self.map {
             map.try_reserve(1).ok()?;

@@ -18,64 +18,13 @@
 use std::fmt;
 
 use crate::error::{Error, Result};
-use crate::res::erased::{CLOSE_VTABLE, EntryVTable, OPEN_VTABLE};
+use crate::res::handle::Key;
 use crate::res::info::EntryKind;
-use crate::res::list::{Entry, Key, PanicPayload, PanicSink, Payload, ResourceList, Slot, State};
+use crate::res::list::{Entry, PanicPayload, PanicSink, Payload, ResourceList, Slot, State};
+use crate::res::marker::Marker;
 use crate::res::site::Site;
 use crate::sync::Ordering;
 use crate::trace::{self, Op};
-
-/// The payload of a group marker entry.
-///
-/// In a slot, an open marker stores its `closed_at` (0: still open) and a close marker its
-/// `group`; an open marker's `group` is its own sequence number.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Marker {
-    /// The sequence number of the group's open marker: the group's identity on its list.
-    group: u64,
-    /// For the open marker: the close marker's sequence number once the group is closed.
-    /// For the close marker: `None`.
-    closed_at: Option<u64>,
-    open: bool,
-}
-
-impl Marker {
-    pub(crate) fn kind(&self) -> EntryKind {
-        if self.open {
-            EntryKind::GroupOpen
-        } else {
-            EntryKind::GroupClose
-        }
-    }
-
-    /// The vtable and the value a slot stores for this marker.
-    #[inline]
-    pub(crate) fn into_raw(self) -> (&'static EntryVTable, u64) {
-        if self.open {
-            (&OPEN_VTABLE, self.closed_at.unwrap_or(0))
-        } else {
-            (&CLOSE_VTABLE, self.group)
-        }
-    }
-
-    /// The marker `seq` whose parts [`into_raw`](Self::into_raw) returned.
-    #[inline]
-    pub(crate) fn from_raw(seq: u64, vt: &'static EntryVTable, v: u64) -> Self {
-        if vt.kind == EntryKind::GroupOpen {
-            Marker {
-                group: seq,
-                closed_at: (v != 0).then_some(v),
-                open: true,
-            }
-        } else {
-            Marker {
-                group: v,
-                closed_at: None,
-                open: false,
-            }
-        }
-    }
-}
 
 /// A group of entries on one resource list (`devres_open_group`'s returned id).
 ///

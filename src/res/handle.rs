@@ -1,11 +1,23 @@
-//! Typed handles: proof of ownership of one entry.
+//! Typed handles: proof of ownership of one entry, and the key that names an entry.
 
 use std::fmt;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 
 use crate::error::Result;
-use crate::res::list::Key;
+
+/// Where an entry is: which list, which slot, which incarnation of the slot.
+///
+/// `seq` is unique within the list and never reused, so it is both the entry's age (release
+/// order) and its generation (a key whose slot now holds another entry no longer matches).
+// `pub` (though unreachable) because the sealed `ResourceOwner` check names it.
+#[allow(unreachable_pub)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key {
+    pub(crate) list: u64,
+    pub(crate) index: u32,
+    pub(crate) seq: u64,
+}
 
 /// Something that owns a resource list and can vouch that it is alive: a logical device
 /// ([`LogicalDevice`](crate::device::LogicalDevice)).
@@ -28,8 +40,8 @@ use crate::res::list::Key;
 pub trait ResourceOwner: sealed::Sealed {}
 
 pub(crate) mod sealed {
+    use super::Key;
     use crate::error::Result;
-    use crate::res::list::Key;
 
     /// The private half of [`ResourceOwner`](super::ResourceOwner).
     pub trait Sealed {

@@ -10,8 +10,8 @@ use std::ops::Deref;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr::NonNull;
 
-use crate::res::fallible::try_box_uninit;
 use crate::res::list::{PanicPayload, PanicSink};
+use crate::sync::fallible::try_box_uninit;
 use crate::sync::{AtomicUsize, Ordering, fence};
 
 /// An object that owns managed resources released when its last reference goes.

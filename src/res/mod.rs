@@ -35,6 +35,23 @@
 //! capturing it on the new owner) and [`remove_action`](crate::LogicalDevice::remove_action)
 //! the old entry.
 //!
+//! # Layout
+//!
+//! Dependencies inside the module point one way, from the leaves up:
+//!
+//! 1. leaves, which know no list: `handle` (the typed handles and the `Key` they carry),
+//!    `site`, `info`, `slots`, `arena`, and the entry payloads (`action`, `alloc`, `marker`,
+//!    with their type-erased form in `erased`);
+//! 2. `list`: the engine, built on the leaves (an entry is one of the payloads; an add returns
+//!    a handle);
+//! 3. built on `list`: `group` (nested ranges of a list, delimited by marker entries), `ops`
+//!    and `realloc` (the typed API of an owner), `kref` (the owner whose last reference
+//!    releases its list) and `scope` (the exclusive scope around a list and its groups).
+//!
+//! The list holds group markers as opaque entries and knows nothing of groups; handles name
+//! entries by key and know nothing of the list. The primitives the engine runs on (its lock,
+//! fallible allocation) are in the crate's `sync` module.
+//!
 //! # Examples
 //!
 //! The handles and entry descriptions this module exports, on a logical device's list:
@@ -55,27 +72,23 @@
 mod action;
 mod alloc;
 mod arena;
-#[cfg(all(test, not(loom)))]
-mod drop_counter;
 mod erased;
-pub(crate) mod fallible;
 pub(crate) mod group;
 pub(crate) mod handle;
 mod info;
 pub(crate) mod kref;
 pub(crate) mod list;
-mod lock;
+mod marker;
 pub(crate) mod ops;
 mod realloc;
 pub(crate) mod scope;
-mod set_once;
 mod site;
 pub(crate) mod slots;
 
 pub use alloc::{MAX_BYTE_ALIGN, MIN_BYTE_ALIGN};
 pub use group::Group;
+pub(crate) use handle::Key;
 pub use handle::{ActionHandle, Managed, ResourceOwner};
 pub use info::{EntryInfo, EntryKind};
-pub(crate) use list::{Key, ResourceList};
-pub(crate) use set_once::SetOnce;
+pub(crate) use list::ResourceList;
 pub use site::Site;

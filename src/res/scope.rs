@@ -19,7 +19,8 @@ use std::marker::PhantomData;
 
 use crate::error::{Error, Result};
 use crate::res::group::{Group, GroupRelease};
-use crate::res::list::{Key, PanicPayload, ResourceList};
+use crate::res::handle::Key;
+use crate::res::list::{PanicPayload, ResourceList};
 use crate::sync::{Condvar, Mutex, MutexGuard, ThreadKey, current_thread, lock};
 
 /// What the scope's slot holds.

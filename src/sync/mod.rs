@@ -1,7 +1,21 @@
-//! Synchronisation primitives, switched to loom's models under `--cfg loom`.
+//! Synchronisation and ownership primitives, switched to loom's models under `--cfg loom`.
 //!
 //! Every atomic, lock and thread primitive used by the library comes from here so that the loom
-//! models in `tests/loom_*.rs` explore the real code paths, not copies of them.
+//! models in `tests/loom_*.rs` explore the real code paths, not copies of them. The primitives
+//! built on them live here too, apart from the resource-list engine that uses them:
+//!
+//! * [`lock`](mod@lock): the lock of a resource list (spin, then yield; no poisoning);
+//! * [`fallible`]: `Box` and `Arc` that report allocation failure instead of aborting;
+//! * [`set_once`]: a cell written at most once (a device's driver data).
+//!
+//! Nothing here knows about lists, devices or buses.
+
+pub(crate) mod fallible;
+pub(crate) mod lock;
+pub(crate) mod set_once;
+
+#[cfg(all(test, not(loom)))]
+pub(crate) mod drop_counter;
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{

@@ -163,7 +163,7 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::AtomicUsize as StdAtomic;
 
-    use crate::res::drop_counter::Counted;
+    use crate::sync::drop_counter::Counted;
 
     #[test]
     fn try_box_holds_the_value_and_zero_sized_types_need_no_allocation() {

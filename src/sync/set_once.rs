@@ -123,7 +123,7 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::AtomicUsize as StdAtomic;
 
-    use crate::res::drop_counter::Counted;
+    use crate::sync::drop_counter::Counted;
 
     #[test]
     fn with_is_set_and_a_second_set_is_refused() {
