@@ -1,5 +1,5 @@
-//! Criterion benchmarks of the standard workloads W1–W6 (docs/architecture.md, "Standard
-//! workloads").
+//! Criterion benchmarks of the standard workloads W1–W9 (docs/architecture.md, "Standard
+//! workloads"); W7–W9 are in `user_facing.rs`, W10 (bytes, not time) in `device_bytes.rs`.
 //!
 //! Groups are named `W1` … `W6`; ids are `floor…` (plain Rust, the cost floor), `kernel-model…`
 //! (the seed patch's algorithm re-derived in `kernel_model/`) and, later, `drmm…` (the library).
@@ -25,6 +25,10 @@
 //! | W4 | one device lifecycle: create, 16 managed 64-byte allocations, drop the last reference | 50,000 | everything |
 //! | W5 | one release action | 1,000,000 split evenly over 1 or 2 threads | from the start barrier until every thread has added its share, plus the release of all (on the main thread); thread spawn is untimed |
 //! | W6 | one gate enter + exit pair | 2,000,000 split evenly over 1 or 2 threads | from the start barrier until every thread is done |
+//! | W7 | one access: `Devres::try_access` + read one word + drop the guard (`drmm`); a plain read through `&u64` (`floor`); `RwLock::read` (`rwlock`); the kernel model's SRCU read, `drm_dev_enter` + read + `drm_dev_exit` (`kernel-model`) | 2,000,000 split evenly over 1 or 2 threads, all on one value | from the start barrier until every thread is done |
+//! | W8a | one `unplug()` under 0, 1, 2 reader threads looping enter + read + exit (`drmm-unplug-Nt`); one `RwLock` write lock + unlock under readers looping `read()` (`rwlock-write-Nt`) | 400 single calls per row (not criterion: median and p99 of single calls) | the call alone, once every reader has looped 1,000 times |
+//! | W8b | one unbind of a binding holding 1, 10, 100, 1,000 live `Devres<u64>` (`drmm-unbind/N`); the baseline, 1,000 `Revocable`s on one domain each revoked on its own, one grace period each (`revoke-each-1000`) | 1 | the unbind (or the 1,000 revocations); bind and the values' creation are untimed |
+//! | W9 | one W4 device lifecycle | 50,000 split evenly over 1 or 2 threads, each thread on its own devices | from the start barrier until every thread is done |
 //! | REC | one recorded event | 2 × 200,000 (W1's allocations and releases, each one `ADD` and one `REL`) | W1 with the trace recorder (`drmm::trace::RecordLayer`, writing to `io::sink`) on for this thread; the device is created untimed |
 //!
 //! Multi-threaded times are wall-clock for the whole batch divided by the total number of
@@ -35,7 +39,8 @@
 //! differ only in the split.
 //!
 //! W3's `kernel-model` runs for N = 20,000 only: its early free is a linear scan (quadratic in
-//! total). W5 has no floor of its own: its guard compares each `-2t` with the same code's `-1t`.
+//! total). W5 has no floor of its own: its guard compares each `-2t` with the same code's `-1t`;
+//! W9's target compares the same way (its floor's own 2t/1t shows what the machine gives).
 //! W6 `kernel-model` is the kernel's gate: an SRCU read section on a global domain, whose read
 //! side is per-CPU counters with full barriers (see `kernel_model::Gate`), then a load of the
 //! `unplugged` flag; per-CPU is modelled as one cache-padded slot per thread.
@@ -60,6 +65,7 @@
 //! throughput.
 
 mod kernel_model;
+mod user_facing;
 
 use std::hint::black_box;
 use std::ops::Range;
@@ -666,6 +672,37 @@ fn w6(c: &mut Criterion) {
     g.finish();
 }
 
+/// Whether the command line's filter (criterion's positional argument; several are joined into
+/// one alternation by `scripts/bench`) names W8a, which runs outside criterion: no filter, or
+/// an alternative that is a prefix of `W8a` or starts with `W8a`.
+fn runs_w8a() -> bool {
+    // Criterion's options that take a value.
+    const WITH_VALUE: [&str; 9] = [
+        "--warm-up-time",
+        "--measurement-time",
+        "--sample-size",
+        "--save-baseline",
+        "--baseline",
+        "--baseline-lenient",
+        "--output-format",
+        "--profile-time",
+        "--noise-threshold",
+    ];
+    let mut args = std::env::args().skip(1);
+    let mut filter = None;
+    while let Some(a) = args.next() {
+        if WITH_VALUE.contains(&a.as_str()) {
+            args.next();
+        } else if !a.starts_with('-') {
+            filter = Some(a);
+        }
+    }
+    filter.is_none_or(|f| {
+        f.split('|')
+            .any(|alt| "W8a".starts_with(alt) || alt.starts_with("W8a"))
+    })
+}
+
 fn main() {
     kernel_model::self_check();
     let mut c = Criterion::default()
@@ -679,6 +716,12 @@ fn main() {
     w4(&mut c);
     w5(&mut c);
     w6(&mut c);
+    user_facing::w7(&mut c);
+    user_facing::w8b(&mut c);
+    user_facing::w9(&mut c);
     rec(&mut c);
     c.final_summary();
+    if runs_w8a() {
+        user_facing::w8a();
+    }
 }

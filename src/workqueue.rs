@@ -59,8 +59,8 @@ use std::thread::{self, JoinHandle, ThreadId};
 use crate::bus::Bound;
 use crate::device::LogicalDevice;
 use crate::error::{Error, Result};
-use crate::sync::fallible::try_box;
 use crate::res::list::{PanicPayload, PanicSink, drop_payload, panic_message};
+use crate::sync::fallible::try_box;
 use crate::trace;
 
 type Work = Box<dyn FnOnce() + Send + 'static>;

@@ -29,7 +29,8 @@
 //! is released), NUMA node hints.
 //!
 //! The unplug gate of the kernel (`drm_dev_enter`/`drm_dev_exit`: an SRCU read-side section on a
-//! global SRCU domain, then a check of `dev->unplugged`) is modelled by [`Gate`].
+//! global SRCU domain, then a check of `dev->unplugged`) is modelled by [`Gate`]; a read of one
+//! value inside it (W7's kernel model) by [`srcu_read`].
 
 use std::alloc::{self, Layout};
 use std::cell::UnsafeCell;
@@ -363,6 +364,16 @@ impl Gate {
     }
 }
 
+/// The kernel's SRCU-style revocable read (W7): `drm_dev_enter`, read the value, `drm_dev_exit`
+/// on the global gate, as a driver fences one register read. `None` once unplugged.
+#[inline]
+pub(crate) fn srcu_read<T: Copy>(gate: &Gate, cpu: usize, value: &T) -> Option<T> {
+    let idx = gate.enter(cpu)?;
+    let v = *value;
+    gate.exit(cpu, idx);
+    Some(v)
+}
+
 /// Cheap functional self-check, run once before the benchmarks so that a broken model cannot
 /// produce flattering numbers: order of release, early free, not-found free, the gate.
 pub(crate) fn self_check() {
@@ -398,4 +409,6 @@ pub(crate) fn self_check() {
     gate.exit(1, idx);
     gate.unplugged.store(true, Ordering::Relaxed);
     assert!(gate.enter(0).is_none());
+    assert_eq!(srcu_read(&gate, 0, &7u64), None);
+    assert_eq!(srcu_read(&Gate::new(1), 0, &7u64), Some(7));
 }

@@ -10,7 +10,7 @@ use crate::res::list::PanicPayload;
 use crate::revoke::grace::Domain;
 use crate::revoke::{Revocable, RevocableGuard, drop_payload, resume_unless_unwinding};
 use crate::sync::fallible::{Shared, try_box};
-use crate::sync::{Arc, Condvar, Mutex, ThreadKey, current_thread, lock};
+use crate::sync::{Arc, AtomicUsize, Condvar, Mutex, Ordering, ThreadKey, current_thread, lock};
 use crate::trace;
 
 /// One registered `Devres`, type-erased for the batch revocation at unbind.
@@ -150,6 +150,10 @@ struct Inner<T> {
     data: Revocable<T>,
     stage: Mutex<Stage>,
     changed: Condvar,
+    /// Threads waiting on `changed`; only read or written with `stage` locked. A change of
+    /// stage wakes them only if there are any: a wake-up is a system call even with no waiter,
+    /// and an unbind changes the stage of every value it revokes.
+    waiters: AtomicUsize,
 }
 
 impl<T: Send + Sync> Inner<T> {
@@ -191,7 +195,12 @@ impl<T: Send + Sync> Inner<T> {
                 // between a claim and its grace period) about to clear its flag.
                 Stage::Dropping { by } | Stage::Claimed { by, .. } if by == me => return None,
                 Stage::Done => return None,
-                _ => stage = wait(&self.changed, stage),
+                _ => {
+                    // Under the lock, so a `set` that follows sees this waiter.
+                    self.waiters.fetch_add(1, Ordering::Relaxed);
+                    stage = wait(&self.changed, stage);
+                    self.waiters.fetch_sub(1, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -256,8 +265,14 @@ impl<T: Send + Sync> Inner<T> {
     }
 
     fn set(&self, to: Stage) {
-        *lock(&self.stage) = to;
-        self.changed.notify_all();
+        let mut stage = lock(&self.stage);
+        *stage = to;
+        // A thread that starts waiting after this sees the new stage first.
+        let waiting = self.waiters.load(Ordering::Relaxed) != 0;
+        drop(stage);
+        if waiting {
+            self.changed.notify_all();
+        }
     }
 }
 
@@ -401,6 +416,7 @@ impl<T: Send + Sync + 'static> Devres<T> {
             data: Revocable::new_in(value, registry.domain.clone()),
             stage: Mutex::new(Stage::Unclaimed),
             changed: Condvar::new(),
+            waiters: AtomicUsize::new(0),
         })?;
         let id = registry.register(try_box(Holder(inner.clone()))?)?;
         let theirs = inner.clone();

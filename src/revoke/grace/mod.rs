@@ -135,7 +135,7 @@ const SHARD_PAD: usize = 128 - 2 * std::mem::size_of::<AtomicUsize>();
 /// aligned pair of cache lines (x86's adjacent-line prefetcher pulls lines in such pairs: two
 /// threads writing neighbouring owned shards would otherwise disturb each other). Only the
 /// owned shards, allocated once per domain on first use, pay for the over-aligned allocation;
-/// the shared shard inside the domain is padded, not aligned.
+/// the shared counters inside the domain are neither padded nor aligned (see [`Domain`]).
 #[repr(C, align(128))]
 struct OwnedShard(Shard);
 
@@ -444,9 +444,10 @@ impl Backoff {
 /// ```
 #[doc(alias = "srcu_struct")]
 pub struct Domain {
-    /// The counters of threads that own no shard here, and of every thread while the owned
-    /// shards do not exist.
-    shared: Shard,
+    /// The counters of threads that own no shard here (more threads read the domain than it
+    /// has shards) and of every thread if the owned shards could not be allocated. Rarely
+    /// written, so not padded: a padded shard would make every idle device 112 bytes larger.
+    shared: [AtomicUsize; 2],
     /// The owned shards, made on first use (null before).
     owned: AtomicPtr<Shard>,
     /// Number of owned shards.
@@ -476,7 +477,7 @@ impl Domain {
     pub fn new() -> Self {
         // INVARIANT: `shard_count` returns a power of two; no owned shards yet, no guard.
         Domain {
-            shared: Shard::new(),
+            shared: [AtomicUsize::new(0), AtomicUsize::new(0)],
             owned: AtomicPtr::new(ptr::null_mut()),
             owned_count: shard_count(),
             phase: AtomicUsize::new(0),
@@ -581,12 +582,12 @@ impl Domain {
     #[doc(alias = "srcu_read_lock")]
     #[inline]
     pub fn read(&self) -> ReadGuard<'_> {
-        let (shard, owned) = match self.owned_shard(slot::current()) {
-            Some(shard) => (shard, true),
+        let (counts, owned) = match self.owned_shard(slot::current()) {
+            Some(shard) => (&shard.count, true),
             None => (&self.shared, false),
         };
         let phase = self.phase.load(Ordering::SeqCst) & 1;
-        let counter = &shard.count[phase];
+        let counter = &counts[phase];
         let prev = if owned {
             // Only this thread writes its own counter (type invariant), so a load and a store
             // cannot lose an update; the SeqCst fence after the store is the reader's half of
@@ -727,9 +728,9 @@ impl Domain {
     /// installation (a `SeqCst` exchange, before the reader's increment) precedes the fence, so
     /// the load below sees them.
     fn wait_drained(&self, phase: usize) {
-        let drain = |shard: &Shard| {
+        let drain = |counts: &[AtomicUsize; 2]| {
             let mut backoff = Backoff::new();
-            while shard.count[phase].load(Ordering::SeqCst) != 0 {
+            while counts[phase].load(Ordering::SeqCst) != 0 {
                 backoff.snooze();
             }
         };
@@ -738,7 +739,7 @@ impl Domain {
         if !owned.is_null() {
             // SAFETY: by the type invariant, `owned_count` shards that live as long as `self`.
             let owned = unsafe { std::slice::from_raw_parts(owned, self.owned_count) };
-            owned.iter().for_each(drain);
+            owned.iter().for_each(|shard| drain(&shard.count));
         }
     }
 }

@@ -12,8 +12,8 @@ fn owned(d: &Domain) -> &[Shard] {
 
 fn total(d: &Domain) -> usize {
     std::iter::once(&d.shared)
-        .chain(owned(d))
-        .flat_map(|s| s.count.iter())
+        .chain(owned(d).iter().map(|s| &s.count))
+        .flat_map(|c| c.iter())
         .map(|c| c.load(Ordering::SeqCst))
         .sum()
 }
