@@ -5,9 +5,15 @@
 //!
 //! The fuzz target (`fuzz/fuzz_targets/ops.rs`) and the corpus replay
 //! (`tests/fuzz_corpus.rs`) run the same interpreter. `DRMM_PROPTEST_CASES` overrides the
-//! number of cases.
+//! number of cases (per property and variant).
+//!
+//! Every property runs in each subscriber variant (`tests/common/subscribers.rs`: none,
+//! recording, re-entering, panicking), as a test of its own named after the variant;
+//! `DRMM_TEST_SUBSCRIBER=none,record` (say) selects variants, as does a test name filter.
 
 mod ops;
+
+use ops::subscribers::{self, Variant};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -56,8 +62,12 @@ fn config(cases: u32) -> Config {
 
 const LEN: usize = if cfg!(miri) { 24 } else { 160 };
 
-fn check(name: &str, strategy: impl Strategy<Value = Vec<ops::Op>>) {
-    let (runs, steps, skipped, events) = (
+fn check(name: &str, variant: Variant, strategy: impl Strategy<Value = Vec<ops::Op>>) {
+    if !variant.is_selected() {
+        return;
+    }
+    let (runs, steps, skipped, events, panics) = (
+        AtomicUsize::new(0),
         AtomicUsize::new(0),
         AtomicUsize::new(0),
         AtomicUsize::new(0),
@@ -65,42 +75,69 @@ fn check(name: &str, strategy: impl Strategy<Value = Vec<ops::Op>>) {
     );
     let mut runner = TestRunner::new(config(1000));
     let r = runner.run(&strategy, |prog| {
-        let s =
-            ops::run(&prog).map_err(|e| TestCaseError::fail(format!("{e}\nprogram: {prog:?}")))?;
+        subscribers::watchdog(Some(format!("{name} ({variant}): {prog:?}")));
+        let s = ops::run_in(variant, &prog)
+            .map_err(|e| TestCaseError::fail(format!("{e}\nprogram: {prog:?}")))?;
         runs.fetch_add(1, Ordering::Relaxed);
         steps.fetch_add(s.ops, Ordering::Relaxed);
         skipped.fetch_add(s.skipped, Ordering::Relaxed);
         events.fetch_add(s.events, Ordering::Relaxed);
+        panics.fetch_add(s.subscriber_panics, Ordering::Relaxed);
         Ok(())
     });
+    subscribers::watchdog(None);
     if let Err(e) = r {
-        panic!("{name}: {e}");
+        panic!("{name} ({variant} subscriber): {e}");
     }
     eprintln!(
-        "{name}: {} programs, {} operations ({} skipped: nothing to act on), {} events checked",
+        "{name} ({variant} subscriber): {} cases, {} operations ({} skipped: nothing to act \
+         on), {} events checked, {} subscriber panics surfaced",
         runs.into_inner(),
         steps.into_inner(),
         skipped.into_inner(),
-        events.into_inner()
+        events.into_inner(),
+        panics.into_inner(),
     );
 }
 
-#[test]
-fn system_matches_model() {
-    check("system_matches_model", program(LEN));
+/// One test per property and variant (they run in parallel and fail on their own).
+macro_rules! variants {
+    ($prop:ident, $strategy:expr) => {
+        mod $prop {
+            use super::*;
+            #[test]
+            fn untraced() {
+                check(stringify!($prop), Variant::None, $strategy);
+            }
+            #[test]
+            fn recorded() {
+                check(stringify!($prop), Variant::Record, $strategy);
+            }
+            #[test]
+            fn reentrant_subscriber() {
+                check(stringify!($prop), Variant::Reenter, $strategy);
+            }
+            #[test]
+            fn panicking_subscriber() {
+                check(stringify!($prop), Variant::Panic, $strategy);
+            }
+        }
+    };
 }
 
-#[test]
-fn bindings_match_model() {
-    check("bindings_match_model", bus_program(LEN));
-}
+variants!(system_matches_model, program(LEN));
+variants!(bindings_match_model, bus_program(LEN));
 
 #[test]
 fn seed_programs_match_model() {
-    for (i, p) in ops::seed_programs().iter().enumerate() {
-        let s = ops::run(p).unwrap_or_else(|e| panic!("seed {i}: {e}"));
-        assert!(s.ops > 0);
+    for v in Variant::selected() {
+        for (i, p) in ops::seed_programs().iter().enumerate() {
+            subscribers::watchdog(Some(format!("seed {i} ({v})")));
+            let s = ops::run_in(v, p).unwrap_or_else(|e| panic!("seed {i} ({v}): {e}"));
+            assert!(s.ops > 0);
+        }
     }
+    subscribers::watchdog(None);
 }
 
 #[test]
@@ -108,4 +145,29 @@ fn encode_decode_round_trip() {
     for p in ops::seed_programs() {
         assert_eq!(ops::decode(&ops::encode(&p)), p);
     }
+}
+
+/// A `Devres` whose value owns another `Devres` of the same binding, both still registered
+/// when the driver is unbound: the revocation must drop the inner one from inside the outer
+/// one's drop without waiting for itself.
+#[test]
+fn nested_devres_left_for_the_unbind() {
+    use ops::Op::*;
+    let p = [
+        Bind {
+            bus: 0,
+            fail: false,
+        },
+        DevresNested { bus: 0 },
+        DevresAlloc { bus: 0 },
+        Unbind { bus: 0 },
+        DevresAccess { r: 0 },
+        DevresNested { bus: 1 },
+        RemoveBus { bus: 1 },
+    ];
+    for v in Variant::selected() {
+        subscribers::watchdog(Some(format!("nested_devres_left_for_the_unbind ({v})")));
+        ops::run_in(v, &p).unwrap_or_else(|e| panic!("{v}: {e}"));
+    }
+    subscribers::watchdog(None);
 }
