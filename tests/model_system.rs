@@ -171,3 +171,20 @@ fn nested_devres_left_for_the_unbind() {
     }
     subscribers::watchdog(None);
 }
+
+/// A subscriber that panics while an unbind releases the devres list (on the fifth release
+/// event): every entry must still be released, actions run, in order.
+#[test]
+fn panicking_subscriber_during_an_unbind() {
+    use ops::Op::*;
+    let p = [
+        DevresAction { bus: 0 },
+        Bind {
+            bus: 0,
+            fail: false,
+        },
+        Open { dev: 0 },
+        Unbind { bus: 0 },
+    ];
+    ops::run_in(Variant::Panic, &p).unwrap_or_else(|e| panic!("{e}"));
+}

@@ -456,6 +456,16 @@ fn triage_skip(op: &Op) -> bool {
 
 fn run_inner(ops: &[Op]) -> Result<Stats, String> {
     let mut w = World::new();
+    let r = run_world(&mut w, ops);
+    if r.is_err() {
+        // Whatever a divergent program left behind is dropped here; a subscriber panic (or a
+        // check) failing in that drop must not hide the divergence.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(w)));
+    }
+    r
+}
+
+fn run_world(w: &mut World, ops: &[Op]) -> Result<Stats, String> {
     let mut stats = Stats::default();
     for (step, op) in ops.iter().enumerate() {
         if triage_skip(op) {
