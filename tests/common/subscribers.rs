@@ -202,6 +202,11 @@ fn violation(s: impl FnOnce() -> String) {
     });
 }
 
+/// Runs `f` with no subscriber (setting up a case whose events are not the point).
+pub fn quiet<R>(f: impl FnOnce() -> R) -> R {
+    tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), f)
+}
+
 /// Registers the probe the re-entering subscriber runs on every `drmm` event of this thread,
 /// until the guard is dropped. The probe must only read (it runs at arbitrary points of the
 /// library's operations); it runs again only after it returned.
