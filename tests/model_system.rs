@@ -188,3 +188,23 @@ fn panicking_subscriber_during_an_unbind() {
     ];
     ops::run_in(Variant::Panic, &p).unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// A release action that frees a newer byte block (and one a newer value) the same release
+/// already freed: the answer is `NotOnList` in every variant (exactly once, whether traced or
+/// not).
+#[test]
+fn reentrant_action_frees_a_newer_entry_during_the_release() {
+    use ops::Op::*;
+    let p = [
+        NewDevice,
+        DrmReentrant { dev: 0, h: 3 },
+        DrmReentrant { dev: 0, h: 1 },
+        DrmKzalloc { dev: 0, len: 1 },
+        DropRef { dev: 0 },
+    ];
+    for v in Variant::selected() {
+        subscribers::watchdog(Some(format!("reentrant newer ({v})")));
+        ops::run_in(v, &p).unwrap_or_else(|e| panic!("{v}: {e}"));
+    }
+    subscribers::watchdog(None);
+}

@@ -1628,7 +1628,8 @@ impl World {
                 };
                 // Even `h`: the action owns the handle of an older entry of the device (picked
                 // by `h`), which it releases before its own release reaches it. Odd `h`: of a
-                // value added right after it (newer), which a full release frees first.
+                // value (`h & 2`: a byte block) added right after it (newer), which a full
+                // release frees first.
                 let mine: Vec<usize> = (0..self.drm_handles.len())
                     .filter(|i| self.drm_handles[*i].owner == slot)
                     .collect();
@@ -1657,7 +1658,8 @@ impl World {
                     id,
                     h: H::Action(h),
                 });
-                let newer = (h_odd(op)).then(|| self.m.value());
+                let block = matches!(op, DrmReentrant { h, .. } if h & 2 == 2);
+                let newer = h_odd(op).then(|| if block { self.m.id() } else { self.m.value() });
                 self.m.drms[slot].entries.push((
                     id,
                     Kind::Reentrant {
@@ -1666,11 +1668,17 @@ impl World {
                     },
                 ));
                 if let Some(v) = newer {
-                    let t = d
-                        .alloc(Val::new(v, &log))
-                        .map_err(|e| format!("alloc: {e:?}"))?;
-                    self.m.drms[slot].entries.push((v, Kind::Value));
-                    *slot_of_target.lock().unwrap() = Some(Target::Value(t));
+                    let (t, kind) = if block {
+                        let b = d.kzalloc(8).map_err(|e| format!("kzalloc: {e:?}"))?;
+                        (Target::Bytes(b), Kind::Bytes(8))
+                    } else {
+                        let b = d
+                            .alloc(Val::new(v, &log))
+                            .map_err(|e| format!("alloc: {e:?}"))?;
+                        (Target::Value(b), Kind::Value)
+                    };
+                    self.m.drms[slot].entries.push((v, kind));
+                    *slot_of_target.lock().unwrap() = Some(t);
                 }
             }
             DevresDrop { r } => {
@@ -1804,13 +1812,19 @@ impl World {
         self.devres_handles.clear();
         self.groups.clear();
         self.reentry = None;
+        // The bus, then the last references of its devices (their final release runs here).
         let bus = self.bus.take();
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(bus))) {
-            Ok(()) => {}
-            Err(p) if subscribers::is_subscriber_panic(&*p) => self.subscriber_panics += 1,
-            Err(p) => std::panic::resume_unwind(p),
+        let busdevs = std::mem::take(&mut self.busdevs);
+        for last in [
+            Box::new(move || drop(bus)) as Box<dyn FnOnce()>,
+            Box::new(move || drop(busdevs)),
+        ] {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(last)) {
+                Ok(()) => {}
+                Err(p) if subscribers::is_subscriber_panic(&*p) => self.subscriber_panics += 1,
+                Err(p) => std::panic::resume_unwind(p),
+            }
         }
-        self.busdevs.clear();
         Ok(())
     }
 
