@@ -234,10 +234,18 @@ pub enum Op {
     DevresNested {
         bus: u8,
     },
+    /// A drmm-managed value whose `Drop` re-enters another logical device (an older one, so
+    /// references never form a cycle): releases an entry of it early through the handle it
+    /// owns, adds a value to it, then drops its reference to it (maybe the last one, so that
+    /// device's release runs inside this value's drop).
+    DrmValueReenters {
+        dev: u8,
+        other: u8,
+    },
 }
 
 /// Number of operation kinds (the tag byte is taken modulo this).
-pub const OP_KINDS: u8 = 37;
+pub const OP_KINDS: u8 = 38;
 
 impl Op {
     /// Decodes one operation from a tag byte and two argument bytes.
@@ -286,7 +294,8 @@ impl Op {
             33 => ReleaseGroup { g: a },
             34 => RemoveGroup { g: a },
             35 => DrmReentrant { dev: a, h: b },
-            _ => DevresNested { bus: a },
+            36 => DevresNested { bus: a },
+            _ => DrmValueReenters { dev: a, other: b },
         }
     }
 
@@ -331,6 +340,7 @@ impl Op {
             RemoveGroup { g } => [34, g, 0],
             DrmReentrant { dev, h } => [35, dev, h],
             DevresNested { bus } => [36, bus, 0],
+            DrmValueReenters { dev, other } => [37, dev, other],
         }
     }
 }
@@ -515,6 +525,13 @@ enum Kind {
         target: Option<u32>,
         adds: u32,
     },
+    /// A value whose drop re-enters logical device `dev` (`Op::DrmValueReenters`): releases
+    /// entry `target` of it, adds value `adds` to it, drops its reference to it.
+    HoldsRef {
+        dev: usize,
+        target: Option<u32>,
+        adds: u32,
+    },
 }
 
 #[derive(Default)]
@@ -523,6 +540,8 @@ struct DrmM {
     entries: Vec<(u32, Kind)>,
     /// References held by a binding (its driver data and its `new_on` action).
     binding_refs: usize,
+    /// References held by managed values of other devices (`Kind::HoldsRef`).
+    value_refs: usize,
     /// The binding's driver data holds a reference (reachable through `with_bound`).
     in_driver_data: Option<usize>,
     released: bool,
@@ -564,6 +583,8 @@ struct Model {
     groups: Vec<bool>,
     /// Drm files open: slot per file (mirrors `World::files`).
     file_slots: Vec<usize>,
+    /// The interpreter's references per logical device, as of now (kept by `World`).
+    interp: Vec<usize>,
 }
 
 impl Model {
@@ -581,6 +602,7 @@ impl Model {
         interp_refs
             + self.file_slots.iter().filter(|s| **s == slot).count()
             + self.drms[slot].binding_refs
+            + self.drms[slot].value_refs
     }
 
     /// Releases a drmm entry.
@@ -612,6 +634,24 @@ impl Model {
                 self.created.push(adds);
                 self.drms[slot].entries.push((adds, Kind::Value));
                 self.expected.push(Ev::Drop(id));
+            }
+            Kind::HoldsRef { dev, target, adds } => {
+                // Its device's entry `target`: still on the list (only the value can release
+                // it early, and the device lives while the value holds it).
+                if let Some(t) = target {
+                    let pos = self.drms[dev].entries.iter().position(|e| e.0 == t);
+                    if let Some(p) = pos {
+                        let (t, k) = self.drms[dev].entries.remove(p);
+                        self.release_drm_entry(dev, t, k);
+                    }
+                    self.expected.push(Ev::Answer(id, pos.is_some()));
+                }
+                self.created.push(adds);
+                self.drms[dev].entries.push((adds, Kind::Value));
+                self.expected.push(Ev::Drop(id));
+                self.drms[dev].value_refs -= 1;
+                let interp = self.interp.get(dev).copied().unwrap_or(0);
+                self.unref(dev, interp);
             }
             Kind::Value => self.expected.push(Ev::Drop(id)),
             Kind::Bytes(_) => {}
@@ -675,7 +715,7 @@ impl Model {
                 self.unref(slot, interp[slot]);
             }
             Kind::DevresEntry(rid) => self.revoke(rid),
-            Kind::Reentrant { .. } => unreachable!("not on a devres list"),
+            Kind::Reentrant { .. } | Kind::HoldsRef { .. } => unreachable!("not on a devres list"),
         }
     }
 
@@ -762,6 +802,42 @@ enum H {
     Action(ActionHandle),
     Value(Managed<Val>),
     Bytes(Managed<[u8]>),
+    ReVal(Managed<ReVal>),
+}
+
+/// The value of `Op::DrmValueReenters`: its drop re-enters `dev` (see there).
+pub struct ReVal {
+    id: u32,
+    log: Log,
+    dev: Device<DrmData>,
+    target: Option<Target>,
+    adds: u32,
+}
+
+impl Drop for ReVal {
+    fn drop(&mut self) {
+        if let Some(t) = self.target.take() {
+            let d = &self.dev;
+            let r = match t {
+                Target::Action(h) => d.release_action(h),
+                Target::Value(h) => d.kfree(h),
+                Target::Bytes(h) => d.kfree(h),
+                Target::ReVal(h) => d.kfree(h),
+            };
+            match r {
+                Ok(()) => self.log.push(Ev::Answer(self.id, true)),
+                Err(Error::NotOnList) => self.log.push(Ev::Answer(self.id, false)),
+                Err(e) => panic!("a value's drop releasing an entry answered {e:?}"),
+            }
+        }
+        let v = self
+            .dev
+            .alloc(Val::new(self.adds, &self.log))
+            .expect("adding from a value's drop");
+        drop(v);
+        self.log.push(Ev::Drop(self.id));
+        // `dev` is dropped after this: maybe the device's last reference.
+    }
 }
 
 struct Handle {
@@ -818,6 +894,18 @@ enum Target {
     Action(ActionHandle),
     Value(Managed<Val>),
     Bytes(Managed<[u8]>),
+    ReVal(Managed<ReVal>),
+}
+
+impl From<H> for Target {
+    fn from(h: H) -> Target {
+        match h {
+            H::Action(a) => Target::Action(a),
+            H::Value(v) => Target::Value(v),
+            H::Bytes(b) => Target::Bytes(b),
+            H::ReVal(r) => Target::ReVal(r),
+        }
+    }
 }
 
 /// The action of `Op::DrmReentrant`: releases `target` on its own device (logging the answer),
@@ -838,6 +926,7 @@ fn reentrant_action(
                 Target::Action(h) => d.release_action(h),
                 Target::Value(h) => d.kfree(h),
                 Target::Bytes(h) => d.kfree(h),
+                Target::ReVal(h) => d.kfree(h),
             };
             match r {
                 Ok(()) => log.push(Ev::Answer(id, true)),
@@ -1047,6 +1136,7 @@ impl World {
     /// model already holds the operation's effects when the library is called, so the
     /// comparison after the step checks that the interrupted operation still completed).
     fn step_caught(&mut self, op: Op) -> Result<bool, String> {
+        self.m.interp = self.interp_refs();
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step(op))) {
             Ok(r) => r,
             Err(p) if subscribers::is_subscriber_panic(&*p) => {
@@ -1175,6 +1265,7 @@ impl World {
                             s.fill(0xa5);
                             s.fill(0);
                         }
+                        H::ReVal(v) => check_eq!(v.get(&d).map(|v| v.id), Ok(id), "read value"),
                         H::Action(_) => return Ok(false),
                     }
                     return Ok(true);
@@ -1203,6 +1294,10 @@ impl World {
                         self.m.release_drm_entry(owner, id, kind);
                         d.kfree(h)
                     }
+                    H::ReVal(h) => {
+                        self.m.release_drm_entry(owner, id, kind);
+                        d.kfree(h)
+                    }
                     H::Bytes(h) => d.kfree(h),
                 };
                 check_eq!(r, Ok(()), "early release");
@@ -1225,6 +1320,7 @@ impl World {
                     H::Action(h) => d.release_action(h),
                     H::Value(h) => d.kfree(h),
                     H::Bytes(h) => d.kfree(h),
+                    H::ReVal(h) => d.kfree(h),
                 };
                 check!(
                     matches!(r, Err(Error::ForeignHandle { .. })),
@@ -1247,6 +1343,7 @@ impl World {
                 };
                 let r = self.drms[slot].refs.pop();
                 let interp = self.interp_refs();
+                self.m.interp.clone_from(&interp);
                 self.m.unref(slot, interp[slot]);
                 drop(r);
             }
@@ -1496,6 +1593,7 @@ impl World {
                                 H::Action(h) => Ok(b.is_action_added(h)),
                                 H::Value(v) => v.get(b).map(|v| v.id() == id),
                                 H::Bytes(x) => x.get(b).map(|s| s.iter().all(|c| *c == 0)),
+                                H::ReVal(_) => unreachable!("no devres re-entering values"),
                             })?
                             .ok_or("scope refused")?;
                         match (&hd.h, r) {
@@ -1551,6 +1649,7 @@ impl World {
                                 H::Action(h) => b.release_action(h),
                                 H::Value(h) => b.kfree(h),
                                 H::Bytes(h) => b.kfree(h),
+                                H::ReVal(_) => unreachable!("no devres re-entering values"),
                             })?
                             .ok_or("scope refused")?;
                         check_eq!(r, want, "devres early release");
@@ -1622,6 +1721,53 @@ impl World {
                 b.entries.push((id, Kind::DevresEntry(rid)));
                 self.devres.push((bus, rid, r));
             }
+            DrmValueReenters { dev, other } => {
+                let Some((slot, d)) = self.pick_dev(dev) else {
+                    return Ok(false);
+                };
+                // An older device than the value's own: references never form a cycle.
+                let Some((b, bd)) = (0..slot)
+                    .map(|k| (other as usize + k) % slot)
+                    .find_map(|s| self.dev(s).map(|x| (s, x)))
+                else {
+                    return Ok(false);
+                };
+                let theirs: Vec<usize> = (0..self.drm_handles.len())
+                    .filter(|i| self.drm_handles[*i].owner == b)
+                    .collect();
+                let (target, target_id) = if theirs.is_empty() {
+                    (None, None)
+                } else {
+                    let hd = self
+                        .drm_handles
+                        .swap_remove(theirs[other as usize % theirs.len()]);
+                    (Some(Target::from(hd.h)), Some(hd.id))
+                };
+                let id = self.m.value();
+                let adds = self.m.id();
+                let v = ReVal {
+                    id,
+                    log: log.clone(),
+                    dev: bd,
+                    target,
+                    adds,
+                };
+                self.m.drms[b].value_refs += 1;
+                let h = d.alloc(v).map_err(|e| format!("alloc: {e:?}"))?;
+                self.m.drms[slot].entries.push((
+                    id,
+                    Kind::HoldsRef {
+                        dev: b,
+                        target: target_id,
+                        adds,
+                    },
+                ));
+                self.drm_handles.push(Handle {
+                    owner: slot,
+                    id,
+                    h: H::ReVal(h),
+                });
+            }
             DrmReentrant { dev, h } => {
                 let Some((slot, d)) = self.pick_dev(dev) else {
                     return Ok(false);
@@ -1639,11 +1785,7 @@ impl World {
                     let hd = self
                         .drm_handles
                         .swap_remove(mine[(h as usize >> 1) % mine.len()]);
-                    let t = match hd.h {
-                        H::Action(a) => Target::Action(a),
-                        H::Value(v) => Target::Value(v),
-                        H::Bytes(b) => Target::Bytes(b),
-                    };
+                    let t = Target::from(hd.h);
                     *slot_of_target.lock().unwrap() = Some(t);
                     target_id = Some(hd.id);
                 }
@@ -1910,6 +2052,21 @@ pub fn seed_programs() -> Vec<Vec<Op>> {
             DrmReentrant { dev: 1, h: 1 },
             Unbind { bus: 0 },
             DevresAccess { r: 0 },
+            DropRef { dev: 0 },
+        ],
+        // A value whose drop re-enters an older device: it frees that device's value, adds
+        // one, and drops the device's last reference (the device's release runs inside the
+        // value's drop, itself inside the release of the value's own device).
+        vec![
+            NewDevice,
+            NewDevice,
+            DrmAlloc { dev: 0 },
+            DrmValueReenters { dev: 1, other: 0 },
+            DrmKzalloc { dev: 0, len: 1 },
+            DrmValueReenters { dev: 1, other: 0 },
+            DrmRead { h: 1 },
+            DropRef { dev: 0 },
+            DrmFree { h: 1 },
             DropRef { dev: 0 },
         ],
         // drmm basics, adds during release, early free, foreign handle.
