@@ -555,6 +555,7 @@ fn panic_at_every_position_of_an_unbind() {
         let first = cases;
         v.run(|| panic_positions(n, v, first, &mut cases));
     }
+    subscribers::watchdog(None);
     drop(std::panic::take_hook());
     drop(prev);
     eprintln!(
@@ -569,8 +570,16 @@ fn panic_positions(n: usize, v: Variant, first: usize, cases: &mut usize) {
             let order = Arc::new(Mutex::new(Vec::new()));
             let before = alloc::live_bytes();
             {
+                subscribers::watchdog(Some(format!(
+                    "panic injection ({v}): panic_at {panic_at}, drm_panic_at {drm_panic_at}"
+                )));
                 let bus = Bus::new("panics");
                 let pdev = bus.add_device("p");
+                // The re-entering variant reads the device from its callback.
+                let probe = pdev.clone();
+                let _reentry = subscribers::reenter_with(move || {
+                    let _ = (probe.resource_count(), probe.snapshot(), probe.is_bound());
+                });
                 pdev.bind(Arc::new(PanicDriver {
                     n,
                     panic_at,
