@@ -108,7 +108,7 @@ impl Variant {
             Variant::Reenter => tracing::subscriber::with_default(Checker::new(Mode::Reenter), f),
             Variant::Panic => {
                 quiet_subscriber_panics();
-                tracing::subscriber::with_default(Checker::new(Mode::Panic(panic_every())), f)
+                tracing::subscriber::with_default(Checker::new(Mode::Panic(panic_every(), None)), f)
             }
         }
     }
@@ -118,6 +118,13 @@ impl fmt::Display for Variant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// Runs `f` under a subscriber that panics on every event of the operations `sites` (one
+/// emission site at a time: which ones are inside the panic net).
+pub fn panicking_on<R>(sites: &'static [&'static str], f: impl FnOnce() -> R) -> R {
+    quiet_subscriber_panics();
+    tracing::subscriber::with_default(Checker::new(Mode::Panic(1, Some(sites))), f)
 }
 
 /// The payload of the panic subscriber's panics.
@@ -143,6 +150,22 @@ pub const PANIC_OPS: &[&str] = &[
     "UNPLUG",
     "CLOSE",
 ];
+
+/// Whether the panicking subscriber panics on events of `op`: one of [`PANIC_OPS`], or of
+/// `DRMM_TEST_PANIC_OPS` (comma-separated, to find which emission sites are outside the panic
+/// net one at a time).
+fn panics_on(op: &str) -> bool {
+    static OPS: std::sync::OnceLock<Option<Vec<String>>> = std::sync::OnceLock::new();
+    let only = OPS.get_or_init(|| {
+        std::env::var("DRMM_TEST_PANIC_OPS")
+            .ok()
+            .map(|s| s.split(',').map(|p| p.trim().to_string()).collect())
+    });
+    match only {
+        Some(only) => only.iter().any(|o| o == op) && PANIC_OPS.contains(&op),
+        None => PANIC_OPS.contains(&op),
+    }
+}
 
 /// Every how many panic-eligible events the panic subscriber panics
 /// (`DRMM_TEST_PANIC_EVERY`, default 5).
@@ -234,7 +257,8 @@ impl Drop for ReentryGuard {
 enum Mode {
     Record,
     Reenter,
-    Panic(usize),
+    /// Every how many eligible events; the eligible operations if not [`PANIC_OPS`].
+    Panic(usize, Option<&'static [&'static str]>),
 }
 
 /// Nested `release begin`s deeper than this are a violation (a release inside an action of a
@@ -460,9 +484,13 @@ impl Subscriber for Checker {
                     reenter();
                 }
             }
-            Mode::Panic(every) => {
+            Mode::Panic(every, sites) => {
                 let op = f.op.unwrap_or("");
-                if !PANIC_OPS.contains(&op) || std::thread::panicking() {
+                let eligible = match sites {
+                    Some(sites) => sites.contains(&op),
+                    None => panics_on(op),
+                };
+                if !eligible || std::thread::panicking() {
                     return;
                 }
                 let fire = {

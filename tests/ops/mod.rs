@@ -377,22 +377,42 @@ pub struct Stats {
 ///
 /// As for [`run`], or the recording subscriber's first violation.
 pub fn run_in(variant: subscribers::Variant, ops: &[Op]) -> Result<Stats, String> {
+    run_under(variant.name(), |f| variant.run(f), ops)
+}
+
+/// [`run`] under a subscriber that panics on every event of the operations `sites`.
+///
+/// # Errors
+///
+/// As for [`run`].
+pub fn run_panicking_on(sites: &'static [&'static str], ops: &[Op]) -> Result<Stats, String> {
+    run_under("panic", |f| subscribers::panicking_on(sites, f), ops)
+}
+
+type RunResult = Result<Stats, String>;
+
+fn run_under(
+    name: &str,
+    with: impl FnOnce(Box<dyn FnOnce() -> RunResult + '_>) -> RunResult,
+    ops: &[Op],
+) -> RunResult {
     let _ = subscribers::take_violation();
-    let r = std::panic::catch_unwind(|| variant.run(|| run(ops))).unwrap_or_else(|p| {
-        if subscribers::is_subscriber_panic(&*p) {
-            Err(
-                "a panic of the subscriber surfaced outside the operation that emitted its \
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| with(Box::new(|| run(ops)))))
+        .unwrap_or_else(|p| {
+            if subscribers::is_subscriber_panic(&*p) {
+                Err(
+                    "a panic of the subscriber surfaced outside the operation that emitted its \
                  event (DRMM_TEST_PANIC_LOUD=1 RUST_BACKTRACE=1 shows where)"
-                    .to_string(),
-            )
-        } else {
-            std::panic::resume_unwind(p)
-        }
-    });
+                        .to_string(),
+                )
+            } else {
+                std::panic::resume_unwind(p)
+            }
+        });
     // A divergence from the model says more than what the subscriber saw.
     match (r, subscribers::take_violation()) {
         (Err(e), _) => Err(e),
-        (Ok(_), Some(v)) => Err(format!("{variant} subscriber saw: {v}")),
+        (Ok(_), Some(v)) => Err(format!("{name} subscriber saw: {v}")),
         (Ok(s), None) => Ok(s),
     }
 }
@@ -1086,6 +1106,13 @@ impl World {
             );
             check_eq!(bd.is_bound(), b.bound.is_some(), "bus {i}: bound");
             check_eq!(bd.is_present(), b.present, "bus {i}: present");
+            if let Some(bus) = &self.bus {
+                check_eq!(
+                    bus.find(bd.name()).is_some(),
+                    b.present,
+                    "bus {i}: listed on its bus"
+                );
+            }
         }
         Ok(())
     }
