@@ -838,12 +838,12 @@ impl Drop for ReVal {
     fn drop(&mut self) {
         if let Some(t) = self.target.take() {
             let d = &self.dev;
-            let r = match t {
+            let r = nested_release(|| match t {
                 Target::Action(h) => d.release_action(h),
                 Target::Value(h) => d.kfree(h),
                 Target::Bytes(h) => d.kfree(h),
                 Target::ReVal(h) => d.kfree(h),
-            };
+            });
             match r {
                 Ok(()) => self.log.push(Ev::Answer(self.id, true)),
                 Err(Error::NotOnList) => self.log.push(Ev::Answer(self.id, false)),
@@ -917,6 +917,17 @@ enum Target {
     ReVal(Managed<ReVal>),
 }
 
+/// An early release made by user code (a re-entrant action, a value's drop). A panic of the
+/// panicking subscriber surfacing from it means the entry was found (the events it panics on
+/// are only emitted for an entry taken off), so it counts as `Ok`; the user code goes on.
+fn nested_release(f: impl FnOnce() -> drmm::Result<()>) -> drmm::Result<()> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) if subscribers::is_subscriber_panic(&*p) => Ok(()),
+        Err(p) => std::panic::resume_unwind(p),
+    }
+}
+
 impl From<H> for Target {
     fn from(h: H) -> Target {
         match h {
@@ -942,12 +953,12 @@ fn reentrant_action(
         log.push(Ev::Run(id));
         let t = target.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(t) = t {
-            let r = match t {
+            let r = nested_release(|| match t {
                 Target::Action(h) => d.release_action(h),
                 Target::Value(h) => d.kfree(h),
                 Target::Bytes(h) => d.kfree(h),
                 Target::ReVal(h) => d.kfree(h),
-            };
+            });
             match r {
                 Ok(()) => log.push(Ev::Answer(id, true)),
                 Err(Error::NotOnList) => log.push(Ev::Answer(id, false)),
