@@ -327,19 +327,19 @@ fn subscriber_reading_the_device_from_its_callback() {
         ("alloc", |d| drop(d.alloc(1u32).unwrap())),
         ("kzalloc", |d| drop(d.kzalloc(16).unwrap())),
         ("kfree", |d| {
-            let h = subscribers::quiet(|| d.alloc(1u32).unwrap());
+            let h = subscribers::untraced(|| d.alloc(1u32).unwrap());
             d.kfree(h).unwrap();
         }),
         ("release_action", |d| {
-            let h = subscribers::quiet(|| d.add_action(|_| {}).unwrap());
+            let h = subscribers::untraced(|| d.add_action(|_| {}).unwrap());
             d.release_action(h).unwrap();
         }),
         ("remove_action", |d| {
-            let h = subscribers::quiet(|| d.add_action(|_| {}).unwrap());
+            let h = subscribers::untraced(|| d.add_action(|_| {}).unwrap());
             d.remove_action(h).unwrap();
         }),
         ("release of the other device", |d| {
-            let other = subscribers::quiet(|| {
+            let other = subscribers::untraced(|| {
                 let o = Device::new(());
                 let _ = o.add_action(|_| {}).unwrap();
                 let _ = o.alloc(3u8).unwrap();
@@ -349,7 +349,7 @@ fn subscriber_reading_the_device_from_its_callback() {
             drop(other);
         }),
         ("action run by the release adds", |d| {
-            let other = subscribers::quiet(|| {
+            let other = subscribers::untraced(|| {
                 let o = Device::new(());
                 let _ = o
                     .add_action(|l| drop(l.add_action(|_| {}).unwrap()))

@@ -207,7 +207,7 @@ fn violation(s: impl FnOnce() -> String) {
 }
 
 /// Runs `f` with no subscriber (setting up a case whose events are not the point).
-pub fn quiet<R>(f: impl FnOnce() -> R) -> R {
+pub fn untraced<R>(f: impl FnOnce() -> R) -> R {
     tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), f)
 }
 
