@@ -10,7 +10,16 @@
 //! which no library can avoid. Test code that runs inside an armed zone (drops, actions)
 //! disarms around its own bookkeeping.
 
+//!
+//! `release_group` also runs with the recording subscriber of `tests/common/subscribers.rs`
+//! (its release path differs when entry events are watched); not with the re-entering or
+//! panicking one, which allocate or unwind on their own and would blur what the library does
+//! under memory pressure. `DRMM_TEST_SUBSCRIBER` selects.
+
 #![cfg(not(loom))]
+
+#[path = "common/subscribers.rs"]
+mod subscribers;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -540,8 +549,19 @@ fn group_case(name: &str, scenario: Scenario, mode: Fail) -> (GroupOutcome, usiz
     (outcome, seen, failed)
 }
 
-/// Runs `scenario` with memory, then in every failure mode, and compares; checks no leak.
+/// [`group_everywhere_in`] without a subscriber and with the recording one.
 fn group_everywhere(name: &str, scenario: Scenario, expected: &GroupOutcome) {
+    use subscribers::Variant;
+    for v in [Variant::None, Variant::Record] {
+        if Variant::selected().contains(&v) {
+            v.run(|| group_everywhere_in(name, scenario, expected));
+            assert_eq!(subscribers::take_violation(), None, "{name} ({v})");
+        }
+    }
+}
+
+/// Runs `scenario` with memory, then in every failure mode, and compares; checks no leak.
+fn group_everywhere_in(name: &str, scenario: Scenario, expected: &GroupOutcome) {
     quiet_intentional_panics();
     warm_up(|| drop(group_case(name, scenario, Fail::All)));
     let (reference, seen, _) = group_case(name, scenario, Fail::Never);

@@ -12,11 +12,13 @@
 //! then written through `get_mut`, was a use after free at the release) and
 //! `Devres::access` (a guard held across an unbind on its own thread hung the unbind).
 
+mod common;
+
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+
+use common::hook::{in_child, while_unwinding, within};
 
 use drmm::bus::{Bound, Bus, BusDevice, Devres, Driver};
 use drmm::revoke::{Revocable, Revoke, grace::Domain, revoke_all};
@@ -31,63 +33,8 @@ fn entries(log: &Log) -> Vec<String> {
     log.lock().unwrap().clone()
 }
 
-/// Runs `f` on a thread of its own and fails if it has not returned by the deadline (a
-/// deadlock); a panic of `f` is resumed here.
-fn within_deadline<R: Send + 'static>(what: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
-    let limit = Duration::from_secs(if cfg!(miri) { 600 } else { 30 });
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(catch_unwind(AssertUnwindSafe(f)));
-    });
-    match rx.recv_timeout(limit) {
-        Ok(Ok(r)) => r,
-        Ok(Err(p)) => std::panic::resume_unwind(p),
-        Err(_) => panic!("{what}: no answer after {limit:?}, deadlocked"),
-    }
-}
-
-const CHILD: &str = "DRMM_SOUNDNESS_REVOKE_CHILD";
-
-/// Runs `body` in a child process (this test binary, running only the test `name`), so that
-/// an abort fails the test instead of killing the whole run. Under miri (no processes) the
-/// body runs here.
-fn in_child_process(name: &str, body: impl FnOnce()) {
-    if cfg!(miri) || std::env::var(CHILD).as_deref() == Ok(name) {
-        body();
-        return;
-    }
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env(CHILD, name)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{name} ended abnormally ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Runs `f` from a destructor while the thread unwinds from another panic, and checks that
-/// the original panic is the one that comes out (the release only logged its own).
-fn while_unwinding(f: impl FnOnce()) {
-    struct OnDrop<F: FnOnce()>(Option<F>);
-    impl<F: FnOnce()> Drop for OnDrop<F> {
-        fn drop(&mut self) {
-            (self.0.take().unwrap())();
-        }
-    }
-    let r = catch_unwind(AssertUnwindSafe(|| {
-        let _release = OnDrop(Some(f));
-        panic!("the panic being unwound");
-    }));
-    let payload = r.expect_err("the outer panic comes out");
-    assert_eq!(
-        payload.downcast_ref::<&str>(),
-        Some(&"the panic being unwound")
-    );
-}
+/// A revocation that has not returned after this long is a deadlock.
+const DEADLINE_SECS: u64 = 30;
 
 /// A driver whose probe runs a closure (once).
 struct Probe<F>(Mutex<Option<F>>);
@@ -196,7 +143,7 @@ fn revoke_at(site: Site, mode: Mode) {
     type Kept = Arc<Mutex<Option<(Devres<OuterValue>, Arc<Devres<u32>>)>>>;
     let log = Log::default();
     let l = log.clone();
-    within_deadline(&format!("{site:?}/{mode:?}"), move || {
+    within(DEADLINE_SECS, move || {
         let bus = Bus::new("soundness");
         let dev = bus.add_device("d0");
         let kept: Kept = Arc::default();
@@ -231,7 +178,7 @@ fn revoke_at(site: Site, mode: Mode) {
             }
         };
         if mode == Mode::ReenterAndPanicWhileUnwinding {
-            while_unwinding(release);
+            assert_eq!(while_unwinding(release), "outer");
         } else {
             release();
         }
@@ -312,34 +259,31 @@ fn devres_value_panicking_at_removal_propagates_once_and_drops_everything() {
 
 #[test]
 fn devres_dropped_while_unwinding_whose_value_panics_only_logs() {
-    in_child_process(
-        "devres_dropped_while_unwinding_whose_value_panics_only_logs",
-        || revoke_at(Site::EarlyDrop, Mode::ReenterAndPanicWhileUnwinding),
-    );
+    if in_child("devres_dropped_while_unwinding_whose_value_panics_only_logs") {
+        revoke_at(Site::EarlyDrop, Mode::ReenterAndPanicWhileUnwinding);
+    }
 }
 
 #[test]
 fn devres_value_reentering_and_panicking_at_unbind_while_unwinding_only_logs() {
-    in_child_process(
-        "devres_value_reentering_and_panicking_at_unbind_while_unwinding_only_logs",
-        || revoke_at(Site::Unbind, Mode::ReenterAndPanicWhileUnwinding),
-    );
+    if in_child("devres_value_reentering_and_panicking_at_unbind_while_unwinding_only_logs") {
+        revoke_at(Site::Unbind, Mode::ReenterAndPanicWhileUnwinding);
+    }
 }
 
 #[test]
 fn devres_value_reentering_and_panicking_at_probe_failure_while_unwinding_only_logs() {
-    in_child_process(
-        "devres_value_reentering_and_panicking_at_probe_failure_while_unwinding_only_logs",
-        || revoke_at(Site::ProbeFailure, Mode::ReenterAndPanicWhileUnwinding),
-    );
+    if in_child("devres_value_reentering_and_panicking_at_probe_failure_while_unwinding_only_logs")
+    {
+        revoke_at(Site::ProbeFailure, Mode::ReenterAndPanicWhileUnwinding);
+    }
 }
 
 #[test]
 fn devres_value_reentering_and_panicking_at_removal_while_unwinding_only_logs() {
-    in_child_process(
-        "devres_value_reentering_and_panicking_at_removal_while_unwinding_only_logs",
-        || revoke_at(Site::Removal, Mode::ReenterAndPanicWhileUnwinding),
-    );
+    if in_child("devres_value_reentering_and_panicking_at_removal_while_unwinding_only_logs") {
+        revoke_at(Site::Removal, Mode::ReenterAndPanicWhileUnwinding);
+    }
 }
 
 // ----- defect: a panicking unbind leaves every `Devres` accessible -----------------------------
@@ -367,7 +311,7 @@ impl Drop for Counted {
 fn unbind_panicking_on_a_held_guard_leaves_no_devres_accessible_after_removal() {
     let drops = Arc::new(AtomicUsize::new(0));
     let d = drops.clone();
-    within_deadline("a panicking unbind", move || {
+    within(DEADLINE_SECS, move || {
         let bus = Bus::new("soundness");
         let dev = bus.add_device("d0");
         dev.bind(Arc::new(Nop)).unwrap();
@@ -407,7 +351,7 @@ fn unbind_panicking_on_a_held_guard_leaves_no_devres_accessible_after_removal() 
 fn devres_dropped_while_holding_a_guard_of_another_devres_drops_its_value_at_once() {
     let drops = Arc::new(AtomicUsize::new(0));
     let d = drops.clone();
-    within_deadline("a drop beside a guard", move || {
+    within(DEADLINE_SECS, move || {
         let bus = Bus::new("soundness");
         let dev = bus.add_device("d0");
         dev.bind(Arc::new(Nop)).unwrap();
@@ -466,7 +410,7 @@ enum RevSite {
 fn revocable_at(site: RevSite, mode: Mode) {
     let log = Log::default();
     let l = log.clone();
-    within_deadline(&format!("{site:?}/{mode:?}"), move || {
+    within(DEADLINE_SECS, move || {
         let domain = Arc::new(Domain::new());
         let sibling = Arc::new(Revocable::new_in(7u32, domain.clone()));
         let outer = Revocable::new_in(
@@ -501,7 +445,7 @@ fn revocable_at(site: RevSite, mode: Mode) {
             }
         };
         if mode == Mode::ReenterAndPanicWhileUnwinding {
-            while_unwinding(release);
+            assert_eq!(while_unwinding(release), "outer");
         } else {
             release();
         }
@@ -530,12 +474,9 @@ fn revocable_value_panicking_at_revoke_revoke_all_and_drop_propagates_once() {
 
 #[test]
 fn revocable_value_reentering_and_panicking_while_unwinding_only_logs() {
-    in_child_process(
-        "revocable_value_reentering_and_panicking_while_unwinding_only_logs",
-        || {
-            for site in [RevSite::Revoke, RevSite::RevokeAll, RevSite::DropUnrevoked] {
-                revocable_at(site, Mode::ReenterAndPanicWhileUnwinding);
-            }
-        },
-    );
+    if in_child("revocable_value_reentering_and_panicking_while_unwinding_only_logs") {
+        for site in [RevSite::Revoke, RevSite::RevokeAll, RevSite::DropUnrevoked] {
+            revocable_at(site, Mode::ReenterAndPanicWhileUnwinding);
+        }
+    }
 }

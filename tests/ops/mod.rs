@@ -25,12 +25,16 @@
 #![allow(dead_code, unreachable_pub, clippy::too_many_lines)]
 
 pub mod alloc;
+mod reentrant;
+#[path = "../common/subscribers.rs"]
+pub mod subscribers;
 
 use std::sync::{Arc, Mutex};
 
 use drmm::bus::{Bound, Bus, BusDevice, Devres, Driver};
 use drmm::device::File;
 use drmm::{ActionHandle, Device, Error, Group, LogicalDevice, Managed};
+use reentrant::{DVal, ReVal, Target, reentrant_action};
 
 /// Longest program executed (longer inputs are truncated).
 pub const MAX_OPS: usize = 400;
@@ -44,6 +48,8 @@ const BUS_DEVICES: usize = 2;
 pub enum Ev {
     Run(u32),
     Drop(u32),
+    /// What a re-entrant action's early release of another entry answered (`true`: `Ok`).
+    Answer(u32, bool),
 }
 
 /// The shared event log.
@@ -103,44 +109,138 @@ pub struct DrmData(Val);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
     NewDevice,
-    DrmAddAction { dev: u8, adds: bool },
-    DrmAddOrReset { dev: u8 },
-    DrmAlloc { dev: u8 },
-    DrmKzalloc { dev: u8, len: u8 },
-    DrmBadAlloc { dev: u8, which: u8 },
-    DrmFree { h: u8 },
-    DrmRemove { h: u8 },
-    DrmForeign { h: u8, dev: u8 },
-    DrmRead { h: u8 },
-    CloneRef { dev: u8 },
-    DropRef { dev: u8 },
-    Register { dev: u8 },
-    Unplug { dev: u8 },
-    Enter { dev: u8 },
-    Open { dev: u8 },
-    Close { f: u8 },
-    FileUse { f: u8 },
-    Bind { bus: u8, fail: bool },
-    Unbind { bus: u8 },
-    RemoveBus { bus: u8 },
-    DevresAction { bus: u8 },
-    DevresAlloc { bus: u8 },
-    DevresKzalloc { bus: u8, len: u8 },
-    DevresFree { h: u8 },
-    DevresRemove { h: u8 },
-    DevresRead { h: u8 },
-    DevresRealloc { h: u8, len: u8 },
-    DevresNew { bus: u8 },
-    DevresDrop { r: u8 },
-    DevresAccess { r: u8 },
-    OpenGroup { bus: u8 },
-    CloseGroup { g: u8 },
-    ReleaseGroup { g: u8 },
-    RemoveGroup { g: u8 },
+    DrmAddAction {
+        dev: u8,
+        adds: bool,
+    },
+    DrmAddOrReset {
+        dev: u8,
+    },
+    DrmAlloc {
+        dev: u8,
+    },
+    DrmKzalloc {
+        dev: u8,
+        len: u8,
+    },
+    DrmBadAlloc {
+        dev: u8,
+        which: u8,
+    },
+    DrmFree {
+        h: u8,
+    },
+    DrmRemove {
+        h: u8,
+    },
+    DrmForeign {
+        h: u8,
+        dev: u8,
+    },
+    DrmRead {
+        h: u8,
+    },
+    CloneRef {
+        dev: u8,
+    },
+    DropRef {
+        dev: u8,
+    },
+    Register {
+        dev: u8,
+    },
+    Unplug {
+        dev: u8,
+    },
+    Enter {
+        dev: u8,
+    },
+    Open {
+        dev: u8,
+    },
+    Close {
+        f: u8,
+    },
+    FileUse {
+        f: u8,
+    },
+    Bind {
+        bus: u8,
+        fail: bool,
+    },
+    Unbind {
+        bus: u8,
+    },
+    RemoveBus {
+        bus: u8,
+    },
+    DevresAction {
+        bus: u8,
+    },
+    DevresAlloc {
+        bus: u8,
+    },
+    DevresKzalloc {
+        bus: u8,
+        len: u8,
+    },
+    DevresFree {
+        h: u8,
+    },
+    DevresRemove {
+        h: u8,
+    },
+    DevresRead {
+        h: u8,
+    },
+    DevresRealloc {
+        h: u8,
+        len: u8,
+    },
+    DevresNew {
+        bus: u8,
+    },
+    DevresDrop {
+        r: u8,
+    },
+    DevresAccess {
+        r: u8,
+    },
+    OpenGroup {
+        bus: u8,
+    },
+    CloseGroup {
+        g: u8,
+    },
+    ReleaseGroup {
+        g: u8,
+    },
+    RemoveGroup {
+        g: u8,
+    },
+    /// A drmm action that re-enters its own device when it runs: releases another entry of
+    /// the device early through the handle it owns (`kfree`/`drmm_release_action`, answer
+    /// logged), then adds a value entry.
+    DrmReentrant {
+        dev: u8,
+        h: u8,
+    },
+    /// A `Devres` whose value owns another `Devres` of the same binding.
+    DevresNested {
+        bus: u8,
+    },
+    /// A drmm-managed value whose `Drop` re-enters another logical device (an older one, so
+    /// references never form a cycle): releases an entry of it early through the handle it
+    /// owns, adds a value to it, then drops its reference to it (maybe the last one, so that
+    /// device's release runs inside this value's drop).
+    DrmValueReenters {
+        dev: u8,
+        other: u8,
+    },
 }
 
 /// Number of operation kinds (the tag byte is taken modulo this).
-pub const OP_KINDS: u8 = 35;
+pub const OP_KINDS: u8 = 38;
 
 impl Op {
     /// Decodes one operation from a tag byte and two argument bytes.
@@ -187,7 +287,10 @@ impl Op {
             31 => OpenGroup { bus: a },
             32 => CloseGroup { g: a },
             33 => ReleaseGroup { g: a },
-            _ => RemoveGroup { g: a },
+            34 => RemoveGroup { g: a },
+            35 => DrmReentrant { dev: a, h: b },
+            36 => DevresNested { bus: a },
+            _ => DrmValueReenters { dev: a, other: b },
         }
     }
 
@@ -230,6 +333,9 @@ impl Op {
             CloseGroup { g } => [32, g, 0],
             ReleaseGroup { g } => [33, g, 0],
             RemoveGroup { g } => [34, g, 0],
+            DrmReentrant { dev, h } => [35, dev, h],
+            DevresNested { bus } => [36, bus, 0],
+            DrmValueReenters { dev, other } => [37, dev, other],
         }
     }
 }
@@ -256,6 +362,54 @@ pub struct Stats {
     pub skipped: usize,
     pub events: usize,
     pub values: usize,
+    /// Panics of the panicking subscriber that surfaced from operations.
+    pub subscriber_panics: usize,
+}
+
+/// [`run`] under a subscriber variant; also fails on what the recording subscriber saw.
+///
+/// # Errors
+///
+/// As for [`run`], or the recording subscriber's first violation.
+pub fn run_in(variant: subscribers::Variant, ops: &[Op]) -> Result<Stats, String> {
+    run_under(variant.name(), |f| variant.run(f), ops)
+}
+
+/// [`run`] under a subscriber that panics on every event of the operations `sites`.
+///
+/// # Errors
+///
+/// As for [`run`].
+pub fn run_panicking_on(sites: &'static [&'static str], ops: &[Op]) -> Result<Stats, String> {
+    run_under("panic", |f| subscribers::panicking_on(sites, f), ops)
+}
+
+type RunResult = Result<Stats, String>;
+
+fn run_under(
+    name: &str,
+    with: impl FnOnce(Box<dyn FnOnce() -> RunResult + '_>) -> RunResult,
+    ops: &[Op],
+) -> RunResult {
+    let _ = subscribers::take_violation();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| with(Box::new(|| run(ops)))))
+        .unwrap_or_else(|p| {
+            if subscribers::is_subscriber_panic(&*p) {
+                Err(
+                    "a panic of the subscriber surfaced outside the operation that emitted its \
+                 event (DRMM_TEST_PANIC_LOUD=1 RUST_BACKTRACE=1 shows where)"
+                        .to_string(),
+                )
+            } else {
+                std::panic::resume_unwind(p)
+            }
+        });
+    // A divergence from the model says more than what the subscriber saw.
+    match (r, subscribers::take_violation()) {
+        (Err(e), _) => Err(e),
+        (Ok(_), Some(v)) => Err(format!("{name} subscriber saw: {v}")),
+        (Ok(s), None) => Ok(s),
+    }
 }
 
 /// Runs `ops` (then a teardown that drops everything) against the library and the model.
@@ -311,10 +465,20 @@ macro_rules! check_eq {
 
 fn run_inner(ops: &[Op]) -> Result<Stats, String> {
     let mut w = World::new();
+    let r = run_world(&mut w, ops);
+    if r.is_err() {
+        // Whatever a divergent program left behind is dropped here; a subscriber panic (or a
+        // check) failing in that drop must not hide the divergence.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(w)));
+    }
+    r
+}
+
+fn run_world(w: &mut World, ops: &[Op]) -> Result<Stats, String> {
     let mut stats = Stats::default();
     for (step, op) in ops.iter().enumerate() {
         let done = w
-            .step(*op)
+            .step_caught(*op)
             .map_err(|e| format!("step {step} {op:?}: {e}"))?;
         w.compare()
             .map_err(|e| format!("step {step} {op:?}: {e}"))?;
@@ -325,6 +489,7 @@ fn run_inner(ops: &[Op]) -> Result<Stats, String> {
     }
     w.teardown().map_err(|e| format!("teardown: {e}"))?;
     stats.events = w.log.len();
+    stats.subscriber_panics = w.subscriber_panics;
     stats.values = w.m.created.len();
     w.final_checks()?;
     Ok(stats)
@@ -349,6 +514,19 @@ enum Kind {
     DrmInit(usize),
     /// The devres entry of `Devres` number `rid`.
     DevresEntry(usize),
+    /// A re-entrant drmm action (`Op::DrmReentrant`): releases entry `target` early when it
+    /// runs, then adds value `adds`.
+    Reentrant {
+        target: Option<u32>,
+        adds: u32,
+    },
+    /// A value whose drop re-enters logical device `dev` (`Op::DrmValueReenters`): releases
+    /// entry `target` of it, adds value `adds` to it, drops its reference to it.
+    HoldsRef {
+        dev: usize,
+        target: Option<u32>,
+        adds: u32,
+    },
 }
 
 #[derive(Default)]
@@ -357,6 +535,8 @@ struct DrmM {
     entries: Vec<(u32, Kind)>,
     /// References held by a binding (its driver data and its `new_on` action).
     binding_refs: usize,
+    /// References held by managed values of other devices (`Kind::HoldsRef`).
+    value_refs: usize,
     /// The binding's driver data holds a reference (reachable through `with_bound`).
     in_driver_data: Option<usize>,
     released: bool,
@@ -381,6 +561,9 @@ struct BusM {
 struct DevresM {
     val: u32,
     revoked: bool,
+    bus: usize,
+    /// The `Devres` its value owns (`Op::DevresNested`).
+    inner: Option<usize>,
 }
 
 #[derive(Default)]
@@ -395,6 +578,8 @@ struct Model {
     groups: Vec<bool>,
     /// Drm files open: slot per file (mirrors `World::files`).
     file_slots: Vec<usize>,
+    /// The interpreter's references per logical device, as of now (kept by `World`).
+    interp: Vec<usize>,
 }
 
 impl Model {
@@ -412,6 +597,7 @@ impl Model {
         interp_refs
             + self.file_slots.iter().filter(|s| **s == slot).count()
             + self.drms[slot].binding_refs
+            + self.drms[slot].value_refs
     }
 
     /// Releases a drmm entry.
@@ -426,6 +612,41 @@ impl Model {
                         .push((a, Kind::Action { adds: None }));
                 }
                 self.expected.push(Ev::Drop(id));
+            }
+            Kind::Reentrant { target, adds } => {
+                self.expected.push(Ev::Run(id));
+                // The target is answered `Ok` and released now iff it is still on the list
+                // (an older entry); a newer one was released before this action ran.
+                let pos =
+                    target.and_then(|t| self.drms[slot].entries.iter().position(|e| e.0 == t));
+                if let Some(p) = pos {
+                    let (t, k) = self.drms[slot].entries.remove(p);
+                    self.release_drm_entry(slot, t, k);
+                }
+                if target.is_some() {
+                    self.expected.push(Ev::Answer(id, pos.is_some()));
+                }
+                self.created.push(adds);
+                self.drms[slot].entries.push((adds, Kind::Value));
+                self.expected.push(Ev::Drop(id));
+            }
+            Kind::HoldsRef { dev, target, adds } => {
+                // Its device's entry `target`: still on the list (only the value can release
+                // it early, and the device lives while the value holds it).
+                if let Some(t) = target {
+                    let pos = self.drms[dev].entries.iter().position(|e| e.0 == t);
+                    if let Some(p) = pos {
+                        let (t, k) = self.drms[dev].entries.remove(p);
+                        self.release_drm_entry(dev, t, k);
+                    }
+                    self.expected.push(Ev::Answer(id, pos.is_some()));
+                }
+                self.created.push(adds);
+                self.drms[dev].entries.push((adds, Kind::Value));
+                self.expected.push(Ev::Drop(id));
+                self.drms[dev].value_refs -= 1;
+                let interp = self.interp.get(dev).copied().unwrap_or(0);
+                self.unref(dev, interp);
             }
             Kind::Value => self.expected.push(Ev::Drop(id)),
             Kind::Bytes(_) => {}
@@ -451,12 +672,25 @@ impl Model {
         }
     }
 
+    /// Revokes `Devres` number `rid`: its value is dropped (with the `Devres` it owns, if
+    /// any: dropped after the value's own `Val`, in field order).
     fn revoke(&mut self, rid: usize) {
         if !self.devres[rid].revoked {
             self.devres[rid].revoked = true;
             let v = self.devres[rid].val;
             self.expected.push(Ev::Drop(v));
+            if let Some(inner) = self.devres[rid].inner {
+                self.drop_devres(inner);
+            }
         }
+    }
+
+    /// A `Devres` is dropped: revoked, then off its binding's registry and devres list.
+    fn drop_devres(&mut self, rid: usize) {
+        self.revoke(rid);
+        let b = &mut self.buses[self.devres[rid].bus];
+        b.registry.retain(|x| *x != rid);
+        b.entries.retain(|e| e.1 != Kind::DevresEntry(rid));
     }
 
     /// Releases a devres entry.
@@ -476,6 +710,7 @@ impl Model {
                 self.unref(slot, interp[slot]);
             }
             Kind::DevresEntry(rid) => self.revoke(rid),
+            Kind::Reentrant { .. } | Kind::HoldsRef { .. } => unreachable!("not on a devres list"),
         }
     }
 
@@ -562,6 +797,7 @@ enum H {
     Action(ActionHandle),
     Value(Managed<Val>),
     Bytes(Managed<[u8]>),
+    ReVal(Managed<ReVal>),
 }
 
 struct Handle {
@@ -655,8 +891,12 @@ struct World {
     files: Vec<File<DrmData, Val>>,
     drm_handles: Vec<Handle>,
     devres_handles: Vec<Handle>,
-    devres: Vec<(usize, usize, Devres<Val>)>,
+    devres: Vec<(usize, usize, Devres<DVal>)>,
     groups: Vec<(usize, usize, Group)>,
+    /// The re-entering subscriber's probe of this program's devices (a no-op otherwise).
+    reentry: Option<subscribers::ReentryGuard>,
+    /// Panics of the panicking subscriber that surfaced from an operation.
+    subscriber_panics: usize,
 }
 
 impl World {
@@ -674,7 +914,26 @@ impl World {
                 present: true,
             });
         }
+        // Reads every bus device and the logical device its driver data holds: what a
+        // subscriber that inspects the system from its callback would do.
+        let probed = busdevs.clone();
+        let reentry = subscribers::reenter_with(move || {
+            for bd in &probed {
+                let _ = bd.resource_count();
+                let _ = bd.snapshot();
+                let _ = bd.is_bound();
+                let _ = bd.with_bound(|b| {
+                    b.driver_data::<DrvData>().map(|d| {
+                        let _ = d.drm.resource_count();
+                        let _ = d.drm.snapshot();
+                        let _ = (d.drm.is_unplugged(), d.drm.is_registered());
+                    })
+                });
+            }
+        });
         World {
+            reentry: Some(reentry),
+            subscriber_panics: 0,
             log: Log::default(),
             m,
             bus: Some(bus),
@@ -734,6 +993,13 @@ impl World {
             );
             check_eq!(bd.is_bound(), b.bound.is_some(), "bus {i}: bound");
             check_eq!(bd.is_present(), b.present, "bus {i}: present");
+            if let Some(bus) = &self.bus {
+                check_eq!(
+                    bus.find(bd.name()).is_some(),
+                    b.present,
+                    "bus {i}: listed on its bus"
+                );
+            }
         }
         Ok(())
     }
@@ -777,6 +1043,22 @@ impl World {
         f: impl FnOnce(&mut Bound<'_>) -> R,
     ) -> Result<Option<R>, String> {
         scope_in(&self.m.buses[bus], &self.busdevs[bus], bus, f)
+    }
+
+    /// [`step`](Self::step), tolerating the panicking subscriber: its panic may surface from
+    /// any operation that emits a release-direction event, and changes nothing else (the
+    /// model already holds the operation's effects when the library is called, so the
+    /// comparison after the step checks that the interrupted operation still completed).
+    fn step_caught(&mut self, op: Op) -> Result<bool, String> {
+        self.m.interp = self.interp_refs();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step(op))) {
+            Ok(r) => r,
+            Err(p) if subscribers::is_subscriber_panic(&*p) => {
+                self.subscriber_panics += 1;
+                Ok(true)
+            }
+            Err(p) => std::panic::resume_unwind(p),
+        }
     }
 
     /// Executes one operation; `false` if it had nothing to act on.
@@ -897,6 +1179,7 @@ impl World {
                             s.fill(0xa5);
                             s.fill(0);
                         }
+                        H::ReVal(v) => check_eq!(v.get(&d).map(|v| v.id), Ok(id), "read value"),
                         H::Action(_) => return Ok(false),
                     }
                     return Ok(true);
@@ -925,6 +1208,10 @@ impl World {
                         self.m.release_drm_entry(owner, id, kind);
                         d.kfree(h)
                     }
+                    H::ReVal(h) => {
+                        self.m.release_drm_entry(owner, id, kind);
+                        d.kfree(h)
+                    }
                     H::Bytes(h) => d.kfree(h),
                 };
                 check_eq!(r, Ok(()), "early release");
@@ -947,6 +1234,7 @@ impl World {
                     H::Action(h) => d.release_action(h),
                     H::Value(h) => d.kfree(h),
                     H::Bytes(h) => d.kfree(h),
+                    H::ReVal(h) => d.kfree(h),
                 };
                 check!(
                     matches!(r, Err(Error::ForeignHandle { .. })),
@@ -969,6 +1257,7 @@ impl World {
                 };
                 let r = self.drms[slot].refs.pop();
                 let interp = self.interp_refs();
+                self.m.interp.clone_from(&interp);
                 self.m.unref(slot, interp[slot]);
                 drop(r);
             }
@@ -1109,6 +1398,12 @@ impl World {
                 let b = &mut self.m.buses[bus];
                 b.entries.push((ids.early, Kind::Action { adds: None }));
                 b.entries.push((init, Kind::DrmInit(slot)));
+                if fail {
+                    // Before the call: a panicking subscriber may interrupt it after the
+                    // release (see `World::step_caught`).
+                    let interp = self.interp_refs();
+                    self.m.release_binding(bus, &interp);
+                }
                 let r = self.busdevs[bus].bind(Arc::new(TestDriver {
                     log: log.clone(),
                     ids,
@@ -1119,8 +1414,6 @@ impl World {
                         matches!(r, Err(Error::ProbeFailed { .. })),
                         "failing probe gave {r:?}"
                     );
-                    let interp = self.interp_refs();
-                    self.m.release_binding(bus, &interp);
                 } else {
                     check_eq!(r, Ok(()), "bind");
                     self.m.created.push(ids.tag);
@@ -1214,6 +1507,7 @@ impl World {
                                 H::Action(h) => Ok(b.is_action_added(h)),
                                 H::Value(v) => v.get(b).map(|v| v.id() == id),
                                 H::Bytes(x) => x.get(b).map(|s| s.iter().all(|c| *c == 0)),
+                                H::ReVal(_) => unreachable!("no devres re-entering values"),
                             })?
                             .ok_or("scope refused")?;
                         match (&hd.h, r) {
@@ -1269,6 +1563,7 @@ impl World {
                                 H::Action(h) => b.release_action(h),
                                 H::Value(h) => b.kfree(h),
                                 H::Bytes(h) => b.kfree(h),
+                                H::ReVal(_) => unreachable!("no devres re-entering values"),
                             })?
                             .ok_or("scope refused")?;
                         check_eq!(r, want, "devres early release");
@@ -1284,16 +1579,163 @@ impl World {
                 let rid = self.m.devres.len();
                 let id = self.m.id();
                 let r = self
-                    .scope(bus, |b| Devres::new(b, Val::new(val, &log)))?
+                    .scope(bus, |b| {
+                        Devres::new(
+                            b,
+                            DVal {
+                                val: Val::new(val, &log),
+                                inner: None,
+                            },
+                        )
+                    })?
                     .ok_or("scope refused")?
                     .map_err(|e| format!("Devres::new: {e:?}"))?;
                 self.m.devres.push(DevresM {
                     val,
                     revoked: false,
+                    bus,
+                    inner: None,
                 });
                 self.m.buses[bus].registry.push(rid);
                 self.m.buses[bus].entries.push((id, Kind::DevresEntry(rid)));
                 self.devres.push((bus, rid, r));
+            }
+            DevresNested { bus } => {
+                let bus = bus as usize % BUS_DEVICES;
+                if !self.m.buses[bus].present {
+                    return Ok(false);
+                }
+                let (inner_val, inner_rid, inner_id) =
+                    (self.m.value(), self.m.devres.len(), self.m.id());
+                let (val, rid, id) = (self.m.value(), inner_rid + 1, self.m.id());
+                let r = self
+                    .scope(bus, |b| -> drmm::Result<Devres<DVal>> {
+                        let inner = Devres::new(b, Val::new(inner_val, &log))?;
+                        Devres::new(
+                            b,
+                            DVal {
+                                val: Val::new(val, &log),
+                                inner: Some(inner),
+                            },
+                        )
+                    })?
+                    .ok_or("scope refused")?
+                    .map_err(|e| format!("nested Devres::new: {e:?}"))?;
+                for (v, inner) in [(inner_val, None), (val, Some(inner_rid))] {
+                    self.m.devres.push(DevresM {
+                        val: v,
+                        revoked: false,
+                        bus,
+                        inner,
+                    });
+                }
+                let b = &mut self.m.buses[bus];
+                b.registry.extend([inner_rid, rid]);
+                b.entries.push((inner_id, Kind::DevresEntry(inner_rid)));
+                b.entries.push((id, Kind::DevresEntry(rid)));
+                self.devres.push((bus, rid, r));
+            }
+            DrmValueReenters { dev, other } => {
+                let Some((slot, d)) = self.pick_dev(dev) else {
+                    return Ok(false);
+                };
+                // An older device than the value's own: references never form a cycle.
+                let Some((b, bd)) = (0..slot)
+                    .map(|k| (other as usize + k) % slot)
+                    .find_map(|s| self.dev(s).map(|x| (s, x)))
+                else {
+                    return Ok(false);
+                };
+                let theirs: Vec<usize> = (0..self.drm_handles.len())
+                    .filter(|i| self.drm_handles[*i].owner == b)
+                    .collect();
+                let (target, target_id) = if theirs.is_empty() {
+                    (None, None)
+                } else {
+                    let hd = self
+                        .drm_handles
+                        .swap_remove(theirs[other as usize % theirs.len()]);
+                    (Some(Target::from(hd.h)), Some(hd.id))
+                };
+                let id = self.m.value();
+                let adds = self.m.id();
+                let v = ReVal {
+                    id,
+                    log: log.clone(),
+                    dev: bd,
+                    target,
+                    adds,
+                };
+                self.m.drms[b].value_refs += 1;
+                let h = d.alloc(v).map_err(|e| format!("alloc: {e:?}"))?;
+                self.m.drms[slot].entries.push((
+                    id,
+                    Kind::HoldsRef {
+                        dev: b,
+                        target: target_id,
+                        adds,
+                    },
+                ));
+                self.drm_handles.push(Handle {
+                    owner: slot,
+                    id,
+                    h: H::ReVal(h),
+                });
+            }
+            DrmReentrant { dev, h } => {
+                let Some((slot, d)) = self.pick_dev(dev) else {
+                    return Ok(false);
+                };
+                // Even `h`: the action owns the handle of an older entry of the device (picked
+                // by `h`), which it releases before its own release reaches it. Odd `h`: of a
+                // value (`h & 2`: a byte block) added right after it (newer), which a full
+                // release frees first.
+                let mine: Vec<usize> = (0..self.drm_handles.len())
+                    .filter(|i| self.drm_handles[*i].owner == slot)
+                    .collect();
+                let slot_of_target = Arc::new(Mutex::new(None));
+                let mut target_id = None;
+                if h & 1 == 0 && !mine.is_empty() {
+                    let hd = self
+                        .drm_handles
+                        .swap_remove(mine[(h as usize >> 1) % mine.len()]);
+                    let t = Target::from(hd.h);
+                    *slot_of_target.lock().unwrap() = Some(t);
+                    target_id = Some(hd.id);
+                }
+                let id = self.m.value();
+                let adds = self.m.id();
+                let action = reentrant_action(&log, id, slot_of_target.clone(), adds);
+                let h = d
+                    .add_action_named("reentrant", action)
+                    .map_err(|e| format!("add re-entrant action: {e:?}"))?;
+                self.drm_handles.push(Handle {
+                    owner: slot,
+                    id,
+                    h: H::Action(h),
+                });
+                let block = matches!(op, DrmReentrant { h, .. } if h & 2 == 2);
+                let newer = h_odd(op).then(|| if block { self.m.id() } else { self.m.value() });
+                self.m.drms[slot].entries.push((
+                    id,
+                    Kind::Reentrant {
+                        target: target_id.or(newer),
+                        adds,
+                    },
+                ));
+                if let Some(v) = newer {
+                    let (t, kind) = if block {
+                        let b = d.kzalloc(8).map_err(|e| format!("kzalloc: {e:?}"))?;
+                        (Target::Bytes(b), Kind::Bytes(8))
+                    } else {
+                        let b = d
+                            .alloc(Val::new(v, &log))
+                            .map_err(|e| format!("alloc: {e:?}"))?;
+                        (Target::Value(b), Kind::Value)
+                    };
+                    self.m.drms[slot].entries.push((v, kind));
+                    *slot_of_target.lock().unwrap() = Some(t);
+                }
             }
             DevresDrop { r } => {
                 if self.devres.is_empty() {
@@ -1312,7 +1754,7 @@ impl World {
                 }
                 let (_, rid, d) = &self.devres[r as usize % self.devres.len()];
                 let m = &self.m.devres[*rid];
-                let got = d.try_access_with(|v| v.id());
+                let got = d.try_access_with(|v| v.val.id());
                 let want = (!m.revoked).then_some(m.val);
                 check_eq!(got, want, "Devres access (None once revoked)");
                 check_eq!(d.is_revoked(), m.revoked, "Devres::is_revoked");
@@ -1405,28 +1847,40 @@ impl World {
     /// Drops everything the program holds, through the same operations, then the bus.
     fn teardown(&mut self) -> Result<(), String> {
         while !self.devres.is_empty() {
-            self.step(Op::DevresDrop { r: 0 })?;
+            self.step_caught(Op::DevresDrop { r: 0 })?;
             self.compare()?;
         }
         while !self.files.is_empty() {
-            self.step(Op::Close { f: 0 })?;
+            self.step_caught(Op::Close { f: 0 })?;
             self.compare()?;
         }
         while self.drms.iter().any(|d| !d.refs.is_empty()) {
-            self.step(Op::DropRef { dev: 0 })?;
+            self.step_caught(Op::DropRef { dev: 0 })?;
             self.compare()?;
         }
         for bus in 0..BUS_DEVICES {
             if self.m.buses[bus].present {
-                self.step(Op::RemoveBus { bus: bus as u8 })?;
+                self.step_caught(Op::RemoveBus { bus: bus as u8 })?;
                 self.compare()?;
             }
         }
         self.drm_handles.clear();
         self.devres_handles.clear();
         self.groups.clear();
-        drop(self.bus.take());
-        self.busdevs.clear();
+        self.reentry = None;
+        // The bus, then the last references of its devices (their final release runs here).
+        let bus = self.bus.take();
+        let busdevs = std::mem::take(&mut self.busdevs);
+        for last in [
+            Box::new(move || drop(bus)) as Box<dyn FnOnce()>,
+            Box::new(move || drop(busdevs)),
+        ] {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(last)) {
+                Ok(()) => {}
+                Err(p) if subscribers::is_subscriber_panic(&*p) => self.subscriber_panics += 1,
+                Err(p) => std::panic::resume_unwind(p),
+            }
+        }
         Ok(())
     }
 
@@ -1440,7 +1894,7 @@ impl World {
             .iter()
             .filter_map(|e| match e {
                 Ev::Drop(id) => Some(*id),
-                Ev::Run(_) => None,
+                Ev::Run(_) | Ev::Answer(..) => None,
             })
             .collect();
         drops.sort_unstable();
@@ -1478,6 +1932,10 @@ fn scope_in<R>(
     }
 }
 
+fn h_odd(op: Op) -> bool {
+    matches!(op, Op::DrmReentrant { h, .. } if h & 1 == 1)
+}
+
 fn adds_of(op: Op) -> bool {
     matches!(op, Op::DrmAddAction { adds: true, .. })
 }
@@ -1486,6 +1944,45 @@ fn adds_of(op: Op) -> bool {
 pub fn seed_programs() -> Vec<Vec<Op>> {
     use Op::*;
     vec![
+        // Re-entrant actions: one releasing an older entry, one a newer value (which a full
+        // release frees first: the action's early release answers `NotOnList`), one released
+        // early; a Devres owning another, dropped by hand (one left for the unbind: see
+        // `nested_devres_left_for_the_unbind`).
+        vec![
+            NewDevice,
+            DrmAlloc { dev: 0 },
+            DrmReentrant { dev: 0, h: 0 },
+            DrmReentrant { dev: 0, h: 1 },
+            DrmKzalloc { dev: 0, len: 2 },
+            DrmReentrant { dev: 0, h: 2 },
+            DrmFree { h: 2 },
+            Bind {
+                bus: 0,
+                fail: false,
+            },
+            DevresNested { bus: 0 },
+            DevresAccess { r: 0 },
+            DevresDrop { r: 0 },
+            DrmReentrant { dev: 1, h: 1 },
+            Unbind { bus: 0 },
+            DevresAccess { r: 0 },
+            DropRef { dev: 0 },
+        ],
+        // A value whose drop re-enters an older device: it frees that device's value, adds
+        // one, and drops the device's last reference (the device's release runs inside the
+        // value's drop, itself inside the release of the value's own device).
+        vec![
+            NewDevice,
+            NewDevice,
+            DrmAlloc { dev: 0 },
+            DrmValueReenters { dev: 1, other: 0 },
+            DrmKzalloc { dev: 0, len: 1 },
+            DrmValueReenters { dev: 1, other: 0 },
+            DrmRead { h: 1 },
+            DropRef { dev: 0 },
+            DrmFree { h: 1 },
+            DropRef { dev: 0 },
+        ],
         // drmm basics, adds during release, early free, foreign handle.
         vec![
             NewDevice,
