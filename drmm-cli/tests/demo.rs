@@ -38,6 +38,16 @@ fn check(trace: &std::path::Path) -> Output {
         .expect("drmm runs")
 }
 
+/// The summary's count of caught accesses.
+fn caught_count(out: &str) -> usize {
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("use-after-free caught"))
+        .expect("the summary counts them")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).expect("UTF-8")
 }
@@ -103,13 +113,7 @@ fn devm_everywhere_reports_each_caught_access_and_exits_1() {
     let o = demo(&["--devm-everywhere"]);
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
-    let caught: usize = out
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("use-after-free caught"))
-        .expect("the summary counts them")
-        .trim()
-        .parse()
-        .unwrap();
+    let caught = caught_count(&out);
     assert!(caught > 0);
     let report: Vec<&str> = out
         .lines()
@@ -248,13 +252,7 @@ fn devm_everywhere_trace_check_names_each_caught_access() {
     let o = demo_in(&dir, &["--devm-everywhere"]);
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
-    let caught: usize = out
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("use-after-free caught"))
-        .expect("the summary counts them")
-        .trim()
-        .parse()
-        .unwrap();
+    let caught = caught_count(&out);
     let c = check(&dir.join("trace.jsonl"));
     assert_eq!(c.status.code(), Some(1));
     let lines = stdout(&c);
