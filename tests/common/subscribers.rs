@@ -103,6 +103,14 @@ impl Variant {
 
     /// Runs `f` with this variant's subscriber as the thread's default.
     pub fn run<R>(self, f: impl FnOnce() -> R) -> R {
+        // Test threads install and drop scoped subscribers concurrently; a call site that
+        // registered while another thread's dispatcher came or went can keep a stale interest
+        // (seen once: a recorded case missing its REL events). Recomputing every call site's
+        // interest from the dispatchers alive now makes each case start from the truth.
+        let f = move || {
+            tracing::callsite::rebuild_interest_cache();
+            f()
+        };
         match self {
             Variant::None => f(),
             Variant::Record => tracing::subscriber::with_default(Checker::new(Mode::Record), f),
