@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
 
-use fuser::{MountOption, Notifier, Session};
+use fuser::{MountOption, Notifier, Session as Mount};
 use vgpu::{Binding, Event, Journal, VgpuDriver};
 
 use fs::{Ask, CARD, CardFs, MAP_OFFSET, Shared};
@@ -110,7 +110,7 @@ fn serve(args: &ServeArgs) -> Result<bool, String> {
     let fs = CardFs {
         shared: shared.clone(),
     };
-    let fuse = match Session::new(fs, dir, &config) {
+    let fuse = match Mount::new(fs, dir, &config) {
         Ok(s) => s,
         Err(e) => {
             // Nobody can reach the card: unplug it so that it releases.
