@@ -2,6 +2,9 @@
 //! and the caller's location as fields, through `tracing` target `drmm`, as any subscriber sees
 //! them (here `tracing-subscriber`'s text formatter).
 
+#[path = "common/interest.rs"]
+mod interest;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -36,6 +39,7 @@ fn capture(filter: &str, f: impl FnOnce()) -> Vec<String> {
         .with_ansi(false)
         .without_time()
         .finish();
+    interest::pin();
     tracing::subscriber::with_default(sub, f);
     let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
     text.lines().map(str::to_string).collect()

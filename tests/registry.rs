@@ -3,6 +3,9 @@
 //! `GET`/`PUT` events; threads; no registry lock held while user code runs.
 #![cfg(feature = "registry")]
 
+#[path = "common/interest.rs"]
+mod interest;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -329,6 +332,7 @@ fn with_events(f: impl FnOnce()) -> Vec<BTreeMap<String, String>> {
     let sub = tracing_subscriber::registry()
         .with(events.clone())
         .with(tracing_subscriber::filter::LevelFilter::DEBUG);
+    interest::pin();
     tracing::subscriber::with_default(sub, f);
     events.0.lock().unwrap().clone()
 }
@@ -502,6 +506,7 @@ fn user_code_can_take_a_report_anywhere_the_library_calls_it() {
     let sub = tracing_subscriber::registry()
         .with(Reporting)
         .with(tracing_subscriber::filter::LevelFilter::DEBUG);
+    interest::pin();
     tracing::subscriber::with_default(sub, || {
         let other = dev.clone();
         drop(dev);
@@ -608,6 +613,7 @@ fn a_subscriber_panicking_on_get_or_put_leaves_no_reference_behind() {
         let sub = tracing_subscriber::registry()
             .with(PanicsOn(op))
             .with(tracing_subscriber::filter::LevelFilter::DEBUG);
+        interest::pin();
         tracing::subscriber::with_default(sub, || catch_unwind(AssertUnwindSafe(f)))
     };
 

@@ -68,6 +68,7 @@ fn many_threads_every_event_whole_and_in_time_order() {
     const THREADS: usize = 4;
     const ADDS: usize = 200;
     let (sub, guard, mem) = subscriber();
+    trace_support::interest::pin();
     let dispatch = tracing::Dispatch::new(sub);
     let dev = Device::with_name("card0", ());
     let start = Arc::new(Barrier::new(THREADS));
@@ -123,6 +124,7 @@ fn many_threads_every_event_whole_and_in_time_order() {
 #[test]
 fn unnamed_threads_are_named_by_their_id() {
     let (sub, guard, mem) = subscriber();
+    trace_support::interest::pin();
     let dispatch = tracing::Dispatch::new(sub);
     let id = std::thread::spawn(move || {
         tracing::dispatcher::with_default(&dispatch, || {
@@ -322,6 +324,7 @@ fn subscribers_never_run_under_a_library_lock() {
         let probes: Arc<Mutex<Vec<Probe>>> = Arc::default();
         let (rec, guard, mem) = subscriber();
         let sub = rec.with(Reenter(probes.clone()));
+        trace_support::interest::pin();
         tracing::subscriber::with_default(sub, || {
             let bus = Bus::new("platform");
             let pdev = bus.add_device("gpu.0");
@@ -387,6 +390,7 @@ fn a_subscriber_may_unplug_at_open_and_register() {
     std::thread::spawn(move || {
         let probes: Arc<Mutex<Vec<Probe>>> = Arc::default();
         let sub = tracing_subscriber::registry().with(Reenter(probes.clone()));
+        trace_support::interest::pin();
         tracing::subscriber::with_default(sub, || {
             let card = Device::with_name("card0", ());
             card.register().unwrap();

@@ -185,6 +185,7 @@ fn a_panic_reports_an_error_event_on_the_worker() {
         // A subscriber on the worker thread: set by a first item for the next one.
         let (tx, rx) = mpsc::channel::<()>();
         wq.queue_work(move || {
+            common::interest::pin();
             let g = tracing::subscriber::set_default(Hook(move |ev: &str| push(&e, ev)));
             // The worker keeps this subscriber for the items that follow.
             std::mem::forget(g);

@@ -120,6 +120,13 @@ impl Shared {
 /// that compose their own subscriber. Events of other targets are ignored; give the layer a
 /// filter (as below) so that they are not even built for it.
 ///
+/// A scoped subscriber (`with_default`, `set_default`) on one thread while other threads run
+/// without one can miss events with `tracing-core` 0.1: while it is the only registered
+/// dispatcher, a call site first reached by a thread without a subscriber is cached as
+/// uninteresting for every thread (tokio-rs/tracing#2874, #3611). A global subscriber does not
+/// have the problem; test suites that install scoped ones on several threads keep a second
+/// dispatcher registered for the whole run (as this crate's own tests do).
+///
 /// # Examples
 ///
 /// ```

@@ -67,6 +67,7 @@ pub fn with_hook<R>(
     on_event: impl Fn(&str) + Send + Sync + 'static,
     body: impl FnOnce() -> R,
 ) -> R {
+    super::interest::pin();
     tracing::subscriber::with_default(Hook(on_event), body)
 }
 

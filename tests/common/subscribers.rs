@@ -39,6 +39,10 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
 
+#[path = "interest.rs"]
+mod interest;
+pub use interest::pin as pin_interest;
+
 /// Which subscriber a test case runs under.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Variant {
@@ -103,10 +107,10 @@ impl Variant {
 
     /// Runs `f` with this variant's subscriber as the thread's default.
     pub fn run<R>(self, f: impl FnOnce() -> R) -> R {
-        // Test threads install and drop scoped subscribers concurrently; a call site that
-        // registered while another thread's dispatcher came or went can keep a stale interest
-        // (seen once: a recorded case missing its REL events). Recomputing every call site's
-        // interest from the dispatchers alive now makes each case start from the truth.
+        pin_interest();
+        // A call site that first registered while the pins themselves were registering can
+        // still hold the answer of the thread that reached it; recomputing every site's
+        // interest (a correct rebuild now that two dispatchers are registered) settles it.
         let f = move || {
             tracing::callsite::rebuild_interest_cache();
             f()
@@ -132,6 +136,7 @@ impl fmt::Display for Variant {
 /// Runs `f` under a subscriber that panics on every event of the operations `sites` (one
 /// emission site at a time: which ones are inside the panic net).
 pub fn panicking_on<R>(sites: &'static [&'static str], f: impl FnOnce() -> R) -> R {
+    pin_interest();
     quiet_subscriber_panics();
     tracing::subscriber::with_default(Checker::new(Mode::Panic(1, Some(sites))), f)
 }
@@ -216,6 +221,7 @@ fn violation(s: impl FnOnce() -> String) {
 
 /// Runs `f` with no subscriber (setting up a case whose events are not the point).
 pub fn untraced<R>(f: impl FnOnce() -> R) -> R {
+    pin_interest();
     tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), f)
 }
 

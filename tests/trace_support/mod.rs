@@ -2,6 +2,9 @@
 //! memory, parse the JSON lines, and normalise them for golden files.
 #![allow(dead_code, unreachable_pub)]
 
+#[path = "../common/interest.rs"]
+pub mod interest;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -45,6 +48,7 @@ pub fn subscriber() -> (
 /// first).
 pub fn record(f: impl FnOnce()) -> Vec<Value> {
     let (sub, guard, mem) = subscriber();
+    interest::pin();
     tracing::subscriber::with_default(sub, f);
     guard.finish().unwrap();
     parse(&mem)
