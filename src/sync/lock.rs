@@ -7,7 +7,8 @@
 //! `std::sync::Mutex` costs twice what it needs to: a locked exchange on unlock and a look at
 //! the thread's panic count on both lock and unlock (for poisoning, which this lock does not
 //! need: a panic cannot leave a list half-updated because no user code runs while it is held).
-//! Waiters spin briefly, then yield, so oversubscribed threads do not burn a core.
+//! Waiters spin briefly, yield a few times, then sleep with a growing period, so threads
+//! waiting for a preempted holder do not burn the core it needs.
 //!
 //! Under `--cfg loom` it is loom's mutex, so the models explore every interleaving.
 
@@ -57,21 +58,39 @@ mod imp {
 
         #[cold]
         fn lock_contended(&self) {
-            // Exponential backoff between looks at the lock word: a waiter that keeps reading
-            // it pulls its cache line away from the holder on every look, which then pays a
-            // transfer to release it; backing off lets the holder finish (and often run its
-            // next short section) with the line, the list's state and the slots hot in its
-            // cache. After a few rounds the waiter yields, so oversubscribed threads do not
-            // burn a core.
+            // Three stages, each for a longer wait than the one before:
+            //
+            // * exponential backoff between looks at the lock word: a waiter that keeps reading
+            //   it pulls its cache line away from the holder on every look, which then pays a
+            //   transfer to release it; backing off lets the holder finish (and often run its
+            //   next short section) with the line, the list's state and the slots hot in its
+            //   cache;
+            // * a few yields: the holder may be waiting for this very core;
+            // * sleeps, doubling from 1 µs to 1 ms: the lock is held for a few dozen
+            //   instructions, so a wait this long means the holder was preempted and needs a
+            //   core, which a waiter that keeps yielding would compete for. Sleeping (rather
+            //   than parking on a queue that `unlock` would have to look at) keeps the unlock a
+            //   plain store: the uncontended path pays nothing for this stage.
+            const SPIN_ROUNDS: u32 = 8;
+            const YIELDS: u32 = 8;
+            const FIRST_SLEEP_NS: u64 = 1_000;
+            const MAX_SLEEP_NS: u64 = 1_000_000;
             let mut round = 0u32;
+            let mut sleep_ns = FIRST_SLEEP_NS;
             loop {
-                if round < 8 {
+                #[cfg(test)]
+                super::tests::LOOKS.with(|n| n.set(n.get() + 1));
+                if round < SPIN_ROUNDS {
                     for _ in 0..(1u32 << round) {
                         std::hint::spin_loop();
                     }
                     round += 1;
-                } else {
+                } else if round < SPIN_ROUNDS + YIELDS {
                     std::thread::yield_now();
+                    round += 1;
+                } else {
+                    std::thread::sleep(std::time::Duration::from_nanos(sleep_ns));
+                    sleep_ns = (sleep_ns * 2).min(MAX_SLEEP_NS);
                 }
                 if !self.locked.load(Ordering::Relaxed)
                     && self
@@ -174,6 +193,11 @@ pub(crate) use imp::{ListGuard, ListLock};
 mod tests {
     use super::*;
 
+    thread_local! {
+        /// Rounds of the contended wait on this thread (each ends with a look at the lock).
+        pub(super) static LOOKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
     #[test]
     fn excludes_across_threads() {
         let l = std::sync::Arc::new(ListLock::new(0u64));
@@ -204,5 +228,60 @@ mod tests {
         }
         *l.lock() += 1;
         assert_eq!(*l.lock(), 3);
+    }
+
+    /// CPU time this thread has used, in clock ticks (user + system), from
+    /// `/proc/thread-self/stat`.
+    #[cfg(target_os = "linux")]
+    fn thread_cpu_ticks() -> u64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        // The fields after the command name (which is in parentheses and may hold spaces):
+        // state is the 3rd field of the line, utime the 14th, stime the 15th.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split(' ').collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    }
+
+    /// A waiter for a holder that keeps the lock for long (a preempted holder, here one that
+    /// sleeps) sleeps too: it uses a small part of the wait's CPU time, where spinning or
+    /// yielding alone would use all of it.
+    #[test]
+    #[cfg(target_os = "linux")]
+    #[cfg_attr(miri, ignore = "reads /proc; miri's clock is virtual")]
+    fn a_long_wait_sleeps_instead_of_burning_a_core() {
+        use std::sync::{Arc, Barrier};
+        use std::time::Duration;
+        const HOLD: Duration = Duration::from_millis(400);
+        let l = Arc::new(ListLock::new(0u32));
+        let held = Arc::new(Barrier::new(2));
+        let holder = {
+            let (l, held) = (l.clone(), held.clone());
+            std::thread::spawn(move || {
+                let mut g = l.lock();
+                held.wait();
+                std::thread::sleep(HOLD);
+                *g += 1;
+            })
+        };
+        held.wait();
+        let before = thread_cpu_ticks();
+        LOOKS.with(|n| n.set(0));
+        *l.lock() += 1;
+        let used = thread_cpu_ticks() - before;
+        let looks = LOOKS.with(|n| n.get());
+        holder.join().unwrap();
+        assert_eq!(*l.lock(), 2);
+        // 400 ms is 40 ticks at the usual 100 Hz; a sleeping waiter uses about none of them.
+        // (On an idle machine a yielding waiter uses all of them; on a loaded one its yields
+        // give the core away, so its rounds are counted too: with sleeps of up to 1 ms there
+        // are a few hundred, a yielding or spinning waiter makes thousands.)
+        assert!(
+            used <= 10,
+            "the waiter used {used} ticks of CPU time during a {HOLD:?} wait"
+        );
+        assert!(
+            looks <= 2_000,
+            "the waiter looked at the lock {looks} times during a {HOLD:?} wait"
+        );
     }
 }
