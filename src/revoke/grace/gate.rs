@@ -130,7 +130,7 @@ impl Gate {
     pub fn close_and_wait(&self) -> bool {
         self.domain.assert_not_reading();
         let closed_now = !self.closed.swap(true, Ordering::SeqCst);
-        self.domain.synchronize();
+        self.domain.synchronize_checked();
         closed_now
     }
 

@@ -48,6 +48,13 @@
 //! 2. flip the phase, so that new readers count themselves in the other phase;
 //! 3. wait until the previously active phase's counters are all zero.
 //!
+//! Before all that, and without the mutex, one scan of both phases' counters after a
+//! `SeqCst` fence: if every counter reads zero, no section that was in progress at the call is
+//! still running (the argument below, which scans both phases after the fence, needs nothing
+//! more), and the grace period is over without a flip. That is the common case of an unplug or
+//! a revocation with no reader inside; the phases exist for the case of readers that keep the
+//! domain occupied.
+//!
 //! New readers arriving during step 3 go to the new phase, so a continuous stream of readers,
 //! even overlapping ones that keep the domain permanently occupied, cannot starve the writer:
 //! at most one straggler per thread can still land on a phase after it was flipped away (the
@@ -633,7 +640,8 @@ impl Domain {
     ///
     /// Never starved by new readers: readers that start after the call count themselves in the
     /// other phase. Waiting spins briefly, then yields, then sleeps (at most 1 ms at a time).
-    /// Concurrent calls are serialised, each waits for its own grace period.
+    /// With no reader inside it returns after one scan of the counters; concurrent calls that
+    /// find readers are serialised, each waits for its own grace period.
     ///
     /// # Panics
     ///
@@ -653,6 +661,19 @@ impl Domain {
     #[doc(alias = "synchronize_rcu")]
     pub fn synchronize(&self) {
         self.assert_not_reading();
+        self.synchronize_checked();
+    }
+
+    /// [`synchronize`](Self::synchronize) for a caller that has already called
+    /// [`assert_not_reading`](Self::assert_not_reading).
+    pub(crate) fn synchronize_checked(&self) {
+        // The writer's half of the Dekker pairing, then the scan without flipping (module
+        // docs): with no reader inside, the grace period ends here.
+        fence(Ordering::SeqCst);
+        if self.idle() {
+            self.grace_periods.fetch_add(1, Ordering::Release);
+            return;
+        }
         let _serial = lock(&self.gp_lock);
         // Orders the caller's earlier stores (the flag the readers check) before the counter
         // loads below: the writer's half of the Dekker pairing.
@@ -720,6 +741,24 @@ impl Domain {
     #[cfg(loom)]
     fn reading_on_own_shard(&self) -> bool {
         false
+    }
+
+    /// Whether every counter of both phases reads zero (one scan, no waiting). Called after a
+    /// `SeqCst` fence, like [`wait_drained`](Self::wait_drained), for the same reason.
+    fn idle(&self) -> bool {
+        let zero = |c: &[AtomicUsize; 2]| {
+            c[0].load(Ordering::SeqCst) == 0 && c[1].load(Ordering::SeqCst) == 0
+        };
+        if !zero(&self.shared) {
+            return false;
+        }
+        let owned = self.owned.load(Ordering::SeqCst);
+        if owned.is_null() {
+            return true;
+        }
+        // SAFETY: by the type invariant, `owned_count` shards that live as long as `self`.
+        let owned = unsafe { std::slice::from_raw_parts(owned, self.owned_count) };
+        owned.iter().all(|shard| zero(&shard.count))
     }
 
     /// Waits until every shard's counter for `phase` reads zero.
