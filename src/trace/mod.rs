@@ -198,6 +198,16 @@ impl Op {
     }
 
     /// The operation named `name` ([`as_str`](Self::as_str)'s inverse).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use drmm::trace::Op;
+    ///
+    /// assert_eq!(Op::from_name("RELEASE_BEGIN"), Some(Op::ReleaseBegin));
+    /// assert_eq!(Op::from_name("release_begin"), None); // names are upper case
+    /// assert!(Op::ALL.iter().all(|op| Op::from_name(op.as_str()) == Some(*op)));
+    /// ```
     pub fn from_name(name: &str) -> Option<Op> {
         Op::ALL.into_iter().find(|op| op.as_str() == name)
     }
