@@ -1,5 +1,5 @@
 //! Replays the committed fuzz corpus (`fuzz/corpus/ops/*`) through the interpreter the fuzz
-//! target uses (`tests/ops/mod.rs`), as a plain test: no nightly, no cargo-fuzz.
+//! target uses (`tests/ops/`), as a plain test: no nightly, no cargo-fuzz.
 //!
 //! The corpus is the hand-written seeds (`seed-hand-*`, rewritten by
 //! `cargo test --test fuzz_corpus -- --ignored write_seed_corpus` from `ops::seed_programs`)

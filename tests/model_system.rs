@@ -1,5 +1,5 @@
 //! Model-based property test of the whole system: random programs of the shared operation
-//! language (`tests/ops/mod.rs`: devices, bindings, groups, files, the gate, `Devres`,
+//! language (`tests/ops/`: devices, bindings, groups, files, the gate, `Devres`,
 //! references) run against the library and a plain reference model, checking order, onion,
 //! exactly-once, no access after revocation and no leak after every step (see the module).
 //!

@@ -1,4 +1,4 @@
-//! Fuzzes the operation language of `tests/ops/mod.rs`: bytes decode to a program (3 bytes per
+//! Fuzzes the operation language of `tests/ops/`: bytes decode to a program (3 bytes per
 //! operation) run against the library and the reference model; any divergence, leak, panic or
 //! sanitizer report is a crash. The same interpreter backs `tests/model_system.rs` and the
 //! corpus replay `tests/fuzz_corpus.rs`. Run it with `scripts/fuzz`.
