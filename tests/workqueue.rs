@@ -230,7 +230,11 @@ fn the_last_reference_dropped_by_a_work_item_does_not_join_itself() {
         let log: Log = Default::default();
         let (l1, l2) = (log.clone(), log.clone());
         let (done_tx, done_rx) = mpsc::channel::<()>();
+        // The first item waits until the second is queued: otherwise it could destroy the
+        // queue before the second `queue_work`, which would then (rightly) be refused.
+        let (go_tx, go_rx) = mpsc::channel::<()>();
         wq.queue_work(move || {
+            go_rx.recv().unwrap();
             drop(card); // the last reference: the release destroys this very queue
             push(&l1, "released on the worker");
         })
@@ -240,6 +244,7 @@ fn the_last_reference_dropped_by_a_work_item_does_not_join_itself() {
             done_tx.send(()).unwrap();
         })
         .unwrap();
+        go_tx.send(()).unwrap();
         done_rx.recv().unwrap();
         // The worker ends on its own; a destroy from here waits for that.
         assert!(!wq.destroy_workqueue());
