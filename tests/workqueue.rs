@@ -318,12 +318,16 @@ fn a_panicking_item_that_drops_the_last_reference_while_unwinding() {
         }
         quiet(|| {
             let held = DropOnUnwind(Some(card));
+            // As above: the first item must not destroy the queue before the second is queued.
+            let (go_tx, go_rx) = mpsc::channel::<()>();
             wq.queue_work(move || {
                 let _held = held;
+                go_rx.recv().unwrap();
                 panic!("item panics while holding the last reference");
             })
             .unwrap();
             wq.queue_work(move || tx.send(()).unwrap()).unwrap();
+            go_tx.send(()).unwrap();
             rx.recv().unwrap();
         });
         assert!(wq.is_destroyed());
