@@ -357,6 +357,7 @@ impl Bus {
     /// ```
     #[doc(alias = "device_add")]
     #[doc(alias = "device_register")]
+    #[doc(alias = "bus_probe_device")]
     #[cfg_attr(feature = "registry", track_caller)]
     pub fn add_device(&self, name: impl Into<Cow<'static, str>>) -> BusDevice {
         let dev = BusDevice {
