@@ -570,7 +570,10 @@ mod tests {
 
     #[test]
     fn small_zeroed_blocks_are_zeroed_when_recycled_dirty() {
+        let mut lists = crate::res::arena::FreeLists::new();
         let mut arena = Arena::new();
+        // SAFETY: empty lists, outliving the arena (declared before it), used by it alone.
+        unsafe { arena.attach(NonNull::from(&mut lists)) };
         for size in [1, 15, 16, 17, 32, 33, 48, 49, 63, 64, 65, 200] {
             let (b, p) = Block::bytes(&mut arena, size, 16, false).unwrap();
             let class = size.div_ceil(16) * 16;

@@ -11,6 +11,12 @@
 //! exactly [`FIRST_CHUNK`] bytes. A request of 1040 bytes (1024 + a 16-byte header) is above
 //! glibc's thread-cache limit (1032 bytes) and took malloc's slow paths on every new device;
 //! 1024 bytes is served from the thread cache like the floor's own boxes.
+//!
+//! The free lists ([`FreeLists`], 128 bytes) are not in the arena: an empty list needs none,
+//! so they live in the list's front (the header of its slot table's first chunk, made by its
+//! first add, whatever it adds), and the arena points to them. A bit mask in the arena says
+//! which of them hold blocks, so that an allocation that finds none (the common case) does not
+//! follow the pointer.
 
 use std::alloc::{self, Layout};
 use std::ptr::NonNull;
@@ -66,6 +72,33 @@ struct FreeBlock {
     next: Option<NonNull<FreeBlock>>,
 }
 
+/// The heads of an arena's free lists, one per size class, kept outside the arena (see the
+/// [module documentation](self)) and attached to it with [`Arena::attach`].
+pub(crate) struct FreeLists {
+    heads: [Option<NonNull<FreeBlock>>; CLASSES],
+}
+
+// SAFETY: the heads point to blocks owned by the arena the lists are attached to, which reaches
+// them only through `&mut Arena` (the list's state, behind its lock).
+unsafe impl Send for FreeLists {}
+// SAFETY: `&FreeLists` gives access to nothing but the heads' addresses.
+unsafe impl Sync for FreeLists {}
+
+impl FreeLists {
+    /// Every list empty.
+    pub(crate) const fn new() -> Self {
+        FreeLists {
+            heads: [None; CLASSES],
+        }
+    }
+}
+
+impl Default for FreeLists {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The start of every chunk but the first: those chunks form a list, newest first, with no
 /// directory to allocate.
 struct ChunkHeader {
@@ -90,16 +123,23 @@ const _: () = assert!(MAX_POOLED <= FIRST_CHUNK && FIRST_CHUNK.is_multiple_of(PO
 /// `Layout::from_size_align(header.size, POOL_ALIGN)` and starts with its initialised
 /// [`ChunkHeader`]. `last` is `None` while `first` is, and every chunk is freed only in `Drop`.
 /// `[cursor, end)` is unused memory inside the newest chunk, past its header if it has one
-/// (empty when there is no chunk), with `cursor` aligned to [`POOL_ALIGN`]. Every block on
-/// `free[c]` lies inside a chunk past its header, is aligned to [`POOL_ALIGN`], has room for
-/// class `c`'s size, and is owned by nobody else.
+/// (empty when there is no chunk), with `cursor` aligned to [`POOL_ALIGN`]. `free`, when set,
+/// points to free lists valid for reads and writes, which only this arena uses, until it is
+/// dropped; bit `c` of `nonempty` is set exactly when `free` is set and its list `c` is not
+/// empty. Every block on list `c` lies inside a chunk past its header, is aligned to
+/// [`POOL_ALIGN`], has room for class `c`'s size, and is owned by nobody else.
 pub(crate) struct Arena {
     first: Option<NonNull<u8>>,
     last: Option<NonNull<ChunkHeader>>,
     cursor: *mut u8,
     end: *mut u8,
-    free: [Option<NonNull<FreeBlock>>; CLASSES],
+    /// The free lists, once attached ([`attach`](Self::attach)).
+    free: Option<NonNull<FreeLists>>,
+    /// Bit `c`: free list `c` holds a block.
+    nonempty: u32,
 }
+
+const _: () = assert!(CLASSES <= u32::BITS as usize);
 
 // SAFETY: the arena owns its chunks exclusively; the raw pointers are only used by whoever holds
 // `&mut Arena` (the list's state, behind its lock).
@@ -114,8 +154,45 @@ impl Arena {
             last: None,
             cursor: std::ptr::null_mut(),
             end: std::ptr::null_mut(),
-            free: [None; CLASSES],
+            free: None,
+            nonempty: 0,
         }
+    }
+
+    /// Gives the arena its free lists. Until then, a recycled block stays unused until the
+    /// arena is reset or dropped.
+    ///
+    /// # Safety
+    ///
+    /// `free` must hold empty lists and be valid for reads and writes, used by nothing but
+    /// this arena, until the arena is dropped; the arena must have no free lists yet.
+    pub(crate) unsafe fn attach(&mut self, free: NonNull<FreeLists>) {
+        debug_assert!(self.free.is_none());
+        // INVARIANT: valid lists, all empty (the caller): no bit is set.
+        self.free = Some(free);
+    }
+
+    /// Whether the arena has its free lists ([`attach`](Self::attach)).
+    pub(crate) fn has_free_lists(&self) -> bool {
+        self.free.is_some()
+    }
+
+    /// Takes the first block off free list `class`, whose bit in `nonempty` is set.
+    #[inline]
+    fn take_free(&mut self, class: usize) -> Option<NonNull<u8>> {
+        let free = self.free?;
+        // SAFETY: attached lists, valid and used by this arena only (the invariant), reached
+        // through `&mut self`.
+        let head = unsafe { &mut (*free.as_ptr()).heads[class] };
+        let block = (*head)?;
+        // SAFETY: by the invariant the block is a free, live, aligned block of this class;
+        // its first word holds the link written by `recycle`.
+        *head = unsafe { block.as_ref().next };
+        if head.is_none() {
+            // INVARIANT: the list is empty now.
+            self.nonempty &= !(1 << class);
+        }
+        Some(block.cast())
     }
 
     /// A block for `layout` (which must satisfy [`is_pooled`]), uninitialised.
@@ -131,11 +208,10 @@ impl Arena {
     pub(crate) fn alloc_size(&mut self, size: usize) -> Result<NonNull<u8>> {
         debug_assert!(is_pooled_size(size, POOL_ALIGN));
         let class = class_of(size);
-        if let Some(block) = self.free[class] {
-            // SAFETY: by the invariant the block is a free, live, aligned block of this class;
-            // its first word holds the link written by `recycle`.
-            self.free[class] = unsafe { block.as_ref().next };
-            return Ok(block.cast());
+        if self.nonempty & (1 << class) != 0
+            && let Some(block) = self.take_free(class)
+        {
+            return Ok(block);
         }
         let size = (class + 1) * POOL_ALIGN;
         if self.end.addr() - self.cursor.addr() < size {
@@ -215,27 +291,41 @@ impl Arena {
     /// this `size`, must not be on a free list already, and must not be used afterwards.
     #[inline]
     pub(crate) unsafe fn recycle(&mut self, block: NonNull<u8>, size: usize) {
+        let Some(free) = self.free else {
+            // No free lists (never attached): the block stays with the arena, unused.
+            return;
+        };
         let class = class_of(size);
         let node = block.cast::<FreeBlock>();
+        // SAFETY: attached lists, valid and used by this arena only (the invariant), reached
+        // through `&mut self`.
+        let head = unsafe { &mut (*free.as_ptr()).heads[class] };
         // SAFETY: the block is at least 16 bytes, aligned to 16 and owned by the arena again
         // (guaranteed by the caller), so it can hold the link.
-        unsafe {
-            node.as_ptr().write(FreeBlock {
-                next: self.free[class],
-            })
-        };
-        // INVARIANT: a free block of this class, owned by nobody else.
-        self.free[class] = Some(node);
+        unsafe { node.as_ptr().write(FreeBlock { next: *head }) };
+        // INVARIANT: a free block of this class, owned by nobody else; the list is not empty.
+        *head = Some(node);
+        self.nonempty |= 1 << class;
     }
 
-    /// Frees every chunk: the arena is empty again, as new.
+    /// Frees every chunk: the arena is empty again, as new (its free lists stay attached,
+    /// emptied).
     ///
     /// # Safety
     ///
     /// Every block this arena handed out must be unused from now on (the list is empty and no
     /// block is in flight): their memory is freed.
     pub(crate) unsafe fn reset(&mut self) {
+        let free = self.free;
+        if let Some(lists) = free
+            && self.nonempty != 0
+        {
+            // SAFETY: attached lists, valid and used by this arena only (the invariant).
+            unsafe { (*lists.as_ptr()).heads = [None; CLASSES] };
+        }
         *self = Arena::new();
+        // INVARIANT: the same lists, all empty; `nonempty` is 0.
+        self.free = free;
     }
 
     /// Bytes held from the system allocator.
@@ -303,7 +393,10 @@ mod tests {
 
     #[test]
     fn blocks_are_aligned_disjoint_and_recycled() {
+        let mut lists = FreeLists::new();
         let mut a = Arena::new();
+        // SAFETY: empty lists, outliving the arena (declared before it), used by it alone.
+        unsafe { a.attach(NonNull::from(&mut lists)) };
         let mut blocks = Vec::new();
         for i in 1..=200usize {
             let size = 1 + (i * 37) % MAX_POOLED;
@@ -324,6 +417,49 @@ mod tests {
         let q = a.alloc(l(size)).unwrap();
         assert_eq!(p, q, "a freed block is reused first");
         assert!(a.reserved() >= FIRST_CHUNK);
+    }
+
+    /// Free lists: a recycled block is handed out again, newest first, then the cursor
+    /// moves on; without attached lists a recycled block is not reused; a reset empties the
+    /// lists (a block freed with its chunk is never handed out again).
+    #[test]
+    fn free_lists_are_used_when_attached_and_emptied_by_a_reset() {
+        let mut lists = FreeLists::new();
+        let mut a = Arena::new();
+        let b: Vec<_> = (0..4).map(|_| a.alloc(l(64)).unwrap()).collect();
+        // SAFETY: from this arena, with this size, not used again.
+        unsafe { a.recycle(b[1], 64) };
+        assert_eq!(a.nonempty, 0, "no lists: nothing recorded");
+        let fresh = a.alloc(l(64)).unwrap();
+        assert!(!b.contains(&fresh), "not reused without free lists");
+        // SAFETY: empty lists, outliving the arena (declared before it), used by it alone.
+        unsafe { a.attach(NonNull::from(&mut lists)) };
+        // SAFETY: as above.
+        unsafe { a.recycle(b[2], 64) };
+        // SAFETY: as above.
+        unsafe { a.recycle(b[3], 50) };
+        assert_eq!(a.nonempty, 1 << class_of(64));
+        assert_eq!(a.alloc(l(64)).unwrap(), b[3], "newest first");
+        assert_eq!(a.alloc(l(49)).unwrap(), b[2]);
+        assert_eq!(a.nonempty, 0, "the list is empty again");
+        let next = a.alloc(l(64)).unwrap();
+        assert!(!b.contains(&next) && next != fresh, "then the cursor");
+        // SAFETY: as above.
+        unsafe { a.recycle(next, 64) };
+        // SAFETY: no block is used any more.
+        unsafe { a.reset() };
+        assert_eq!(a.nonempty, 0);
+        let free = a.free.unwrap();
+        // SAFETY: the arena's lists, read while it is not used.
+        let heads = unsafe { &free.as_ref().heads };
+        assert!(heads.iter().all(Option::is_none));
+        let p = a.alloc(l(64)).unwrap();
+        // SAFETY: a fresh block of 64 bytes in a new chunk (miri checks it is live).
+        unsafe { p.as_ptr().write_bytes(1, 64) };
+        assert_eq!(a.reserved(), FIRST_CHUNK);
+        // SAFETY: as above.
+        unsafe { a.recycle(p, 64) };
+        assert_eq!(a.alloc(l(64)).unwrap(), p, "still attached after the reset");
     }
 
     #[test]

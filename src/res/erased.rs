@@ -308,6 +308,25 @@ impl SiteTable {
         }
     }
 
+    /// The cache entry of a site.
+    #[inline(always)]
+    fn cache_slot(location: &'static Location<'static>, vt: &'static EntryVTable) -> usize {
+        ((std::ptr::from_ref(location).addr() >> 3) ^ (std::ptr::from_ref(vt).addr() >> 4)) % CACHE
+    }
+
+    /// The index of the site `(name, location, vt)` if the cache in front of the table has
+    /// it (always `None` for an empty table). Reads only.
+    #[inline(always)]
+    pub(crate) fn cached(
+        &self,
+        name: &'static str,
+        location: &'static Location<'static>,
+        vt: &'static EntryVTable,
+    ) -> Option<u32> {
+        let c = self.cache[Self::cache_slot(location, vt)];
+        (c != 0 && self.get(c - 1).same(name, location, vt)).then(|| c - 1)
+    }
+
     /// The index of the site `(name, location, vt)`, added if new; `None` if the table is
     /// full ([`SITE_LIMIT`] sites) or could not grow ([`intern_error`](Self::intern_error)
     /// says which).
@@ -318,14 +337,11 @@ impl SiteTable {
         location: &'static Location<'static>,
         vt: &'static EntryVTable,
     ) -> Option<u32> {
-        let h = ((std::ptr::from_ref(location).addr() >> 3) ^ (std::ptr::from_ref(vt).addr() >> 4))
-            % CACHE;
-        let c = self.cache[h];
-        if c != 0 && self.get(c - 1).same(name, location, vt) {
-            return Some(c - 1);
+        if let Some(i) = self.cached(name, location, vt) {
+            return Some(i);
         }
         let i = self.intern_slow(name, location, vt)?;
-        self.cache[h] = i + 1;
+        self.cache[Self::cache_slot(location, vt)] = i + 1;
         Some(i)
     }
 

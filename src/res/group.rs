@@ -347,7 +347,7 @@ impl Range {
         if seq < self.first || seq > self.last {
             return None;
         }
-        let kind = st.sites.get(slot.site()).vtable.kind;
+        let kind = st.sites().get(slot.site()).vtable.kind;
         if !matches!(kind, EntryKind::GroupOpen | EntryKind::GroupClose) {
             return Some(seq);
         }

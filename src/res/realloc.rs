@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::res::alloc::Block;
 use crate::res::handle::Managed;
 use crate::res::info::EntryKind;
-use crate::res::list::{ResourceList, State, releases_with_arena};
+use crate::res::list::{ResourceList, releases_with_arena};
 use crate::res::site::Site;
 use crate::trace::{self, Op};
 
@@ -40,20 +40,14 @@ impl<C> ResourceList<C> {
         let key = handle.key;
         let (site, old) = {
             let mut st = self.state.lock();
-            let State {
-                slots,
-                sites,
-                arena,
-                all_inert,
-                ..
-            } = &mut *st;
-            let Some(slot) = slots.get_mut(key.index as usize) else {
+            let st = &mut *st;
+            let Some(slot) = st.slots.get(key.index as usize) else {
                 return Err(Error::NotOnList);
             };
             if slot.occupied() != Some(key.seq) {
                 return Err(Error::NotOnList);
             }
-            let meta = *sites.get(slot.site());
+            let meta = *st.sites().get(slot.site());
             if meta.vtable.kind != EntryKind::Alloc {
                 return Err(Error::NotOnList);
             }
@@ -61,17 +55,24 @@ impl<C> ResourceList<C> {
             // view is never dropped (`ManuallyDrop`) unless it replaces them below.
             let block =
                 ManuallyDrop::new(unsafe { Block::from_raw(meta.vtable, slot.aux(), slot.word()) });
-            let (new, ptr) = block.resized_bytes(arena, new_len, zero_tail)?;
+            let (new, ptr) = block.resized_bytes(&mut st.arena, new_len, zero_tail)?;
             let (vt, aux, word) = new.into_raw();
-            let Some(site_index) = sites.intern(meta.name, meta.location, vt) else {
-                // SAFETY: the parts just taken from `new`, not used again.
-                drop(unsafe { Block::from_raw(vt, aux, word) });
-                return Err(sites.intern_error());
+            let site_index = match st.intern(meta.name, meta.location, vt) {
+                Ok(i) => i,
+                Err(e) => {
+                    // SAFETY: the parts just taken from `new`, not used again.
+                    drop(unsafe { Block::from_raw(vt, aux, word) });
+                    return Err(e);
+                }
             };
+            let slot = st
+                .slots
+                .get_mut(key.index as usize)
+                .expect("the slot checked above, under the same lock");
             // INVARIANT: the slot now owns the new block (same seq, same place); the old block's
             // parts are owned by `block`, taken out of the `ManuallyDrop` below.
             slot.replace_payload(site_index, aux, word);
-            *all_inert &= releases_with_arena(vt, aux);
+            st.all_inert &= releases_with_arena(vt, aux);
             // `E` has the layout of `u8`; the slice metadata (the length) is kept by the cast.
             handle.ptr = NonNull::new(ptr.as_ptr() as *mut [E]).expect("non-null");
             (

@@ -15,7 +15,7 @@ impl<C> ResourceList<C> {
         let Some(slot) = st.take_slot(key.index as usize, Some(key.seq)) else {
             return Err(Error::NotOnList);
         };
-        let meta = *st.sites.get(slot.site());
+        let meta = *st.sites().get(slot.site());
         let (site, vt) = (Site::new(meta.name, meta.location), meta.vtable);
         if vt.needs_drop {
             drop(st);

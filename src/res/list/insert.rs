@@ -129,8 +129,9 @@ impl<C> ResourceList<C> {
         if (!reuse && st.slots.len() >= NO_SLOT as usize) || seq > MAX_SEQ {
             return Err((too_many(seq), seq));
         }
-        let Some(site_index) = st.sites.intern(site.name(), site.location(), vt) else {
-            return Err((st.sites.intern_error(), seq));
+        let site_index = match st.intern(site.name(), site.location(), vt) {
+            Ok(i) => i,
+            Err(e) => return Err((e, seq)),
         };
         // INVARIANT (once stored): an occupied slot owning the entry's parts, its site
         // interned. If it cannot be stored it is dropped unused (a slot has no destructor) and

@@ -9,14 +9,14 @@ use std::any::Any;
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
-use std::panic::{self, AssertUnwindSafe};
+use std::panic::{self, AssertUnwindSafe, Location};
 use std::ptr::NonNull;
 use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
 use crate::res::action::Action;
 use crate::res::alloc::Block;
-use crate::res::arena::Arena;
+use crate::res::arena::{Arena, FreeLists};
 use crate::res::erased::{EntryVTable, SiteTable, Word};
 use crate::res::handle::{Key, Managed};
 use crate::res::info::{EntryInfo, EntryKind};
@@ -258,18 +258,7 @@ impl<C> ResourceList<C> {
             prefix,
             bulk: AtomicBool::new(false),
             tail_seq: AtomicU64::new(0),
-            state: ListLock::new(State {
-                slots: Slots::new(),
-                sites: SiteTable::new(),
-                _ctx: PhantomData,
-                free_head: NO_SLOT,
-                next_seq: 1,
-                live: 0,
-                reordered: false,
-                releasing: 0,
-                arena: Arena::new(),
-                all_inert: true,
-            }),
+            state: ListLock::new(State::new()),
         }
     }
 
@@ -334,13 +323,16 @@ impl<C> Drop for ResourceList<C> {
         if st.live == 0 {
             return;
         }
-        let mut slots = std::mem::replace(&mut st.slots, Slots::new());
-        let mut entries: Vec<(u64, Entry<C>)> = slots
-            .drain_all()
+        let mut entries: Vec<(u64, Entry<C>)> = st
+            .slots
+            .iter()
             .filter(|s| s.occupied().is_some())
-            // SAFETY: occupied slots, taken out of the table.
-            .map(|s| unsafe { st.unpack(s) })
+            // SAFETY: bitwise copies of occupied slots, whose originals are forgotten below
+            // (the table is cleared) without being unpacked again.
+            .map(|s| unsafe { st.unpack(s.copy()) })
             .collect();
+        st.slots.clear();
+        st.live = 0;
         entries.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
         // Destructors and subscribers are user code: each in the panic net, so that one
         // panic does not leak the rest; the first is resumed (only logged while unwinding).

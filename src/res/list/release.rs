@@ -258,7 +258,7 @@ impl<C> ResourceList<C> {
                 // action that is not traced needs neither: it is looked up again if it panics).
                 let found = found.map(|(slot, vt)| {
                     let meta = (vt.kind != EntryKind::Action || trace::debug_possible())
-                        .then(|| *st.sites.get(slot.site()));
+                        .then(|| *st.sites().get(slot.site()));
                     (slot, vt, meta)
                 });
                 (found, st.slots.len() == 0)
@@ -284,7 +284,7 @@ impl<C> ResourceList<C> {
                 if let Err(p) = panic::catch_unwind(AssertUnwindSafe(|| action.call(ctx))) {
                     // SAFETY: the caller's promise covers `exclusive`.
                     let meta = *unsafe { self.lock_for_release(exclusive) }
-                        .sites
+                        .sites()
                         .get(slot.site());
                     sink.record(p, self, &Site::new(meta.name, meta.location));
                 }

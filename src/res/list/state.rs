@@ -119,10 +119,51 @@ impl Slot {
     }
 }
 
-pub(crate) struct State<C> {
-    pub(in crate::res) slots: Slots<Slot>,
+/// What a list needs only once something is added to it: the table of call sites the slots
+/// refer to and the free lists of its arena (360 bytes). It is the header of the slot table's
+/// first chunk, made by the list's first add in the allocation that add makes anyway, and kept
+/// until the list is dropped (also while the list is empty again): an empty list (an idle
+/// device) holds one pointer instead, and a list with entries no extra allocation.
+pub(in crate::res) struct Front {
     /// The call sites (name, location, entry type) the slots refer to.
-    pub(in crate::res) sites: SiteTable,
+    sites: SiteTable,
+    /// The free lists of the list's arena, attached to it when the front is made.
+    free: FreeLists,
+}
+
+impl Front {
+    const fn new() -> Self {
+        Front {
+            sites: SiteTable::new(),
+            free: FreeLists::new(),
+        }
+    }
+}
+
+impl Default for Front {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The front of every list that has none yet: empty, and never written (a list makes its own
+/// before it writes to one).
+pub(super) static NO_FRONT: Front = Front::new();
+
+/// The slot table and the bookkeeping around it, under the list's lock.
+///
+/// # Invariants
+///
+/// The arena's free lists, once attached, are the `free` field of the slot table's front (its
+/// first chunk's header), which lives until the table is dropped, after the arena; the front's
+/// `sites` field is written only through `&mut State`, by [`intern`](Self::intern). The
+/// arena's blocks recycled before its lists are attached stay unused.
+pub(crate) struct State<C> {
+    /// Memory of small managed allocations. Entries still on the list when it is dropped are
+    /// unpacked and dropped by [`ResourceList`]'s `Drop`, before the arena. (Declared before
+    /// the slot table, whose front holds its free lists: dropped first.)
+    pub(in crate::res) arena: Arena,
+    pub(in crate::res) slots: Slots<Slot, Front>,
     pub(super) free_head: u32,
     pub(super) next_seq: u64,
     pub(super) live: usize,
@@ -131,9 +172,6 @@ pub(crate) struct State<C> {
     /// Bulk releases in progress. While one runs, slots are not reused, so entries added during
     /// the release are appended above everything that existed when it began.
     pub(super) releasing: usize,
-    /// Memory of small managed allocations. Entries still on the list when it is dropped are
-    /// unpacked and dropped by [`ResourceList`]'s `Drop`, before the arena.
-    pub(in crate::res) arena: Arena,
     /// Every entry added since the list was last empty is released by resetting the arena
     /// ([`releases_with_arena`]): a final release with nobody tracing entries then has nothing
     /// to do entry by entry. Only ever cleared by an add (or a resize) and set again when the
@@ -156,6 +194,84 @@ pub(in crate::res) fn releases_with_arena(vt: &EntryVTable, aux: u32) -> bool {
 }
 
 impl<C> State<C> {
+    /// An empty state: no slot, no site, no arena chunk; nothing allocated.
+    pub(super) fn new() -> Self {
+        State {
+            arena: Arena::new(),
+            slots: Slots::new(&NO_FRONT),
+            _ctx: PhantomData,
+            free_head: NO_SLOT,
+            next_seq: 1,
+            live: 0,
+            reordered: false,
+            releasing: 0,
+            all_inert: true,
+        }
+    }
+
+    /// The call sites the slots refer to (an empty table until the list's first add).
+    #[inline(always)]
+    pub(in crate::res) fn sites(&self) -> &SiteTable {
+        // SAFETY: the slot table's header is its front, which lives as long as the table, or
+        // `NO_FRONT`; its `sites` field is written only through `&mut self` (the invariant),
+        // so it may be read for as long as `self` is borrowed. Only that field is borrowed:
+        // the arena writes the other one.
+        unsafe { &(*self.slots.head().as_ptr()).sites }
+    }
+
+    /// The index of the site `(name, location, vt)` in the site table, interned if new.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfMemory`] if the front (at the list's first add) or the site table could
+    /// not be allocated, [`Error::SizeOverflow`] if the table is full. Nothing changes then.
+    #[inline(always)]
+    pub(in crate::res) fn intern(
+        &mut self,
+        name: &'static str,
+        location: &'static Location<'static>,
+        vt: &'static EntryVTable,
+    ) -> Result<u32> {
+        match self.sites().cached(name, location, vt) {
+            Some(i) => Ok(i),
+            None => self.intern_slow(name, location, vt),
+        }
+    }
+
+    /// [`intern`](Self::intern) of a site the cache does not have: makes the front if the
+    /// list has none yet.
+    #[cold]
+    #[inline(never)]
+    fn intern_slow(
+        &mut self,
+        name: &'static str,
+        location: &'static Location<'static>,
+        vt: &'static EntryVTable,
+    ) -> Result<u32> {
+        let front = self.front().ok_or_else(slot_oom)?;
+        // SAFETY: the list's own front (made above if needed), reached through `&mut self`;
+        // only its `sites` field is borrowed (the arena's pointer is to the other one).
+        let sites = unsafe { &mut (*front.as_ptr()).sites };
+        sites
+            .intern(name, location, vt)
+            .ok_or_else(|| sites.intern_error())
+    }
+
+    /// The list's front, made now (in the slot table's first chunk, with the arena's free
+    /// lists attached) if it has none; `None` if that allocation failed (nothing changed).
+    fn front(&mut self) -> Option<NonNull<Front>> {
+        let front = self.slots.first_head(Front::new)?;
+        if !self.arena.has_free_lists() {
+            // SAFETY: the offset of a field of the front: inside it.
+            let free = unsafe { front.byte_add(std::mem::offset_of!(Front, free)) }.cast();
+            // SAFETY: the front was just made (a table's first chunk is made once, and the
+            // lists are attached when it is): empty lists, living until the slot table is
+            // dropped, after the arena, and reached by nothing but the arena (the invariant).
+            unsafe { self.arena.attach(free) };
+        }
+        Some(front)
+    }
+
     /// The entry an occupied slot owned, and its sequence number.
     ///
     /// # Safety
@@ -165,7 +281,7 @@ impl<C> State<C> {
     #[inline(always)]
     pub(in crate::res) unsafe fn unpack(&self, slot: Slot) -> (u64, Entry<C>) {
         debug_assert!(slot.occupied().is_some());
-        let meta = self.sites.get(slot.site());
+        let meta = self.sites().get(slot.site());
         let site = Site::new(meta.name, meta.location);
         let seq = slot.seq();
         // SAFETY: an occupied slot's parts (the caller), stored by `insert_parts` from an
@@ -183,7 +299,7 @@ impl<C> State<C> {
     /// `needs_drop` is false.
     #[inline(always)]
     pub(super) unsafe fn discard_inert(&mut self, slot: Slot) {
-        let vt = self.sites.get(slot.site()).vtable;
+        let vt = self.sites().get(slot.site()).vtable;
         debug_assert!(!vt.needs_drop);
         if vt.kind == EntryKind::Alloc {
             // SAFETY: the parts of a block (the kind says so), owned by the slot (the caller).
@@ -209,7 +325,7 @@ impl<C> State<C> {
     pub(in crate::res) fn marker_at(&self, index: usize) -> Option<(u64, Marker)> {
         let slot = self.slots.get(index)?;
         let seq = slot.occupied()?;
-        let vt = self.sites.get(slot.site()).vtable;
+        let vt = self.sites().get(slot.site()).vtable;
         if !matches!(vt.kind, EntryKind::GroupOpen | EntryKind::GroupClose) {
             return None;
         }
@@ -398,7 +514,7 @@ impl<C> State<C> {
                 Some(match *last {
                     Some((s, vt)) if s == site => vt,
                     _ => {
-                        let vt = self.sites.get(site).vtable;
+                        let vt = self.sites().get(site).vtable;
                         *last = Some((site, vt));
                         vt
                     }

@@ -218,3 +218,111 @@ fn final_release_of_inert_arena_blocks_alone_is_one_step() {
         l.realloc_bytes(&mut b, 4096, true).unwrap();
     }));
 }
+
+/// An empty list holds no front: its slot table points to the shared empty one and its arena
+/// has no free lists. The first add, whatever it adds, makes the front (sites and free lists
+/// in the slot table's first chunk), which then serves every later add and early free, also
+/// after a release has reset the arena (which empties the free lists).
+#[test]
+fn the_first_add_makes_the_front_and_the_arena_reuses_freed_blocks_through_it() {
+    let l = ResourceList::<()>::new(Some("t".into()), "t");
+    {
+        let st = l.state.lock();
+        assert!(std::ptr::eq(st.slots.head().as_ptr(), &state::NO_FRONT));
+        assert!(!st.arena.has_free_lists());
+        assert_eq!(
+            st.sites().cached(
+                "x",
+                std::panic::Location::caller(),
+                &crate::res::erased::OPEN_VTABLE
+            ),
+            None
+        );
+    }
+    let a = Action::new(|_: &()| {}).ok().unwrap();
+    let first = l
+        .push(Entry {
+            site: Site::caller("first"),
+            payload: Payload::Action(a),
+        })
+        .ok()
+        .unwrap();
+    let front = {
+        let st = l.state.lock();
+        assert!(!std::ptr::eq(st.slots.head().as_ptr(), &state::NO_FRONT));
+        assert!(st.arena.has_free_lists(), "attached with the front");
+        assert_eq!(st.sites().get(0).name, "first");
+        st.slots.head()
+    };
+    // Early frees go to the free lists: the next block of the class is the one freed last.
+    let blocks: Vec<_> = (0..3)
+        .map(|_| {
+            l.alloc_bytes(Site::caller("kzalloc"), 64, 16, true)
+                .unwrap()
+        })
+        .collect();
+    let addr = |m: &Managed<[u8]>| m.ptr.cast::<u8>();
+    let (a1, a2) = (addr(&blocks[1]), addr(&blocks[2]));
+    let mut blocks = blocks.into_iter();
+    let (b0, b1, b2) = (
+        blocks.next().unwrap(),
+        blocks.next().unwrap(),
+        blocks.next().unwrap(),
+    );
+    l.release(&b1.key, &()).unwrap();
+    l.release(&b2.key, &()).unwrap();
+    let c = l
+        .alloc_bytes(Site::caller("kzalloc"), 64, 16, true)
+        .unwrap();
+    assert_eq!(addr(&c), a2, "the block freed last is reused first");
+    // SAFETY: a live, zeroed block of 64 bytes.
+    assert!(unsafe { c.ptr.as_ref() }.iter().all(|&x| x == 0));
+    let d = l
+        .alloc_bytes(Site::caller("kzalloc"), 64, 16, true)
+        .unwrap();
+    assert_eq!(addr(&d), a1);
+    // A freed block is on a list when the release resets the arena: the reset empties the
+    // lists (the block's chunk is freed), and the list keeps using the same front.
+    l.release(&b0.key, &()).unwrap();
+    // SAFETY: no other thread uses the list, no handle is read afterwards.
+    assert!(unsafe { l.release_all_exclusive(&()) }.is_none());
+    assert_eq!(l.state.lock().arena.reserved(), 0, "arena reset");
+    drop((first, c, d));
+    // The freed chunk's memory, taken by someone else (so that the arena's next chunk is
+    // elsewhere): a block handed out from it now would be another owner's memory.
+    let taken = Vec::<u8>::with_capacity(1024);
+    let e = l
+        .alloc_bytes(Site::caller("kzalloc"), 64, 16, true)
+        .unwrap();
+    let f = l
+        .alloc_bytes(Site::caller("kzalloc"), 64, 16, true)
+        .unwrap();
+    l.release(&e.key, &()).unwrap();
+    let g = l
+        .alloc_bytes(Site::caller("kzalloc"), 64, 16, true)
+        .unwrap();
+    assert_eq!(addr(&g), addr(&e));
+    let h = l
+        .alloc_bytes(Site::caller("kzalloc"), 64, 16, true)
+        .unwrap();
+    let gap = addr(&h)
+        .as_ptr()
+        .addr()
+        .wrapping_sub(addr(&f).as_ptr().addr());
+    assert_eq!(
+        gap, 64,
+        "a fresh block from the cursor, not one of the freed chunk"
+    );
+    assert_eq!(l.state.lock().slots.head(), front, "made once");
+    drop(taken);
+}
+
+/// The bytes an idle logical device holds (`Device::new(())`, never entered, no entries): at
+/// most 512 with its 8-byte reference count (W10). What only a device with entries needs
+/// lives in the front.
+#[test]
+#[cfg(all(target_pointer_width = "64", not(feature = "registry")))]
+fn an_idle_device_fits_in_512_bytes() {
+    let size = std::mem::size_of::<crate::device::LogicalDevice<()>>();
+    assert!(size + 8 <= 512, "LogicalDevice<()> is {size} bytes");
+}
