@@ -203,7 +203,7 @@ impl<T: Send + Sync + 'static, F> File<T, F> {
     ///
     /// # Errors
     ///
-    /// [`Error::Unplugged`](crate::Error::Unplugged) once the device is unplugged.
+    /// [`Error::Unplugged`] once the device is unplugged.
     ///
     /// # Examples
     ///
